@@ -1,0 +1,22 @@
+"""
+The whole converge of a MNEMOS Phase 1 host:
+    pyinfra @local deploys/bootstrap.py                    (this machine, defaults of group_data/all.py)
+    pyinfra inventories/staging.py deploys/bootstrap.py    (an environment)
+Settings are validated and the host checked before the first operation.
+"""
+
+from mnemos_provision.context import host_context
+from roles.docker_engine import docker_engine
+from roles.packages import packages
+from roles.preflight import preflight
+from roles.stack import stack
+from roles.tools import tools
+from roles.tree import tree
+
+ctx = host_context()
+preflight(ctx)
+packages(ctx)
+docker_engine(ctx)
+tools(ctx)
+tree(ctx)
+stack(ctx)

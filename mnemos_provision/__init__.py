@@ -1,0 +1,1 @@
+"""Library of the MNEMOS provisioning project: settings, facts, rendering, operations."""

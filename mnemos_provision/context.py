@@ -1,0 +1,66 @@
+"""
+HostContext: what every role reads. Built once per host at the top of a deploy, before any
+operation: validated settings plus one snapshot of the host (one command).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from pyinfra import host, logger
+
+from mnemos_provision.facts import HostSnapshot, Snapshot
+from mnemos_provision.settings import Settings, SettingsError, validate
+
+
+@dataclass(frozen=True)
+class HostContext:
+    settings: Settings
+    snap: Snapshot
+    user: str
+    group: str
+    home: str
+
+    @property
+    def root(self) -> str:
+        return self.settings.home_path(self.settings.mnemos_root, self.home)
+
+    @property
+    def secrets_state_path(self) -> str:
+        return self.settings.home_path(self.settings.secrets_state_path, self.home)
+
+    @property
+    def vault_keys_path(self) -> str:
+        return self.settings.home_path(self.settings.vault_keys_path, self.home)
+
+
+def fail(title: str, problems: list[str], code: int = 2) -> None:
+    """Print every problem for this host and stop the run before any operation executes."""
+    logger.error(f"[{host.name}] {title}")
+    for problem in problems:
+        logger.error(f"  - {problem}")
+    sys.exit(code)
+
+
+def load_settings() -> Settings:
+    data = {k: v for k, v in host.data.dict().items()}
+    try:
+        return validate(data)
+    except SettingsError as exc:
+        fail(f"{len(exc.problems)} problem(s) in the settings; nothing on the host was changed:",
+             exc.problems)
+        raise  # unreachable: fail() exits
+
+
+def host_context() -> HostContext:
+    settings = load_settings()
+    snap = host.get_fact(HostSnapshot, user=settings.mnemos_user, path=settings.mnemos_root,
+                         compose_project=settings.compose_project)
+    if not snap.user_exists:
+        fail("the MNEMOS user does not exist; nothing on the host was changed:", [
+            f"mnemos_user = {settings.mnemos_user!r}: no such account on {host.name}; create it "
+            "or set mnemos_user to an existing account",
+        ])
+    return HostContext(settings=settings, snap=snap, user=snap.user, group=snap.user_group,
+                       home=snap.user_home)

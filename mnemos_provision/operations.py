@@ -1,0 +1,336 @@
+"""
+Operations pyinfra does not have, written the way pyinfra writes its own (operations/files.py):
+facts first, commands only for what differs, `host.noop` saying why otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import shlex
+from io import BytesIO
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.facts.files import Sha256File
+
+from mnemos_provision.facts import (
+    AptListsAge, AptPackages, ComposeState, ComposeWanted, DockerAnswers, TreeState,
+)
+from mnemos_provision.render import TreeEntry
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _secret_upload(content: bytes, dest: str, staging_dir: str, user: str, group: str):
+    """
+    Commands that write a secret file without it ever existing with a wider mode: the upload lands
+    in `staging_dir` (0700), gets mode 0600 and its owner there, then moves into place.
+    """
+    staged = posixpath.join(staging_dir, ".upload-" + hashlib.sha256(dest.encode()).hexdigest()[:16])
+    yield StringCommand(f"install -d -m 700 {shlex.quote(staging_dir)}")
+    yield FileUploadCommand(BytesIO(content), staged)
+    yield StringCommand(
+        f"chmod 600 {shlex.quote(staged)} && chown {shlex.quote(user)}:{shlex.quote(group)} "
+        f"{shlex.quote(staged)} && mv -f {shlex.quote(staged)} {shlex.quote(dest)}"
+    )
+
+
+@operation()
+def secret_file(path: str, content: bytes, user: str, group: str, staging_dir: str):
+    """
+    Write a file that holds secrets: mode 0600, compared by sha256, its text never handed to the
+    diff printer or the output (unlike files.put/files.template under --diff).
+
+    + path: remote path of the file
+    + content: the bytes it must hold
+    + user, group: its owner
+    + staging_dir: a 0700 directory on the same filesystem where the upload lands first
+
+    **Example:**
+
+    .. code:: python
+
+        secret_file(path="/home/dev/.config/mnemos/secrets.json", content=b"{...}",
+                    user="dev", group="dev", staging_dir="/home/dev/.config/mnemos")
+    """
+    current = host.get_fact(Sha256File, path=path)
+    if current == _sha256(content):
+        mode_owner = host.get_fact(TreeState, root=posixpath.dirname(path), dirs=[],
+                                   files=[posixpath.basename(path)])
+        state = mode_owner.get(posixpath.basename(path))
+        if state and state.mode == "600" and (state.owner, state.group) == (user, group):
+            host.noop(f"secret file {path} is up to date (0600, {user}:{group})")
+            return
+        yield StringCommand(f"chmod 600 {shlex.quote(path)} && chown {shlex.quote(user)}:"
+                            f"{shlex.quote(group)} {shlex.quote(path)}")
+        return
+    yield from _secret_upload(content, path, staging_dir, user, group)
+
+
+@operation()
+def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, staging_dir: str,
+              git_init: bool = True):
+    """
+    Converge a whole rendered tree in a bounded number of round trips: one fact reads type, mode,
+    owner and sha256 of every managed path; only what differs is created, uploaded or fixed.
+    Secret entries are written through a 0700 staging directory and never shown in a diff.
+
+    + root: absolute path of the tree
+    + entries: TreeEntry list from mnemos_provision.render.render_tree
+    + user, group: owner of every managed path
+    + staging_dir: 0700 directory (same filesystem) where secret uploads land first
+    + git_init: run ``git init -b main`` when ``root/.git`` does not exist
+
+    **Example:**
+
+    .. code:: python
+
+        sync_tree(root="/home/dev/mnemos", entries=render_tree(settings, "/home/dev", secrets),
+                  user="dev", group="dev", staging_dir="/home/dev/.config/mnemos")
+    """
+    dirs = [e.path for e in entries if e.kind == "directory"]
+    files = [e.path for e in entries if e.kind == "file"]
+    probe_dirs = [".", ".git"] + dirs if git_init else ["."] + dirs
+    state = host.get_fact(TreeState, root=root, dirs=probe_dirs, files=files)
+    q = shlex.quote
+
+    mkdirs: list[str] = []
+    uploads: list[TreeEntry] = []
+    chmods: dict[str, list[str]] = {}
+    chowns: list[str] = []
+    changed: list[str] = []
+
+    def want(path: str, kind: str, mode: str) -> None:
+        current = state.get(path)
+        full = posixpath.normpath(posixpath.join(root, path))
+        if current is None:
+            return
+        if current.mode != mode:
+            chmods.setdefault(mode, []).append(full)
+            changed.append(f"{path} mode {current.mode}->{mode}")
+        if (current.owner, current.group) != (user, group):
+            chowns.append(full)
+            changed.append(f"{path} owner {current.owner}:{current.group}->{user}:{group}")
+
+    if "." not in state:
+        mkdirs.append(root)
+        chowns.append(root)
+    else:
+        want(".", "directory", state["."].mode)  # the root keeps its mode; only the owner is ours
+    for entry in entries:
+        full = posixpath.join(root, entry.path)
+        current = state.get(entry.path)
+        if entry.kind == "directory":
+            if current is None:
+                mkdirs.append(full)
+                chmods.setdefault(entry.mode, []).append(full)
+                chowns.append(full)
+                changed.append(f"{entry.path}/ created")
+            elif current.kind != "directory":
+                raise ValueError(f"{full} should be a directory but is a {current.kind}; move it away")
+            else:
+                want(entry.path, "directory", entry.mode)
+            continue
+        if current is not None and current.kind != "regular file" and current.kind != "regular empty file":
+            raise ValueError(f"{full} should be a file but is a {current.kind}; move it away")
+        if current is None or current.sha256 != _sha256(entry.content or b""):
+            uploads.append(entry)
+            changed.append(f"{entry.path} {'created' if current is None else 'updated'}")
+        else:
+            want(entry.path, "file", entry.mode)
+
+    needs_git = git_init and ".git" not in state
+
+    if not (mkdirs or uploads or chmods or chowns or needs_git):
+        host.noop(f"tree {root}: all {len(entries)} managed paths up to date")
+        return
+
+    if mkdirs:
+        yield StringCommand("mkdir -p " + " ".join(q(p) for p in mkdirs))
+    for entry in uploads:
+        full = posixpath.join(root, entry.path)
+        if entry.secret:
+            yield from _secret_upload(entry.content or b"", full, staging_dir, user, group)
+        else:
+            yield FileUploadCommand(BytesIO(entry.content or b""), full)
+            chmods.setdefault(entry.mode, []).append(full)
+            chowns.append(full)
+    for mode, paths in sorted(chmods.items()):
+        yield StringCommand(f"chmod {mode} " + " ".join(q(p) for p in paths))
+    if chowns:
+        yield StringCommand(f"chown {q(user)}:{q(group)} " + " ".join(q(p) for p in chowns))
+    if needs_git:
+        yield StringCommand(
+            f"git -C {q(root)} init -q -b main && chown -R {q(user)}:{q(group)} {q(root)}/.git"
+        )
+
+
+@operation()
+def apt_install(packages: list[str], optional: list[str] | None = None):
+    """
+    Install apt packages that are missing, in one apt-get call. `optional` packages are installed
+    only where the distribution has them (e.g. python3.11), and are skipped silently otherwise.
+
+    + packages: names that must be installed, or name=version to pin (unknown names fail the run)
+    + optional: names installed only when apt has a candidate for them
+
+    **Example:**
+
+    .. code:: python
+
+        apt_install(packages=["git", "jq"], optional=["python3.11"])
+    """
+    optional = optional or []
+    names = [p.split("=", 1)[0] for p in list(packages) + list(optional)]
+    state = host.get_fact(AptPackages, names=names)
+
+    def satisfied(spec: str) -> bool:
+        name, _, version = spec.partition("=")
+        info = state.get(name, {})
+        return bool(info.get("installed")) and (not version or info.get("version") == version)
+
+    missing = [p for p in packages if not satisfied(p)]
+    missing += [p for p in optional
+                if not state.get(p, {}).get("installed") and state.get(p, {}).get("candidate")]
+    if not missing:
+        host.noop(f"{len(packages)} packages already installed")
+        return
+    yield StringCommand(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        + " ".join(shlex.quote(p) for p in missing)
+    )
+
+
+@operation()
+def apt_remove(packages: list[str]):
+    """
+    Remove installed apt packages (e.g. those that conflict with docker-ce).
+
+    + packages: names to remove when installed
+    """
+    state = host.get_fact(AptPackages, names=list(packages))
+    present = [p for p in packages if state.get(p, {}).get("installed")]
+    if not present:
+        host.noop(f"none of {', '.join(packages)} is installed")
+        return
+    yield StringCommand("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q "
+                        + " ".join(shlex.quote(p) for p in present))
+
+
+@operation()
+def apt_refresh(max_age_seconds: int, force: bool = False):
+    """
+    Refresh the apt cache when it is older than `max_age_seconds` (or empty), or when `force`.
+    A converged host within that age changes nothing.
+
+    + max_age_seconds: how old the package lists may be
+    + force: refresh regardless (after adding an apt source)
+    """
+    age = host.get_fact(AptListsAge)
+    if not force and age is not None and age <= max_age_seconds:
+        host.noop(f"apt lists are {age} s old (fresh within {max_age_seconds} s)")
+        return
+    yield StringCommand("apt-get update -q")
+
+
+@operation()
+def ensure_docker_running(systemd: bool, timeout: int):
+    """
+    Start Docker Engine and wait until `docker info` answers. Under systemd it is enabled and
+    started; without systemd (WSL's default) dockerd is started detached with its log in
+    /var/log/dockerd.log. A daemon that does not answer is an error with its last log lines.
+
+    + systemd: whether the host runs systemd
+    + timeout: seconds to wait for the engine
+    """
+    if host.get_fact(DockerAnswers):
+        host.noop("Docker Engine answers")
+        return
+    if systemd:
+        start = "systemctl enable --now docker.service"
+        log = "journalctl -u docker.service -n 20 --no-pager"
+    else:
+        start = ("setsid nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null & ")
+        log = "tail -n 20 /var/log/dockerd.log"
+    yield StringCommand(
+        f"{start}\n"
+        f"i=0; while [ $i -lt {int(timeout)} ]; do docker info >/dev/null 2>&1 && exit 0; "
+        f"i=$((i+1)); sleep 1; done; "
+        f"echo 'Docker Engine did not answer within {int(timeout)} s; last log lines:' >&2; "
+        f"{log} >&2; exit 1"
+    )
+
+
+def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | None) -> list[str]:
+    """Why the stack must be (re)converged; [] when every wanted service runs its config healthy."""
+    if wanted is None or running is None:
+        return ["Docker or the rendered compose file is not there yet"]
+    reasons = []
+    for service, config_hash in sorted(wanted.items()):
+        current = running.get(service)
+        if current is None:
+            reasons.append(f"{service}: no container")
+        elif current["hash"] != config_hash:
+            reasons.append(f"{service}: configuration changed")
+        elif current["state"] != "running":
+            reasons.append(f"{service}: {current['state']}")
+        elif current["health"] not in ("healthy", "none"):
+            reasons.append(f"{service}: {current['health']}")
+    for service in sorted(set(running) - set(wanted)):
+        reasons.append(f"{service}: orphan container of a disabled service")
+    return reasons
+
+
+@operation()
+def compose_up(root: str, project: str, images: dict[str, str], services: list[str],
+               timeout: int):
+    """
+    Converge a compose stack: `docker compose up -d --wait --remove-orphans` only when a wanted
+    service has no container, another configuration (compose config hash), is not running or is
+    unhealthy, or an orphan is left. Missing images are pulled first, one by one, and a pull that
+    fails names the image and the setting to change. A service that does not become healthy is an
+    error with its health output and last log lines. Volumes are never removed.
+
+    + root: directory of docker-compose.yml and .env
+    + project: compose project name (container labels)
+    + images: {service: image} of the enabled services
+    + services: the enabled services
+    + timeout: seconds `--wait` may take
+
+    **Example:**
+
+    .. code:: python
+
+        compose_up(root="/home/dev/mnemos", project="mnemos", images={"redis": "redis:7.4.6-alpine"},
+                   services=["redis"], timeout=300)
+    """
+    wanted = host.get_fact(ComposeWanted, root=root)
+    running = host.get_fact(ComposeState, project=project)
+    reasons = stack_differences(wanted, running)
+    if not reasons:
+        host.noop(f"stack {project}: {len(wanted)} services running their configuration, healthy")
+        return
+    q = shlex.quote
+    pulls = []
+    for service in services:
+        image = images[service]
+        message = (f'image {image} cannot be pulled: set images["{service}"] in group_data to a '
+                   "reachable registry or mirror, or docker load it")
+        pulls.append(
+            f"docker image inspect {q(image)} >/dev/null 2>&1 || docker pull -q {q(image)} >/dev/null || "
+            f"{{ echo {q(message)} >&2; exit 1; }}"
+        )
+    report = (
+        "echo 'the stack did not become healthy:' >&2; docker compose ps -a >&2; "
+        "for c in $(docker compose ps -a --format '{{.Service}}'); do "
+        "s=$(docker compose ps -a --format '{{.Health}}' \"$c\"); "
+        "case \"$s\" in healthy|'') ;; *) echo \"--- $c ($s): last log lines\" >&2; "
+        "docker compose logs --no-color --tail 20 \"$c\" >&2 ;; esac; done; exit 1"
+    )
+    yield StringCommand(
+        f"cd {q(root)}\n" + "\n".join(pulls) + "\n"
+        f"docker compose up -d --wait --wait-timeout {int(timeout)} --remove-orphans || {{ {report}; }}"
+    )

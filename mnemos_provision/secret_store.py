@@ -1,0 +1,46 @@
+"""
+The secret state: generated once on the controller with a CSPRNG, kept on the host in a 0600 JSON
+file outside the tree and git (secrets_state_path), read back on every run, never rotated.
+User-supplied secrets (the `secrets` setting) win over stored and generated ones.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets as csprng
+import string
+
+from mnemos_provision.dotenv import SECRET_LENGTHS
+
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+def generate(name: str) -> str:
+    """A new value for secret `name`, with the length documented in dotenv.SECRET_LENGTHS."""
+    length = SECRET_LENGTHS[name]
+    if name == "JWT_SECRET_KEY":
+        return csprng.token_hex(length // 2)
+    return "".join(csprng.choice(_ALPHANUMERIC) for _ in range(length))
+
+
+def complete(stored: dict[str, str], supplied: dict[str, str]) -> dict[str, str]:
+    """Stored values, overridden by supplied ones, plus a generated value for each one missing."""
+    values = dict(stored)
+    values.update(supplied)
+    for name in SECRET_LENGTHS:
+        if not values.get(name):
+            values[name] = generate(name)
+    return values
+
+
+def parse(text: bytes | None) -> dict[str, str]:
+    if not text:
+        return {}
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("the secret state file does not hold a JSON object")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def serialize(values: dict[str, str]) -> bytes:
+    return (json.dumps(values, indent=2, sort_keys=True) + "\n").encode()

@@ -1,0 +1,1 @@
+"""One module per concern, each a pyinfra @deploy reading only the HostContext."""

@@ -1,0 +1,97 @@
+"""
+The design's extra tools, each optional through `tools`: yq and hadolint (pinned downloads,
+verified by sha256), trivy (its signed apt repository, pinned version) and the Claude Code CLI
+(npm; logging in stays the user's step). An unreachable source is one clear line naming the tool
+and how to leave it out.
+"""
+
+from __future__ import annotations
+
+import shlex
+from io import BytesIO
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.facts.files import Sha256File
+from pyinfra.facts.server import Which
+from pyinfra.operations import files, server
+
+from mnemos_provision.context import HostContext, fail
+from mnemos_provision.operations import apt_install, apt_refresh
+
+TRIVY_KEYRING = "/usr/share/keyrings/trivy.gpg"
+UNAME_ARCH = {"amd64": "x86_64", "arm64": "arm64"}
+
+
+def _leave_out(tool: str) -> str:
+    return f"leave it out with tools = [...] without {tool!r} in group_data"
+
+
+def download_command(tool: str, url: str, sha256: str, dest: str) -> str:
+    """Download to a temporary file, verify sha256, then install; one clear line on failure."""
+    tmp = f"{dest}.download"
+    q = shlex.quote
+    return (
+        f"curl -fsSL --retry 2 -o {q(tmp)} {q(url)} || "
+        f"{{ rm -f {q(tmp)}; echo {q(f'tool {tool}: cannot download {url}; {_leave_out(tool)}')} >&2; exit 1; }}\n"
+        f"echo {q(sha256 + '  ' + tmp)} | sha256sum -c --status || "
+        f"{{ rm -f {q(tmp)}; echo {q(f'tool {tool}: sha256 of {url} is not {sha256}; refusing it')} >&2; exit 1; }}\n"
+        f"install -m 755 {q(tmp)} {q(dest)} && rm -f {q(tmp)}"
+    )
+
+
+@deploy("Tools")
+def tools(ctx: HostContext):
+    s = ctx.settings
+    arch = ctx.snap.arch
+    problems = []
+    for tool in ("yq", "hadolint"):
+        if tool in s.tools and arch not in s.tool_downloads[tool]["sha256"]:
+            problems.append(f"tool_downloads[{tool!r}]['sha256'] has no checksum for {arch}; add one "
+                            f"or {_leave_out(tool)}")
+    if problems:
+        fail("tools cannot be installed verified:", problems)
+
+    for tool in ("yq", "hadolint"):
+        if tool not in s.tools:
+            continue
+        spec = s.tool_downloads[tool]
+        sha256 = spec["sha256"][arch]
+        dest = f"/usr/local/bin/{tool}"
+        url = spec["url"].format(version=spec["version"], arch=arch,
+                                 uname_arch=UNAME_ARCH.get(arch, arch))
+        if host.get_fact(Sha256File, path=dest) == sha256:
+            host.noop(f"{tool} {spec['version']} is installed (sha256 verified)")
+            continue
+        server.shell(name=f"Install {tool} {spec['version']}",
+                     commands=[download_command(tool, url, sha256, dest)])
+
+    if "trivy" in s.tools:
+        server.shell(
+            name="Install trivy's apt key",
+            commands=[f"curl -fsSL {shlex.quote(s.trivy_apt_repo_url)}/public.key | "
+                      f"gpg --dearmor -o {TRIVY_KEYRING}.new && mv {TRIVY_KEYRING}.new {TRIVY_KEYRING} || "
+                      f"{{ echo {shlex.quote('tool trivy: cannot fetch its apt key; ' + _leave_out('trivy'))} >&2; exit 1; }}"],
+            _if=lambda: host.get_fact(Sha256File, path=TRIVY_KEYRING) is None,
+        )
+        source = files.put(
+            name="Add trivy's apt repository",
+            src=BytesIO(f"deb [signed-by={TRIVY_KEYRING}] {s.trivy_apt_repo_url} "
+                        f"{ctx.snap.os_codename} main\n".encode()),
+            dest="/etc/apt/sources.list.d/trivy.list", mode="644",
+        )
+        apt_refresh(name="Refresh the apt cache for trivy's repository",
+                    max_age_seconds=s.apt_cache_valid_time, force=source.will_change)
+        apt_install(name=f"Install trivy {s.trivy_version}", packages=[f"trivy={s.trivy_version}"])
+
+    if "claude-code" in s.tools:
+        apt_install(name="Install Node.js and npm for the Claude Code CLI", packages=["nodejs", "npm"])
+        package = s.claude_code_npm_package
+        server.shell(
+            name=f"Install the Claude Code CLI ({package})",
+            commands=[f"npm install -g {shlex.quote(package)} || {{ echo "
+                      f"{shlex.quote('tool claude-code: npm install failed (Node.js 18+ and the npm registry are needed); ' + _leave_out('claude-code'))} >&2; exit 1; }}"],
+            _if=lambda: host.get_fact(Which, command="claude") is None,
+        )
+        logger.info(f"[{host.name}] Claude Code CLI: log in yourself once with `claude` "
+                    "(the deploy never handles your credentials)")

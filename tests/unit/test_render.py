@@ -1,0 +1,314 @@
+"""
+The rendered tree, for every environment, checked by the real tools: Compose v2 (`docker compose
+config`), promtool, shellcheck, make, a real PostgreSQL and a real Redis started on the rendered
+configs, an HCL2 parser for vault.hcl, YAML and JSON parsers for the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import runpy
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnemos_provision import dotenv, render, secret_store
+from mnemos_provision.settings import validate
+from tests.conftest import REPO, compose_binary, need, run
+
+pytestmark = pytest.mark.unit
+
+ENVIRONMENTS = {
+    "dev": {},
+    "staging": {},
+    "production": {},
+    # an 8 GB laptop: data services only
+    "laptop": {"compose_profiles": ["data"]},
+}
+
+
+def env_data(env: str) -> dict:
+    path = REPO / f"group_data/{env}.py"
+    data = {}
+    if path.exists():
+        data = {k: v for k, v in runpy.run_path(str(path)).items() if not k.startswith("__")}
+    data.update(ENVIRONMENTS[env])
+    return data
+
+
+def write_tree(root: Path, entries) -> None:
+    for e in entries:
+        p = root / e.path
+        if e.kind == "directory":
+            p.mkdir(parents=True, exist_ok=True)
+        else:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(e.content)
+            p.chmod(int(e.mode, 8))
+
+
+@pytest.fixture(scope="module", params=list(ENVIRONMENTS))
+def tree(request, tmp_path_factory):
+    settings = validate(env_data(request.param))
+    secrets = secret_store.complete({}, {})
+    root = tmp_path_factory.mktemp(request.param) / "mnemos"
+    write_tree(root, render.render_tree(settings, "/home/dev", secrets))
+    return {"root": root, "settings": settings, "secrets": secrets, "env": request.param}
+
+
+def test_docker_compose_config_accepts_the_file(tree):
+    result = run([compose_binary(), "config", "-q"], cwd=tree["root"])
+    assert result.returncode == 0, result.stderr
+    assert "obsolete" not in result.stderr
+
+
+def test_compose_model(tree):
+    result = run([compose_binary(), "config", "--format", "json"], cwd=tree["root"])
+    assert result.returncode == 0, result.stderr
+    model = json.loads(result.stdout)
+    s = tree["settings"]
+    assert sorted(model["services"]) == sorted(s.enabled_services)
+    assert model["networks"]["backend"]["internal"] is True
+    assert model["networks"]["data"]["internal"] is True
+    for name, service in model["services"].items():
+        assert service["image"] == s.images[name]
+        assert ":latest" not in service["image"]
+        for port in service.get("ports", []):
+            assert port["host_ip"] == s.bind_address, f"{name} publishes on {port['host_ip']}"
+        if name != "otel-collector":
+            assert "healthcheck" in service, f"{name} has no healthcheck"
+        assert service["logging"]["options"] == {"max-size": "10m", "max-file": "3"}
+        assert service["labels"]["mnemos.service"] == name
+    if s.publish_ports:
+        assert model["services"]["postgres"]["ports"][0]["published"] == str(s.ports["postgres"])
+    else:
+        assert "ports" not in model["services"]["postgres"]
+
+
+def test_compose_profiles_leave_out_services(tree):
+    env = dict(os.environ, COMPOSE_PROFILES="postgres,redis")
+    result = run([compose_binary(), "config", "--services"], cwd=tree["root"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == ["postgres", "redis"]
+
+
+def test_promtool_accepts_config_and_rules(tree):
+    promtool = need("promtool")
+    root = tree["root"]
+    result = run([promtool, "check", "config", "--syntax-only",
+                  str(root / "config/prometheus/prometheus.yml")])
+    assert result.returncode == 0, result.stdout + result.stderr
+    for rules in (root / "config/prometheus/alerts").glob("*.yml"):
+        result = run([promtool, "check", "rules", str(rules)])
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shellcheck_accepts_every_script(tree):
+    shellcheck = need("shellcheck")
+    scripts = [p for p in tree["root"].rglob("*.sh")]
+    assert scripts
+    result = run([shellcheck, *map(str, scripts)])
+    assert result.returncode == 0, result.stdout
+
+
+def test_make_n_every_target(tree):
+    need("make")
+    root = tree["root"]
+    text = (root / "Makefile").read_text()
+    targets = re.findall(r"^([a-z][a-z0-9_-]*%?):", text, flags=re.M)
+    assert "help" in targets and "backup" in targets
+    for target in targets:
+        name = target.replace("%", "postgres")
+        result = run(["make", "-n", name], cwd=root)
+        assert result.returncode == 0, f"make -n {name}: {result.stderr}"
+
+
+def test_makefile_runs_help_without_env(tree):
+    result = run(["make", "help"], cwd=tree["root"])
+    assert result.returncode == 0, result.stderr
+    assert "restart-%" in result.stdout and "\\033" not in result.stdout
+
+
+def test_phase2_targets_fail_clearly(tree):
+    result = run(["make", "migrate"], cwd=tree["root"])
+    assert result.returncode != 0
+    assert "Phase 1 does not deploy" in result.stderr
+
+
+def test_yaml_and_json_parse(tree):
+    root = tree["root"]
+    files = [p for p in root.rglob("*") if p.suffix in (".yml", ".yaml", ".json")]
+    assert len(files) >= 8
+    for path in files:
+        text = path.read_text()
+        (json.loads if path.suffix == ".json" else yaml.safe_load)(text)
+
+
+def test_vault_hcl_parses(tree):
+    import hcl2
+    with open(tree["root"] / "docker/vault/config/vault.hcl") as f:
+        config = hcl2.load(f)
+    # python-hcl2 8 keeps the quotes of labels and strings
+    listener = config["listener"][0]['"tcp"']
+    assert config["storage"][0]['"file"']["path"].strip('"') == "/vault/data"
+    assert listener["address"].strip('"') == "0.0.0.0:8200"
+    if tree["settings"].vault_tls:
+        assert listener["tls_cert_file"].strip('"') == "/vault/tls/vault.crt"
+    else:
+        assert listener["tls_disable"] is True
+
+
+def test_env_and_example_have_the_same_keys_and_no_secret_in_the_example(tree):
+    root = tree["root"]
+
+    def keys(path):
+        return [line.split("=", 1)[0] for line in path.read_text().splitlines()
+                if line and not line.startswith("#")]
+
+    assert keys(root / ".env") == keys(root / ".env.example") == dotenv.NAMES
+    example = (root / ".env.example").read_text()
+    for value in tree["secrets"].values():
+        assert value not in example
+    env = dict(line.split("=", 1) for line in (root / ".env").read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert all(env[name] for name in dotenv.SECRET_LENGTHS), "a secret is empty in .env"
+    assert env["DATABASE_URL"] == (f"postgresql://mnemos:{tree['secrets']['POSTGRES_PASSWORD']}"
+                                   "@postgres:5432/mnemos")
+    assert "${" not in (root / ".env").read_text()
+    assert oct((root / ".env").stat().st_mode & 0o777) == "0o600"
+
+
+def test_no_secret_in_any_git_tracked_file(tree):
+    root = tree["root"]
+    run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
+    run(["git", "add", "-A"], cwd=root, check=True)
+    tracked = run(["git", "ls-files"], cwd=root).stdout.split()
+    assert ".env" not in tracked
+    assert "data/postgres/.gitkeep" in tracked, ".gitkeep files must be committable"
+    for name in tracked:
+        text = (root / name).read_bytes().decode(errors="replace")
+        for secret in tree["secrets"].values():
+            assert secret not in text, f"a secret is in the tracked file {name}"
+
+
+# ------------------------------------------------------------ real servers on the rendered configs
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+@pytest.fixture(scope="module")
+def dev_tree(tmp_path_factory):
+    settings = validate(env_data("dev"))
+    secrets = secret_store.complete({}, {})
+    # Under /tmp directly: the postgres account must reach these files (pytest's dirs are 0700).
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="mnemos-servers-", dir="/tmp"))
+    root = base / "mnemos"
+    write_tree(root, render.render_tree(settings, "/home/dev", secrets))
+    base.chmod(0o755)
+    yield {"root": root, "secrets": secrets, "base": base}
+    import shutil
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgresql_loads_the_rendered_config_and_init_db_creates_the_databases(dev_tree):
+    bindir = Path("/usr/lib/postgresql")
+    versions = sorted(bindir.glob("*/bin/postgres"))
+    assert versions, "PostgreSQL server is not installed (scripts/test installs it)"
+    pgbin = versions[-1].parent
+    base, root = dev_tree["base"], dev_tree["root"]
+    password = dev_tree["secrets"]["POSTGRES_PASSWORD"]
+    data, sock = base / "pgdata", base / "pgsock"
+    sock.mkdir()
+    pwfile = base / "pw"
+    pwfile.write_text(password)
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        for p in (sock, pwfile):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+        os.chmod(base, 0o777)
+    result = run(as_postgres + [str(pgbin / "initdb"), "-D", str(data), "-U", "mnemos",
+                                "--pwfile", str(pwfile), "-E", "UTF8", "--auth-local=trust"])
+    assert result.returncode == 0, result.stderr
+    port = free_port()
+    server = subprocess.Popen(
+        as_postgres + [str(pgbin / "postgres"), "-D", str(data),
+                       "-c", f"config_file={root}/docker/postgres/postgresql.conf",
+                       "-c", f"hba_file={root}/docker/postgres/pg_hba.conf",
+                       "-c", f"port={port}", "-c", "listen_addresses=127.0.0.1",
+                       "-c", f"unix_socket_directories={sock}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        env = dict(os.environ, PGPASSWORD=password)
+        ready = wait_for(lambda: run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "mnemos",
+                                      "-d", "postgres", "-tAc", "select 1"], env=env).returncode == 0)
+        if not ready:
+            server.terminate()
+            pytest.fail("PostgreSQL did not accept the rendered config:\n" + server.communicate()[0])
+        run(as_postgres + [str(pgbin / "createdb"), "-h", str(sock), "-p", str(port), "-U", "mnemos",
+                           "mnemos"], check=True)
+        init_env = dict(os.environ, POSTGRES_USER="mnemos", POSTGRES_DB="mnemos",
+                        PGHOST=str(sock), PGPORT=str(port))
+        result = run(as_postgres + ["env", f"PGHOST={sock}", f"PGPORT={port}", "POSTGRES_USER=mnemos",
+                                    "POSTGRES_DB=mnemos", "bash", f"{root}/docker/postgres/init-db.sh"],
+                     env=init_env)
+        assert result.returncode == 0, result.stderr
+        dbs = run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "mnemos", "-d", "mnemos",
+                   "-tAc", "select datname from pg_database order by 1"], env=env).stdout.split()
+        assert {"mnemos_cortex", "mnemos_genome", "mnemos_synkron"} <= set(dbs)
+        wrong = run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "mnemos", "-d", "mnemos",
+                     "-tAc", "select 1"], env=dict(os.environ, PGPASSWORD="wrong"))
+        assert wrong.returncode != 0, "pg_hba.conf lets a wrong password in over TCP"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_redis_loads_the_rendered_config_with_the_password_on_stdin(dev_tree):
+    redis_server = need("redis-server")
+    root, base = dev_tree["root"], dev_tree["base"]
+    password = dev_tree["secrets"]["REDIS_PASSWORD"]
+    data = base / "redis"
+    data.mkdir()
+    port = free_port()
+    server = subprocess.Popen(
+        [redis_server, str(root / "docker/redis/redis.conf"), "--port", str(port),
+         "--bind", "127.0.0.1", "-"],
+        cwd=data, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server.stdin.write(f"requirepass {password}\n")
+    server.stdin.close()
+    server.stdin = None
+    try:
+        env = dict(os.environ, REDISCLI_AUTH=password)
+        ok = wait_for(lambda: run(["redis-cli", "-p", str(port), "ping"], env=env).stdout.strip() == "PONG",
+                      timeout=15)
+        if not ok:
+            server.terminate()
+            pytest.fail("redis-server did not accept the rendered config:\n" + server.communicate()[0])
+        denied = run(["redis-cli", "-p", str(port), "ping"])
+        assert "NOAUTH" in denied.stdout + denied.stderr
+        assert run(["redis-cli", "-p", str(port), "config", "get", "appendonly"], env=env).stdout.split()[-1] == "yes"
+        assert password not in run(["ps", "-eo", "args"]).stdout, "the password is on a command line"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,135 @@
+"""
+Settings validation. Each bad input is run through the real CLI (`pyinfra @local deploys/tree.py`)
+and must stop with a message naming the key, the value and the fix, exit non-zero, and leave the
+target directory untouched (no operation ran).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mnemos_provision.settings import SettingsError, validate
+from tests.conftest import REPO, run
+
+pytestmark = pytest.mark.unit
+
+BAD_INPUTS = [
+    # (--data arguments, fragments the message must contain)
+    (["mnemos_roots=/tmp/x"], ["mnemos_roots", "unknown setting", "did you mean 'mnemos_root'"]),
+    (["docker_source=docker_ce"], ["docker_source = 'docker_ce'", "expected one of auto, desktop, docker-ce, distro", "did you mean 'docker-ce'"]),
+    (["bind_address=localhost"], ["bind_address = 'localhost'", "expected an IP address"]),
+    (["mnemos_root=mnemos"], ["mnemos_root = 'mnemos'", "absolute path or one starting with ~/"]),
+    (["launch_stack=maybe"], ["launch_stack = 'maybe'", "expected true or false"]),
+    (["stack_wait_timeout=soon"], ["stack_wait_timeout = 'soon'", "expected a whole number"]),
+    (["environment=prod"], ["environment = 'prod'", "expected one of development, staging, production", "did you mean 'production'"]),
+    (["compose_plugin_binary=/nonexistent/docker-compose"], ["compose_plugin_binary", "no such file on the machine running pyinfra"]),
+    (["tools=yq,trivvy"], ["tools = 'trivvy'", "unknown entry", "did you mean 'trivy'"]),
+    (["compose_profiles=data,observabilty"], ["compose_profiles = 'observabilty'", "did you mean 'observability'"]),
+    (["backup_schedule=daily"], ["backup_schedule = 'daily'", "5-field cron expression"]),
+]
+
+
+@pytest.mark.parametrize("data,fragments", BAD_INPUTS, ids=[d[0][0].split("=")[0] + ":" + d[0][0].split("=")[1] for d in BAD_INPUTS])
+def test_bad_input_stops_before_any_operation(tmp_path, data, fragments):
+    root = tmp_path / "mnemos"
+    args = [str(REPO / ".venv/bin/pyinfra") if (REPO / ".venv/bin/pyinfra").exists() else "pyinfra",
+            "@local", "deploys/tree.py", "-y",
+            "--data", f"mnemos_root={root}", "--data", f"secrets_state_path={tmp_path}/state/s.json"]
+    for item in data:
+        args += ["--data", item]
+    result = run(args, cwd=REPO)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "nothing on the host was changed" in output
+    for fragment in fragments:
+        assert fragment in output, f"{fragment!r} not in:\n{output}"
+    assert "Traceback" not in output
+    assert not root.exists() and not (tmp_path / "state").exists(), "an operation ran"
+
+
+def test_all_problems_are_reported_together():
+    with pytest.raises(SettingsError) as err:
+        validate({"bind_address": "nope", "environment": "qa", "ports": {"postgres": 70000}})
+    text = str(err.value)
+    assert "bind_address = 'nope'" in text
+    assert "environment = 'qa'" in text
+    assert "ports['postgres'] = 70000" in text and "between 1 and 65535" in text
+    assert "missing the port 'redis'" in text
+
+
+def test_overlapping_subnets_are_refused():
+    with pytest.raises(SettingsError) as err:
+        validate({"stack_subnets": {"frontend": "172.20.0.0/16", "backend": "172.20.5.0/24",
+                                    "data": "172.22.0.0/24"}})
+    assert "stack_subnets['frontend'] = '172.20.0.0/16'" in str(err.value) or \
+        "overlaps stack_subnets" in str(err.value)
+    assert "overlaps" in str(err.value)
+
+
+def test_invalid_cidr_is_refused():
+    with pytest.raises(SettingsError) as err:
+        validate({"stack_subnets": {"frontend": "172.20.0.1/24", "backend": "172.21.0.0/24",
+                                    "data": "172.22.0.0/33"}})
+    text = str(err.value)
+    assert "stack_subnets['frontend'] = '172.20.0.1/24'" in text
+    assert "stack_subnets['data'] = '172.22.0.0/33'" in text
+
+
+def test_port_used_twice_is_refused():
+    ports = dict(validate({}).ports)
+    ports["grafana"] = ports["prometheus"]
+    with pytest.raises(SettingsError) as err:
+        validate({"ports": ports})
+    assert "already used by ports['prometheus']" in str(err.value)
+
+
+def test_unpinned_image_is_refused():
+    images = dict(validate({}).images)
+    images["redis"] = "redis:latest"
+    images["loki"] = "grafana/loki"
+    with pytest.raises(SettingsError) as err:
+        validate({"images": images})
+    text = str(err.value)
+    assert "images['redis'] = 'redis:latest'" in text and "pinned" in text
+    assert "images['loki'] = 'grafana/loki'" in text
+
+
+def test_weak_supplied_secret_is_refused_without_printing_it():
+    with pytest.raises(SettingsError) as err:
+        validate({"secrets": {"POSTGRES_PASSWORD": "password123"}})
+    text = str(err.value)
+    assert "secrets['POSTGRES_PASSWORD']" in text and "too weak" in text
+    assert "password123" not in text
+
+
+def test_strings_from_the_command_line_are_parsed():
+    s = validate({"launch_stack": "false", "stack_wait_timeout": "60", "tools": "yq,trivy"})
+    assert s.launch_stack is False and s.stack_wait_timeout == 60 and s.tools == ["yq", "trivy"]
+
+
+def test_pyinfra_connection_keys_are_not_settings():
+    s = validate({"ssh_user": "deploy", "_sudo": True})
+    assert s.bind_address == "127.0.0.1"
+
+
+def test_defaults_are_valid_and_every_default_is_commented():
+    import ast
+    validate({})
+    source = (REPO / "group_data/all.py").read_text()
+    lines = source.splitlines()
+    names = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign):
+            name = node.targets[0].id
+            names.append(name)
+            assert "#" in lines[node.lineno - 1], f"{name}: the default has no one-line comment"
+    from mnemos_provision.settings import FIELD_NAMES
+    assert sorted(names) == sorted(FIELD_NAMES), "group_data/all.py and Settings disagree"
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "production"])
+def test_every_environment_is_valid(env):
+    import runpy
+    data = {k: v for k, v in runpy.run_path(str(REPO / f"group_data/{env}.py")).items()
+            if not k.startswith("__")}
+    validate(data)
