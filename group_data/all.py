@@ -81,6 +81,7 @@ images = {  # every image pinned; point them at a mirror for air-gapped hosts
     "grafana": "grafana/grafana:13.0.0",
     "traefik": "traefik:v3.6.2",
 }
+image_archives = []  # paths ON THE CONTROLLER of `docker save` archives, loaded when an image of `images` is missing (air-gapped hosts)
 stack_subnets = {"frontend": "172.20.0.0/24", "backend": "172.21.0.0/24", "data": "172.22.0.0/24"}  # design subnets
 bind_address = "127.0.0.1"  # host address every published port binds to; 0.0.0.0 exposes the stack to the network
 publish_ports = True  # publish every service port on bind_address (via the non-internal "hostaccess" network); False: only Grafana and Traefik publish, the rest is reached with docker compose exec

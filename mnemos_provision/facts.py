@@ -317,3 +317,19 @@ class ComposeWanted(FactBase):
             if len(parts) == 2:
                 wanted[parts[0]] = parts[1]
         return wanted
+
+
+class DockerImagesPresent(FactBase):
+    """Which of `images` the engine has locally. Returns a set; None when Docker does not answer."""
+
+    requires_command = "docker"
+
+    def command(self, images: list[str]):
+        quoted = " ".join(shlex.quote(i) for i in images)
+        return ("docker info >/dev/null 2>&1 || { echo DOCKER_DOWN; exit 0; }; "
+                f"for i in {quoted}; do docker image inspect \"$i\" >/dev/null 2>&1 && echo \"$i\"; done; true")
+
+    def process(self, output):
+        if output and output[0] == "DOCKER_DOWN":
+            return None
+        return set(output)

@@ -15,7 +15,8 @@ from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.facts.files import Sha256File
 
 from mnemos_provision.facts import (
-    AptListsAge, AptPackages, ComposeState, ComposeWanted, DockerAnswers, TreeState,
+    AptListsAge, AptPackages, ComposeState, ComposeWanted, DockerAnswers, DockerImagesPresent,
+    TreeState,
 )
 from mnemos_provision.render import TreeEntry
 
@@ -334,3 +335,26 @@ def compose_up(root: str, project: str, images: dict[str, str], services: list[s
         f"cd {q(root)}\n" + "\n".join(pulls) + "\n"
         f"docker compose up -d --wait --wait-timeout {int(timeout)} --remove-orphans || {{ {report}; }}"
     )
+
+
+@operation()
+def load_image_archives(archives: list[str], images: list[str]):
+    """
+    Load `docker save` archives into the engine when one of `images` is missing (air-gapped hosts,
+    or the offline test images). Each archive is uploaded, loaded with `docker load` and removed.
+
+    + archives: paths on the controller of `docker save` archives
+    + images: the image references the stack needs
+    """
+    if not archives:
+        host.noop("no image archives configured (images are pulled from their registries)")
+        return
+    present = host.get_fact(DockerImagesPresent, images=images)
+    missing = [i for i in images if present is None or i not in present]
+    if not missing:
+        host.noop(f"all {len(images)} images are present")
+        return
+    for archive in archives:
+        remote = "/tmp/mnemos-image-archive-" + hashlib.sha256(archive.encode()).hexdigest()[:12] + ".tar"
+        yield FileUploadCommand(archive, remote)
+        yield StringCommand(f"docker load -q -i {shlex.quote(remote)} && rm -f {shlex.quote(remote)}")

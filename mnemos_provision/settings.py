@@ -51,7 +51,17 @@ SECRET_NAMES = (
 
 # Keys that belong to pyinfra or its connectors, not to this project.
 PYINFRA_KEY_PREFIXES = ("_", "ssh_", "winrm_", "chroot_", "vagrant_", "terraform_", "docker_ssh_")
-PYINFRA_KEYS = {"override_datas"}
+
+
+def _connector_keys() -> set[str]:
+    from pyinfra.api.connectors import get_all_connectors
+    keys: set[str] = set()
+    for connector in get_all_connectors().values():
+        keys |= set(getattr(connector, "data_meta", None) or {})
+    return keys
+
+
+PYINFRA_KEYS = _connector_keys()
 
 
 class SettingsError(Exception):
@@ -105,6 +115,7 @@ class Settings:
     compose_project: str
     compose_profiles: list
     images: dict
+    image_archives: list
     stack_subnets: dict
     bind_address: str
     publish_ports: bool
@@ -317,6 +328,12 @@ def validate(data: dict[str, Any], controller_path_exists=lambda p: Path(p).is_f
                 "docker_conflicting_packages", "docker_distro_packages"):
         c.string_list(key)
     c.string_list("tools", choices=KNOWN_TOOLS)
+    c.string_list("image_archives")
+    for archive in c.out.get("image_archives", []):
+        if not archive.startswith("/"):
+            c.fail("image_archives", archive, "expected an absolute path on the controller")
+        elif not controller_path_exists(archive):
+            c.fail("image_archives", archive, "no such file on the machine running pyinfra (the controller)")
     c.string_list("compose_profiles", choices=LAYERS + SERVICES)
 
     for key in ("docker_daemon_config", "tool_downloads", "supported_os", "dotenv_overrides"):

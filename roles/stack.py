@@ -6,7 +6,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from mnemos_provision.context import HostContext
-from mnemos_provision.operations import compose_up
+from mnemos_provision.operations import compose_up, load_image_archives
 
 
 @deploy("MNEMOS stack")
@@ -16,6 +16,9 @@ def stack(ctx: HostContext):
         host.noop("launch_stack is false: the stack is rendered, not started")
         return
     services = s.enabled_services
+    if s.image_archives:
+        load_image_archives(name="Load the image archives (missing images only)",
+                            archives=s.image_archives, images=[s.images[k] for k in services])
     compose_up(name=f"Converge the compose stack ({', '.join(services)})", root=ctx.root,
                project=s.compose_project, images={k: s.images[k] for k in services},
                services=services, timeout=s.stack_wait_timeout)

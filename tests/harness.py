@@ -1,0 +1,202 @@
+"""
+The converge and stack harness: a fresh Debian 12 machine as a container in which Docker Engine
+can run, the offline stand-in images, and pyinfra/testinfra runs against it.
+
+- The base image is a `debootstrap --variant=minbase bookworm` root filesystem, built once and
+  cached as a Docker image; a layer adds the user `dev` (a WSL distribution's user).
+- The container is started with the capabilities Docker Engine needs (no --privileged: root here
+  lacks CAP_SYS_RESOURCE), so the deploy installs and starts its own engine inside.
+- The stand-ins for postgres, redis and prometheus are built from Debian's packages and handed to
+  the deploy as a `docker save` archive (the `image_archives` setting of air-gapped hosts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("MNEMOS_TEST_CACHE", "/var/cache/mnemos-test"))
+BASE_IMAGE = "mnemos-test/debian12-minbase:1"
+HOST_IMAGE = "mnemos-test/fresh-host:1"
+STANDINS = {
+    "postgres": "mnemos-standin/postgres:debian12",
+    "redis": "mnemos-standin/redis:debian12",
+    "prometheus": "mnemos-standin/prometheus:debian12",
+}
+ENGINE_FLAGS = [
+    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
+    "--cap-add", "MKNOD", "--cap-add", "SYS_PTRACE", "--cap-add", "IPC_LOCK",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+]
+
+
+def sh(cmd, check=True, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    result = subprocess.run(cmd, **kwargs)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{cmd if isinstance(cmd, str) else ' '.join(map(str, cmd))} failed "
+                           f"({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def image_exists(ref: str) -> bool:
+    return sh(["docker", "image", "inspect", ref], check=False).returncode == 0
+
+
+def ensure_base_image() -> None:
+    """debootstrap a minimal Debian 12 once and import it (about 30 s to 3 min)."""
+    if image_exists(BASE_IMAGE):
+        return
+    CACHE.mkdir(parents=True, exist_ok=True)
+    rootfs = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE))
+    try:
+        sh(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), "http://deb.debian.org/debian"])
+        sh(f"tar -C {rootfs} -c . | docker import - {BASE_IMAGE}", shell=True)
+    finally:
+        shutil.rmtree(rootfs, ignore_errors=True)
+
+
+def ensure_host_image() -> None:
+    ensure_base_image()
+    if image_exists(HOST_IMAGE):
+        return
+    dockerfile = f"FROM {BASE_IMAGE}\nRUN useradd -m -s /bin/bash dev\nCMD [\"tail\", \"-f\", \"/dev/null\"]\n"
+    sh(["docker", "build", "-q", "-t", HOST_IMAGE, "-"], input=dockerfile)
+
+
+def ensure_standin_archive() -> Path:
+    """Build the stand-ins (Docker's cache makes a rebuild a no-op) and save them once per build."""
+    ensure_base_image()
+    ids = []
+    for name, ref in STANDINS.items():
+        sh(["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", ref,
+            str(REPO / "tests/standins" / name)])
+        ids.append(sh(["docker", "image", "inspect", "-f", "{{.Id}}", ref]).stdout.strip())
+    digest = hashlib.sha256("".join(ids).encode()).hexdigest()[:16]
+    archive = CACHE / f"standins-{digest}.tar"
+    if not archive.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        for old in CACHE.glob("standins-*.tar"):
+            old.unlink()
+        tmp = archive.with_suffix(".partial")
+        sh(["docker", "save", "-o", str(tmp), *STANDINS.values()])
+        tmp.rename(archive)
+    return archive
+
+
+def compose_binary() -> str:
+    env = os.environ.get("MNEMOS_TEST_COMPOSE_BINARY")
+    if env:
+        return env
+    import compose
+    return str(Path(compose.__file__).parent / "docker-compose")
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    output: str
+    rows: dict  # operation name -> {"success": int, "error": int, "no_change": int}
+
+    @property
+    def changed(self) -> list[str]:
+        return [name for name, row in self.rows.items() if row["success"]]
+
+    @property
+    def errors(self) -> list[str]:
+        return [name for name, row in self.rows.items() if row["error"]]
+
+
+def parse_results(output: str) -> dict:
+    """pyinfra's own result table: Operation | Hosts | Success | Error | No Change."""
+    rows = {}
+    lines = output.splitlines()
+    try:
+        start = max(i for i, line in enumerate(lines) if line.startswith("--> Results:"))
+    except ValueError:
+        return rows
+    for line in lines[start + 2:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) != 5 or cells[0] == "Grand total":
+            if cells and cells[0] == "Grand total":
+                break
+            continue
+        num = lambda v: 0 if v == "-" else int(v)  # noqa: E731
+        rows[cells[0]] = {"success": num(cells[2]), "error": num(cells[3]), "no_change": num(cells[4])}
+    return rows
+
+
+class FreshHost:
+    """A fresh Debian 12 machine (container) that the deploy provisions, Docker Engine included."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.archive: Path | None = None
+
+    def start(self) -> "FreshHost":
+        ensure_host_image()
+        sh(["docker", "rm", "-f", self.name], check=False)
+        apt_cache = CACHE / "apt-archives"
+        (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
+        sh(["docker", "run", "-d", "--name", self.name, "--hostname", "mnemos-test",
+            # keep downloaded .deb files between test machines (apt still installs every package)
+            "-v", f"{apt_cache}:/var/cache/apt/archives",
+            *ENGINE_FLAGS, HOST_IMAGE])
+        return self
+
+    def remove(self) -> None:
+        sh(["docker", "rm", "-f", "-v", self.name], check=False)
+
+    def exec(self, command: str, check=True, user: str | None = None) -> subprocess.CompletedProcess:
+        args = ["docker", "exec"] + (["-u", user] if user else []) + [self.name, "sh", "-c", command]
+        return sh(args, check=check)
+
+    def env(self, extra: dict | None = None) -> dict:
+        env = dict(os.environ)
+        env["MNEMOS_TEST_CONTAINER"] = self.name
+        env["MNEMOS_TEST_COMPOSE_BINARY"] = compose_binary()
+        env["MNEMOS_TEST_IMAGE_ARCHIVES"] = str(self.archive) if self.archive else ""
+        env.update(extra or {})
+        return env
+
+    def pyinfra_args(self, deploy: str, *data: str) -> list[str]:
+        pyinfra = REPO / ".venv/bin/pyinfra"
+        args = [str(pyinfra) if pyinfra.exists() else "pyinfra", "inventories/ci.py", deploy, "-y"]
+        for item in data:
+            args += ["--data", item]
+        return args
+
+    def deploy(self, deploy: str = "deploys/bootstrap.py", *data: str, timeout: int = 1500) -> RunResult:
+        result = sh(self.pyinfra_args(deploy, *data), check=False, cwd=REPO, env=self.env(),
+                    timeout=timeout)
+        output = result.stdout + result.stderr
+        return RunResult(result.returncode, output, parse_results(output))
+
+    def deploy_killed_after(self, seconds: float, deploy: str = "deploys/bootstrap.py") -> str:
+        """Start a deploy and SIGKILL pyinfra part-way through (an interrupted first run)."""
+        proc = subprocess.Popen(self.pyinfra_args(deploy), cwd=REPO, env=self.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(seconds)
+        proc.kill()
+        output, _ = proc.communicate()
+        # pyinfra's remote commands run through `docker exec`: end the one left running, as a
+        # dropped SSH session would.
+        self.exec("pkill -f 'apt-get|dpkg' || true", check=False)
+        return output
+
+    def host_suite(self, *extra: str) -> subprocess.CompletedProcess:
+        """The user-facing testinfra suite (tests/host) against this machine."""
+        python = REPO / ".venv/bin/python"
+        return sh([str(python) if python.exists() else "python3", "-m", "pytest", "tests/host",
+                   f"--hosts=docker://{self.name}", "--mnemos-group=ci", "-p", "no:cacheprovider",
+                   "-q", *extra], check=False, cwd=REPO, env=self.env())
