@@ -10,9 +10,10 @@ import posixpath
 import shlex
 from io import BytesIO
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, StringCommand, operation
-from pyinfra.facts.files import Sha256File
+from pyinfra.operations.util.files import generate_color_diff
+from pyinfra.facts.files import FileContents, Sha256File
 
 from mnemos_provision.facts import (
     AptListsAge, AptPackages, ComposeState, ComposeWanted, DockerAnswers, DockerImagesPresent,
@@ -69,6 +70,22 @@ def secret_file(path: str, content: bytes, user: str, group: str, staging_dir: s
                             f"{shlex.quote(group)} {shlex.quote(path)}")
         return
     yield from _secret_upload(content, path, staging_dir, user, group)
+
+
+def _print_diffs(root: str, uploads: list[TreeEntry], state: dict) -> None:
+    """What pyinfra's --diff shows for files.put, except for secret files: never their text."""
+    for entry in uploads:
+        full = posixpath.join(root, entry.path)
+        if entry.secret:
+            host.log(f"Will modify {full} (holds secrets: diff not shown)", logger.info)
+            continue
+        current = host.get_fact(FileContents, path=full) if entry.path in state else None
+        current_lines = [line + "\n" for line in current] if current else []
+        desired_lines = (entry.content or b"").decode(errors="replace").splitlines(keepends=True)
+        host.log(f"Will modify {full}", logger.info)
+        for line in generate_color_diff(current_lines, desired_lines):
+            logger.info("  %s", line)
+        logger.info("")
 
 
 @operation()
@@ -148,6 +165,9 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, stagin
     if not (mkdirs or uploads or chmods or chowns or needs_git):
         host.noop(f"tree {root}: all {len(entries)} managed paths up to date")
         return
+
+    if host.state.config.DIFF:
+        _print_diffs(root, uploads, state)
 
     if mkdirs:
         yield StringCommand("mkdir -p " + " ".join(q(p) for p in mkdirs))

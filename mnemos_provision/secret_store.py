@@ -15,6 +15,15 @@ from mnemos_provision.dotenv import SECRET_LENGTHS
 _ALPHANUMERIC = string.ascii_letters + string.digits
 
 
+class Secrets(dict):
+    """A dict of secrets whose repr never shows the values (tracebacks, logs, test reports)."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} secrets: {', '.join(sorted(self))}>"
+
+    __str__ = __repr__
+
+
 def generate(name: str) -> str:
     """A new value for secret `name`, with the length documented in dotenv.SECRET_LENGTHS."""
     length = SECRET_LENGTHS[name]
@@ -23,9 +32,9 @@ def generate(name: str) -> str:
     return "".join(csprng.choice(_ALPHANUMERIC) for _ in range(length))
 
 
-def complete(stored: dict[str, str], supplied: dict[str, str]) -> dict[str, str]:
+def complete(stored: dict[str, str], supplied: dict[str, str]) -> Secrets:
     """Stored values, overridden by supplied ones, plus a generated value for each one missing."""
-    values = dict(stored)
+    values = Secrets(stored)
     values.update(supplied)
     for name in SECRET_LENGTHS:
         if not values.get(name):
@@ -33,13 +42,13 @@ def complete(stored: dict[str, str], supplied: dict[str, str]) -> dict[str, str]
     return values
 
 
-def parse(text: bytes | None) -> dict[str, str]:
+def parse(text: bytes | None) -> Secrets:
     if not text:
-        return {}
+        return Secrets()
     data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError("the secret state file does not hold a JSON object")
-    return {str(k): str(v) for k, v in data.items()}
+    return Secrets({str(k): str(v) for k, v in data.items()})
 
 
 def serialize(values: dict[str, str]) -> bytes:

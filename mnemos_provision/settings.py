@@ -446,6 +446,8 @@ def _check_secrets(c: _Checker, merged: dict) -> None:
     secrets = c.mapping("secrets")
     if secrets is None:
         return
+    from mnemos_provision.secret_store import Secrets
+    c.out["secrets"] = Secrets(secrets)  # never shown in a repr, a traceback or a log
     for name, value in secrets.items():
         key = f"secrets[{name!r}]"
         if name not in SECRET_NAMES:

@@ -18,10 +18,12 @@ if str(REPO) not in sys.path:
 class FakeHost:
     """Stands in for pyinfra's `host` inside an operation: facts from a table, noops recorded."""
 
-    def __init__(self, facts: dict):
+    def __init__(self, facts: dict, diff: bool = False):
+        from types import SimpleNamespace
         self.facts = facts
         self.noops: list[str] = []
         self.name = "fake"
+        self.state = SimpleNamespace(config=SimpleNamespace(DIFF=diff))
 
     def get_fact(self, cls, **kwargs):
         value = self.facts[cls.__name__]
@@ -70,3 +72,25 @@ def run(cmd, **kwargs) -> subprocess.CompletedProcess:
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
     return subprocess.run(cmd, **kwargs)
+
+
+# ------------------------------------------------------------------ the provisioned machine
+
+@pytest.fixture(scope="session")
+def provisioned():
+    """
+    A fresh Debian 12 machine (container) provisioned by the whole deploys/bootstrap.py, Docker
+    Engine and the stack included. Shared by the converge and stack tiers; removed at the end.
+    Yields (machine, result of the first run).
+    """
+    from tests import harness
+    need("docker")
+    machine = harness.FreshHost("mnemos-converge")
+    machine.archive = harness.ensure_standin_archive()
+    machine.start()
+    try:
+        first = machine.deploy()
+        yield machine, first
+    finally:
+        if not os.environ.get("MNEMOS_KEEP_TEST_HOST"):
+            machine.remove()

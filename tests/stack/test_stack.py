@@ -1,0 +1,123 @@
+"""
+The Phase 1 stack on a real Docker Engine: the engine the deploy installed inside the fresh
+machine of the converge tier, running the offline stand-ins (PostgreSQL 15, Redis 7.0 and
+Prometheus 2.42 from Debian's packages, see tests/standins/). Vault, MinIO, Loki, Grafana,
+Traefik and the OTel collector have no reachable image here: they are tested as rendered
+config only (tests/unit/test_render.py).
+
+All test traffic goes to 127.0.0.1 inside the machine or through `docker exec`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+pytestmark = pytest.mark.stack
+
+ROOT = "/home/dev/mnemos"
+COMPOSE = f"cd {ROOT} && docker compose"
+
+
+def env_value(machine, name: str) -> str:
+    return machine.exec(f"sed -n 's/^{name}=//p' {ROOT}/.env").stdout.strip()
+
+
+def test_stack_is_healthy_and_health_check_passes(provisioned):
+    machine, first = provisioned
+    assert first.returncode == 0, first.output[-3000:]
+    check = machine.exec(f"cd {ROOT} && sh scripts/health-check.sh", check=False)
+    assert check.returncode == 0, check.stdout
+    assert "All services healthy" in check.stdout
+
+
+def test_a_stopped_service_is_named_and_started_by_the_next_converge(provisioned):
+    machine, _ = provisioned
+    machine.exec("docker stop mnemos-redis >/dev/null")
+    check = machine.exec(f"cd {ROOT} && sh scripts/health-check.sh", check=False)
+    assert check.returncode != 0
+    assert "Checking Redis... " in check.stdout and "container mnemos-redis is exited" in check.stdout
+    assert "1 service(s) unhealthy" in check.stdout
+    run = machine.deploy()
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.changed == ["MNEMOS stack | Converge the compose stack (postgres, redis, prometheus)"]
+    assert machine.exec(f"cd {ROOT} && sh scripts/health-check.sh", check=False).returncode == 0
+
+
+def test_backend_and_data_are_internal_and_cannot_route_out(provisioned):
+    """
+    Engines >= 25 give a container on an internal network no default route (moby#46603). Older
+    engines (Debian 12's docker.io is 20.10) still add one but drop every packet leaving the
+    subnet in DOCKER-ISOLATION-STAGE-1: the test checks whichever mechanism the engine uses.
+    """
+    machine, _ = provisioned
+    engine = machine.exec("docker version --format '{{.Server.Version}}'").stdout.strip()
+    major = int(engine.split(".")[0])
+    rules = machine.exec("iptables -S DOCKER-ISOLATION-STAGE-1", check=False).stdout
+    for network in ("mnemos_backend", "mnemos_data"):
+        info = json.loads(machine.exec(f"docker network inspect {network}").stdout)[0]
+        assert info["Internal"] is True, network
+        subnet = info["IPAM"]["Config"][0]["Subnet"]
+        routes = machine.exec(
+            f"docker run --rm --network {network} --entrypoint cat mnemos-standin/redis:debian12 "
+            "/proc/net/route").stdout.splitlines()[1:]
+        assert routes, "no routing table read"
+        default = [r for r in routes if r.split()[1] == "00000000"]
+        if major >= 25:
+            assert not default, f"{network} has a default route on engine {engine}"
+        else:
+            bridge = "br-" + info["Id"][:12]
+            drop = f"-A DOCKER-ISOLATION-STAGE-1 ! -d {subnet} -i {bridge} -j DROP"
+            assert drop in rules, f"engine {engine}: no rule dropping what leaves {network}:\n{rules}"
+    hostaccess = json.loads(machine.exec("docker network inspect mnemos_hostaccess").stdout)[0]
+    assert hostaccess["Internal"] is False, "the network that publishes ports must not be internal"
+
+
+def test_every_published_port_is_bound_to_loopback(provisioned):
+    machine, _ = provisioned
+    ports = machine.exec("docker ps --filter label=com.docker.compose.project=mnemos "
+                         "--format '{{.Names}} {{.Ports}}'").stdout
+    assert "127.0.0.1:5432->5432" in ports and "127.0.0.1:6379->6379" in ports
+    assert "0.0.0.0" not in ports and ":::" not in ports
+
+
+def test_init_db_databases_exist_and_env_passwords_work(provisioned):
+    machine, _ = provisioned
+    password = env_value(machine, "POSTGRES_PASSWORD")
+    assert len(password) == 32
+    # through the published port on 127.0.0.1, with the password of .env
+    query = ("docker run --rm --network host -e PGPASSWORD={pw} --entrypoint psql "
+             "mnemos-standin/postgres:debian12 -h 127.0.0.1 -p 5432 -U mnemos -d mnemos -tAc "
+             "'select datname from pg_database order by 1'")
+    dbs = machine.exec(query.format(pw=password)).stdout.split()
+    assert {"mnemos", "mnemos_cortex", "mnemos_genome", "mnemos_synkron"} <= set(dbs)
+    wrong = machine.exec(query.format(pw="wrong-password"), check=False)
+    assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
+    redis_pw = env_value(machine, "REDIS_PASSWORD")
+    # a raw RESP exchange with the published port, from bash (no redis-cli on the machine)
+    ping = ("exec 3<>/dev/tcp/127.0.0.1/6379; printf 'AUTH %s\\r\\nPING\\r\\n' \"$1\" >&3; "
+            "timeout 5 head -c 12 <&3")
+    ok = machine.exec(f"bash -c {shlex.quote(ping)} _ {redis_pw}").stdout
+    assert ok.startswith("+OK") and "+PONG" in ok
+    bad = machine.exec(f"bash -c {shlex.quote(ping)} _ wrong-password").stdout
+    assert "WRONGPASS" in bad or "ERR" in bad
+
+
+def test_data_survives_compose_down_and_a_converge(provisioned):
+    machine, _ = provisioned
+    machine.exec("docker exec mnemos-postgres psql -U mnemos -d mnemos -c "
+                 "\"CREATE TABLE IF NOT EXISTS survival (v text); INSERT INTO survival VALUES ('kept')\"")
+    machine.exec("docker exec mnemos-redis sh -c 'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli SET survival kept'")
+    machine.exec("docker exec mnemos-redis sh -c 'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli SAVE'")
+    machine.exec(f"{COMPOSE} down")
+    assert machine.exec("docker ps -q --filter label=com.docker.compose.project=mnemos").stdout.strip() == ""
+    run = machine.deploy()
+    assert run.returncode == 0, run.output[-3000:]
+    rows = machine.exec("docker exec mnemos-postgres psql -U mnemos -d mnemos -tAc "
+                        "'select v from survival'").stdout.split()
+    assert "kept" in rows
+    value = machine.exec("docker exec mnemos-redis sh -c "
+                         "'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli GET survival'").stdout.strip()
+    assert value == "kept"
