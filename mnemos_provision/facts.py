@@ -255,7 +255,9 @@ class AptPackages(FactBase):
             f"for p in {quoted}; do "
             "s=$(dpkg-query -W -f='${db:Status-Abbrev}|${Version}' \"$p\" 2>/dev/null); "
             "c=$(apt-cache policy \"$p\" 2>/dev/null | awk '/Candidate:/{print $2}'); "
-            'echo "$p ${s:-none} ${c:-none}"; done'
+            'echo "$p ${s:-none} ${c:-none}"; done; '
+            # an interrupted dpkg run leaves files here; apt refuses to work until it is finished
+            "ls -A /var/lib/dpkg/updates 2>/dev/null | grep -q . && echo 'DPKG_INTERRUPTED - -'; true"
         )
 
     def process(self, output):

@@ -22,6 +22,10 @@ from mnemos_provision.facts import (
 from mnemos_provision.render import TreeEntry
 
 
+# Wait for a lock held by another apt (unattended-upgrades on a fresh Ubuntu) instead of failing.
+APT_LOCK_WAIT = "-o DPkg::Lock::Timeout=300"
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -216,13 +220,17 @@ def apt_install(packages: list[str], optional: list[str] | None = None):
     missing = [p for p in packages if not satisfied(p)]
     missing += [p for p in optional
                 if not state.get(p, {}).get("installed") and state.get(p, {}).get("candidate")]
-    if not missing:
+    interrupted = "DPKG_INTERRUPTED" in state
+    if not missing and not interrupted:
         host.noop(f"{len(packages)} packages already installed")
         return
-    yield StringCommand(
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-        + " ".join(shlex.quote(p) for p in missing)
-    )
+    if interrupted:  # a run was killed while dpkg worked: finish its configuration first
+        yield StringCommand("DEBIAN_FRONTEND=noninteractive dpkg --configure -a")
+    if missing:
+        yield StringCommand(
+            f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {APT_LOCK_WAIT} "
+            + " ".join(shlex.quote(p) for p in missing)
+        )
 
 
 @operation()
@@ -237,7 +245,7 @@ def apt_remove(packages: list[str]):
     if not present:
         host.noop(f"none of {', '.join(packages)} is installed")
         return
-    yield StringCommand("DEBIAN_FRONTEND=noninteractive apt-get remove -y -q "
+    yield StringCommand(f"DEBIAN_FRONTEND=noninteractive apt-get remove -y -q {APT_LOCK_WAIT} "
                         + " ".join(shlex.quote(p) for p in present))
 
 
@@ -254,7 +262,7 @@ def apt_refresh(max_age_seconds: int, force: bool = False):
     if not force and age is not None and age <= max_age_seconds:
         host.noop(f"apt lists are {age} s old (fresh within {max_age_seconds} s)")
         return
-    yield StringCommand("apt-get update -q")
+    yield StringCommand(f"apt-get update -q {APT_LOCK_WAIT}")
 
 
 @operation()

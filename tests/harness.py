@@ -189,9 +189,13 @@ class FreshHost:
         time.sleep(seconds)
         proc.kill()
         output, _ = proc.communicate()
-        # pyinfra's remote commands run through `docker exec`: end the one left running, as a
-        # dropped SSH session would.
-        self.exec("pkill -f 'apt-get|dpkg' || true", check=False)
+        # pyinfra's remote commands run through `docker exec` and outlive the killed client: end
+        # the apt/dpkg ones left running, as a dropped SSH session would (no procps in minbase).
+        self.exec(
+            "for i in $(seq 1 30); do found=; for p in /proc/[0-9]*; do pid=${p#/proc/}; "
+            "[ \"$pid\" = $$ ] && continue; c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null) || continue; "
+            "case \"$c\" in *apt-get*|*dpkg*|*/usr/lib/apt/*) kill -9 $pid 2>/dev/null; found=1;; esac; "
+            "done; [ -z \"$found\" ] && break; sleep 1; done", check=False)
         return output
 
     def host_suite(self, *extra: str) -> subprocess.CompletedProcess:

@@ -9,6 +9,8 @@ drift repaired exactly, .env restored byte for byte, no secret in any output.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytestmark = pytest.mark.converge
@@ -101,3 +103,23 @@ def test_no_secret_in_pyinfra_output_even_with_diff(provisioned):
         assert value not in output, "a secret was printed by pyinfra"
         assert value not in first.output, "a secret was printed by the first run"
     assert parse_results(output)
+
+
+def test_a_killed_first_run_is_finished_by_the_next_run():
+    """SIGKILL pyinfra part-way through a first run on another fresh machine, then run again."""
+    from tests import harness
+    machine = harness.FreshHost("mnemos-interrupted")
+    machine.archive = harness.ensure_standin_archive()
+    machine.start()
+    try:
+        killed = machine.deploy_killed_after(25)
+        assert "--> Results:" not in killed, "the run finished before it was killed: kill it earlier"
+        after = machine.deploy()
+        assert after.returncode == 0, after.output[-4000:]
+        suite = machine.host_suite()
+        assert suite.returncode == 0, suite.stdout[-4000:]
+        again = machine.deploy()
+        assert again.changed == [], again.rows
+    finally:
+        if not os.environ.get("MNEMOS_KEEP_TEST_HOST"):
+            machine.remove()

@@ -158,7 +158,7 @@ def test_apt_install_only_missing_and_available_optional():
     commands, _ = run_op(operations, operations.apt_install, facts, packages=["git", "jq"],
                          optional=["python3.11", "software-properties-common"])
     assert commands == ["DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-                        "jq software-properties-common"]
+                        "-o DPkg::Lock::Timeout=300 jq software-properties-common"]
 
 
 def test_apt_install_noop_when_present_and_pinned_version_matches():
@@ -171,9 +171,9 @@ def test_apt_install_noop_when_present_and_pinned_version_matches():
 
 def test_apt_refresh_respects_the_cache_age():
     assert run_op(operations, operations.apt_refresh, {"AptListsAge": 100}, max_age_seconds=3600)[0] == []
-    assert run_op(operations, operations.apt_refresh, {"AptListsAge": None}, max_age_seconds=3600)[0] == ["apt-get update -q"]
+    assert run_op(operations, operations.apt_refresh, {"AptListsAge": None}, max_age_seconds=3600)[0] == ["apt-get update -q -o DPkg::Lock::Timeout=300"]
     assert run_op(operations, operations.apt_refresh, {"AptListsAge": 100}, max_age_seconds=3600,
-                  force=True)[0] == ["apt-get update -q"]
+                  force=True)[0] == ["apt-get update -q -o DPkg::Lock::Timeout=300"]
 
 
 def _sha(data: bytes) -> str:
@@ -251,3 +251,10 @@ def test_compose_up_noop_when_healthy_and_current():
     commands, noops = run_op(operations, operations.compose_up, facts, root="/r", project="mnemos",
                              images={"postgres": "p:1"}, services=["postgres"], timeout=60)
     assert commands == [] and "healthy" in noops[0]
+
+
+def test_apt_install_finishes_an_interrupted_dpkg_first():
+    facts = {"AptPackages": {"git": {"installed": True, "version": "1", "candidate": True},
+                             "DPKG_INTERRUPTED": {"installed": False, "version": "", "candidate": False}}}
+    commands, _ = run_op(operations, operations.apt_install, facts, packages=["git"])
+    assert commands == ["DEBIAN_FRONTEND=noninteractive dpkg --configure -a"]

@@ -133,3 +133,12 @@ def test_every_environment_is_valid(env):
     data = {k: v for k, v in runpy.run_path(str(REPO / f"group_data/{env}.py")).items()
             if not k.startswith("__")}
     validate(data)
+
+
+def test_readme_quotes_every_default():
+    import re
+    readme = (REPO / "README.md").read_text()
+    quoted = re.search(r"<!-- defaults:begin -->\n```python\n(.*)```\n<!-- defaults:end -->", readme, re.S)
+    assert quoted, "the README has no defaults block"
+    assert quoted.group(1) == (REPO / "group_data/all.py").read_text(), \
+        "README's copy of group_data/all.py is out of date"
