@@ -6,12 +6,15 @@ Settings are validated and the host checked before the first operation.
 """
 
 from mnemos_provision.context import host_context
+from roles.backup import backup
 from roles.docker_engine import docker_engine
+from roles.minio_init import minio_init
 from roles.packages import packages
 from roles.preflight import preflight
 from roles.stack import stack
 from roles.tools import tools
 from roles.tree import tree
+from roles.vault_init import vault_init
 
 ctx = host_context()
 preflight(ctx)
@@ -20,3 +23,6 @@ docker_engine(ctx)
 tools(ctx)
 tree(ctx)
 stack(ctx)
+vault_init(ctx)
+minio_init(ctx)
+backup(ctx)

@@ -97,6 +97,24 @@ launch_stack = True  # start the compose stack and wait until it is healthy
 stack_wait_timeout = 300  # seconds to wait for every enabled service to be healthy
 dotenv_overrides = {}  # values for non-secret .env variables (e.g. {"LOG_LEVEL": "DEBUG"}); keys must exist in .env.example
 
+# ---------------------------------------------------------------- Vault (SOUL) and MinIO (ENGRAM)
+vault_init = True  # initialize (once), unseal (every run) and configure Vault when it is enabled
+vault_key_shares = 5  # unseal key shares created at initialization
+vault_key_threshold = 3  # keys needed to unseal
+vault_mount_path = "mnemos/"  # kv-v2 mount of the service secrets (design: VAULT_MOUNT_PATH)
+vault_policy_name = "mnemos-services"  # policy that lets the MNEMOS services read their secrets
+vault_approle_name = "mnemos-services"  # AppRole role of the MNEMOS services
+vault_token_period = "768h"  # period of the renewable scoped token written to .env as VAULT_TOKEN
+vault_revoke_root_token = False  # revoke the root token after set-up (later runs then only unseal)
+minio_init = True  # create buckets and the application user when MinIO is enabled
+minio_buckets = {  # private buckets; versioning and expiry (days, current and noncurrent versions)
+    "mnemos-artifacts": {"versioning": True},
+    "mnemos-models": {"versioning": True},
+    "mnemos-backups": {"expire_days": 60},
+    "mnemos-uploads": {},
+}
+minio_app_user = "mnemos-app"  # the services' MinIO user (AWS_ACCESS_KEY_ID), limited to minio_buckets
+
 # ---------------------------------------------------------------- backups
 backup_enabled = True  # install the backup schedule
 backup_schedule = "0 3 * * *"  # cron expression (design: daily at 3 AM)

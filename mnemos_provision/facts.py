@@ -335,3 +335,14 @@ class DockerImagesPresent(FactBase):
         if output and output[0] == "DOCKER_DOWN":
             return None
         return set(output)
+
+
+class ProcessRunning(FactBase):
+    """Whether a process with this exact name (comm) runs; reads /proc (no procps needed)."""
+
+    def command(self, comm: str):
+        return (f"for c in /proc/[0-9]*/comm; do [ \"$(cat $c 2>/dev/null)\" = {shlex.quote(comm)} ] "
+                "&& { echo yes; exit 0; }; done; echo no")
+
+    def process(self, output):
+        return bool(output) and output[-1] == "yes"

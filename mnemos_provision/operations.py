@@ -17,7 +17,7 @@ from pyinfra.facts.files import FileContents, Sha256File
 
 from mnemos_provision.facts import (
     AptListsAge, AptPackages, ComposeState, ComposeWanted, DockerAnswers, DockerImagesPresent,
-    TreeState,
+    ProcessRunning, TreeState,
 )
 from mnemos_provision.render import TreeEntry
 
@@ -386,3 +386,20 @@ def load_image_archives(archives: list[str], images: list[str]):
         remote = "/tmp/mnemos-image-archive-" + hashlib.sha256(archive.encode()).hexdigest()[:12] + ".tar"
         yield FileUploadCommand(archive, remote)
         yield StringCommand(f"docker load -q -i {shlex.quote(remote)} && rm -f {shlex.quote(remote)}")
+
+
+@operation()
+def ensure_cron_running(systemd: bool):
+    """
+    Keep the cron daemon running so that scheduled backups happen: under systemd it is enabled and
+    started; without systemd (WSL's default) it is started detached.
+
+    + systemd: whether the host runs systemd
+    """
+    if host.get_fact(ProcessRunning, comm="cron"):
+        host.noop("cron is running")
+        return
+    if systemd:
+        yield StringCommand("systemctl enable --now cron.service")
+    else:
+        yield StringCommand("cron")  # Debian/Ubuntu's cron daemonizes itself

@@ -101,6 +101,7 @@ def dotenv_context(settings: Settings, home: str) -> dict[str, str]:
         "backup_storage_path": settings.home_path(settings.mnemos_root, home) + "/data/backups",
         "backup_encrypt": str(settings.backup_encrypt).lower(),
         "compose_project": settings.compose_project,
+        "minio_app_user": settings.minio_app_user,
         "compose_profiles": ",".join(settings.compose_profiles),
     }
 
@@ -170,6 +171,8 @@ def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[
         "databases": DATABASES,
         "data_dirs": DATA_DIRS,
         "checks": _health_checks(settings),
+        "backup_services": [x for x in ("postgres", "redis", "vault", "minio")
+                            if settings.service_enabled(x)] + ["grafana-provisioning"],
     }
 
     jenv = _environment()

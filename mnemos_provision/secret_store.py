@@ -27,6 +27,8 @@ class Secrets(dict):
 def generate(name: str) -> str:
     """A new value for secret `name`, with the length documented in dotenv.SECRET_LENGTHS."""
     length = SECRET_LENGTHS[name]
+    if name == "VAULT_TOKEN":  # a custom token ID: letters and digits, no "hvs." prefix
+        return "mnemos" + "".join(csprng.choice(_ALPHANUMERIC) for _ in range(length - 6))
     if name == "JWT_SECRET_KEY":
         return csprng.token_hex(length // 2)
     return "".join(csprng.choice(_ALPHANUMERIC) for _ in range(length))

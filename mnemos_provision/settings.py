@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 import runpy
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -45,8 +46,8 @@ PORT_SERVICES = {  # which service publishes each port key
     "traefik_http": "traefik", "traefik_https": "traefik", "traefik_dashboard": "traefik",
 }
 SECRET_NAMES = (
-    "POSTGRES_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD",
-    "GRAFANA_ADMIN_PASSWORD", "JWT_SECRET_KEY", "BACKUP_ENCRYPTION_KEY",
+    "POSTGRES_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "MINIO_APP_SECRET_KEY",
+    "GRAFANA_ADMIN_PASSWORD", "JWT_SECRET_KEY", "BACKUP_ENCRYPTION_KEY", "VAULT_TOKEN",
 )
 
 # Keys that belong to pyinfra or its connectors, not to this project.
@@ -124,6 +125,17 @@ class Settings:
     traefik_tls: bool
     launch_stack: bool
     stack_wait_timeout: int
+    vault_init: bool
+    vault_key_shares: int
+    vault_key_threshold: int
+    vault_mount_path: str
+    vault_policy_name: str
+    vault_approle_name: str
+    vault_token_period: str
+    vault_revoke_root_token: bool
+    minio_init: bool
+    minio_buckets: dict
+    minio_app_user: str
     dotenv_overrides: dict
     backup_enabled: bool
     backup_schedule: str
@@ -300,8 +312,20 @@ def validate(data: dict[str, Any], controller_path_exists=lambda p: Path(p).is_f
         c.fail("compose_plugin_binary", merged["compose_plugin_binary"],
                "no such file on the machine running pyinfra (the controller)")
     for key in ("preflight_strict", "docker_buildkit_profile", "publish_ports",
-                "vault_tls", "traefik_tls", "launch_stack", "backup_enabled", "backup_encrypt"):
+                "vault_tls", "traefik_tls", "launch_stack", "backup_enabled", "backup_encrypt",
+                "vault_init", "vault_revoke_root_token", "minio_init"):
         c.boolean(key)
+    c.integer("vault_key_shares", low=1, high=10)
+    c.integer("vault_key_threshold", low=1, high=10)
+    if c.out.get("vault_key_threshold", 0) > c.out.get("vault_key_shares", 10):
+        c.fail("vault_key_threshold", merged["vault_key_threshold"],
+               f"must not exceed vault_key_shares ({merged['vault_key_shares']})")
+    for key in ("vault_mount_path", "vault_policy_name", "vault_approle_name", "minio_app_user"):
+        c.string(key)
+    c.string("vault_token_period")
+    if c.out.get("vault_token_period") and not re.fullmatch(r"\d+[smh]", c.out["vault_token_period"]):
+        c.fail("vault_token_period", merged["vault_token_period"], "expected a duration like 768h")
+    _check_buckets(c, merged)
     for key in ("min_memory_gib", "min_cpus", "min_disk_gib", "recommended_memory_gib",
                 "recommended_cpus", "recommended_disk_gib"):
         c.integer(key, low=0)
@@ -349,6 +373,22 @@ def validate(data: dict[str, Any], controller_path_exists=lambda p: Path(p).is_f
     if c.problems:
         raise SettingsError(c.problems)
     return Settings(**{name: c.out[name] for name in FIELD_NAMES})
+
+
+def _check_buckets(c: _Checker, merged: dict) -> None:
+    buckets = c.mapping("minio_buckets")
+    if buckets is None:
+        return
+    for name, spec in buckets.items():
+        key = f"minio_buckets[{name!r}]"
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", str(name)):
+            c.fail(key, name, "expected an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
+        if not isinstance(spec, dict) or not set(spec) <= {"versioning", "expire_days"}:
+            c.fail(key, spec, "expected a dict with optional versioning (bool) and expire_days (int)")
+        elif "expire_days" in spec and (not isinstance(spec["expire_days"], int)
+                                        or isinstance(spec["expire_days"], bool)
+                                        or spec["expire_days"] < 1):
+            c.fail(f"{key}['expire_days']", spec["expire_days"], "expected a number of days >= 1")
 
 
 def _check_schedule(c: _Checker, merged: dict) -> None:

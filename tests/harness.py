@@ -158,6 +158,7 @@ class FreshHost:
         sh(["docker", "rm", "-f", "-v", self.name], check=False)
 
     def exec(self, command: str, check=True, user: str | None = None) -> subprocess.CompletedProcess:
+        """Run `command` with sh on the machine (as `user`, root by default)."""
         args = ["docker", "exec"] + (["-u", user] if user else []) + [self.name, "sh", "-c", command]
         return sh(args, check=check)
 

@@ -100,7 +100,7 @@ def test_env_is_private_and_complete(host, paths):
     values = dict(line.split("=", 1) for line in env.content_string.splitlines()
                   if line and not line.startswith("#"))
     assert list(values) == dotenv.NAMES
-    for name in dotenv.SECRET_LENGTHS:
+    for name in dotenv.SECRET_VARS:
         assert len(values[name]) >= 16, f"{name} is missing or short"
 
 
@@ -137,3 +137,15 @@ def test_every_enabled_service_is_healthy(host, settings, paths):
             assert "healthy" in state.stdout.split(), f"{service}: {state.stdout}"
     check = host.run(f"cd {paths['root']} && sh scripts/health-check.sh")
     assert check.rc == 0, check.stdout
+
+
+def test_backups_are_scheduled(host, settings, paths, account):
+    cron = host.file("/etc/cron.d/mnemos-backup")
+    if not settings.backup_enabled:
+        assert not cron.exists
+        return
+    assert cron.exists and cron.mode == 0o644 and cron.user == "root"
+    assert cron.contains(f"^{settings.backup_schedule.replace('*', '[*]')} {account['name']} "
+                         f"/bin/sh {paths['root']}/scripts/backup/backup-all.sh")
+    running = host.run("for c in /proc/[0-9]*/comm; do cat $c; done 2>/dev/null | grep -qx cron")
+    assert running.rc == 0, "the cron daemon is not running: backups would never run"

@@ -178,7 +178,10 @@ def test_env_and_example_have_the_same_keys_and_no_secret_in_the_example(tree):
         assert value not in example
     env = dict(line.split("=", 1) for line in (root / ".env").read_text().splitlines()
                if line and not line.startswith("#"))
-    assert all(env[name] for name in dotenv.SECRET_LENGTHS), "a secret is empty in .env"
+    assert all(env[name] for name in dotenv.SECRET_VARS), "a secret is empty in .env"
+    assert env["AWS_SECRET_ACCESS_KEY"] == tree["secrets"]["MINIO_APP_SECRET_KEY"]
+    assert env["AWS_ACCESS_KEY_ID"] == tree["settings"].minio_app_user
+    assert env["VAULT_TOKEN"] == tree["secrets"]["VAULT_TOKEN"]
     assert env["DATABASE_URL"] == (f"postgresql://mnemos:{tree['secrets']['POSTGRES_PASSWORD']}"
                                    "@postgres:5432/mnemos")
     assert "${" not in (root / ".env").read_text()

@@ -1,0 +1,278 @@
+"""
+Vault (SOUL) set-up, idempotent: init once, unseal whenever sealed, kv-v2 at the design's mount,
+the stack's service secrets, a read policy for the MNEMOS services, AppRole with a role for them,
+the scoped token of .env (VAULT_TOKEN, created with the ID the secret state holds), a file audit
+device, and optionally the root token revoked.
+
+`plan` reads only and says what differs; `apply` makes it so. Both take an hvac.Client (its
+transport is mnemos_provision.host_http: requests go out from the host) and a KeyStore (the 0600
+keys file on the host). Nothing here prints a key or a token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import hvac
+import hvac.exceptions as vault_errors
+
+
+class VaultSetupError(Exception):
+    """A state the deploy must not repair by itself; the message says what to do."""
+
+
+@dataclass
+class Desired:
+    url: str
+    keys_path: str  # for messages
+    key_shares: int
+    key_threshold: int
+    mount: str  # "mnemos" (the design's VAULT_MOUNT_PATH=mnemos/)
+    secrets: dict  # {"postgres": {...}, ...} written under <mount>/data/<name>
+    policy_name: str
+    policy: str
+    approle_name: str
+    approle: dict = field(default_factory=dict)  # token_policies, token_ttl, token_max_ttl
+    token_id: str = ""  # VAULT_TOKEN of .env
+    token_period: str = "768h"
+    audit_file: str = "/vault/logs/audit.log"
+    revoke_root_token: bool = False
+
+
+class KeyStore:
+    """The unseal keys and root token: load() -> dict | None, save(dict)."""
+
+    def load(self) -> dict | None:
+        raise NotImplementedError
+
+    def save(self, data: dict) -> None:
+        raise NotImplementedError
+
+
+def policy_for(mount: str) -> str:
+    return (f'# MNEMOS services: read the stack\'s secrets\n'
+            f'path "{mount}/data/*" {{\n  capabilities = ["read"]\n}}\n'
+            f'path "{mount}/metadata/*" {{\n  capabilities = ["read", "list"]\n}}\n')
+
+
+def wait_for_api(client: hvac.Client, timeout: float, sleep=time.sleep) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            client.sys.read_init_status()
+            return
+        except Exception as exc:  # transport errors, 5xx while starting
+            last = exc
+        if time.monotonic() >= deadline:
+            raise VaultSetupError(f"Vault at {client.url} does not answer after {timeout:.0f} s ({last})")
+        sleep(2)
+
+
+def _keys(store: KeyStore, desired: Desired) -> dict:
+    keys = store.load()
+    if keys is None:
+        raise VaultSetupError(
+            f"Vault at {desired.url} is initialized but {desired.keys_path} is missing: restore it from "
+            "your backup. The deploy never re-initializes an initialized Vault (that would lose "
+            "every secret stored in it).")
+    return keys
+
+
+def _unseal(client: hvac.Client, keys: dict, desired: Desired) -> None:
+    status = client.sys.read_seal_status()
+    if not status["sealed"]:
+        return
+    needed = status["t"]
+    available = keys.get("keys_base64") or keys.get("keys") or []
+    if len(available) < needed:
+        raise VaultSetupError(f"{desired.keys_path} holds {len(available)} unseal key(s); Vault needs "
+                              f"{needed}: restore the complete keys file")
+    client.sys.submit_unseal_key(reset=True)
+    for key in available[:needed]:
+        try:
+            status = client.sys.submit_unseal_key(key=key)
+        except vault_errors.VaultError as exc:
+            raise VaultSetupError(f"the unseal keys in {desired.keys_path} do not unseal Vault at "
+                                  f"{desired.url} ({type(exc).__name__}): they belong to another "
+                                  "Vault, or the file was altered") from None
+    if status["sealed"]:
+        raise VaultSetupError(f"Vault at {desired.url} is still sealed after {needed} keys from "
+                              f"{desired.keys_path}")
+
+
+def _root_client(client: hvac.Client, keys: dict) -> hvac.Client | None:
+    token = keys.get("root_token")
+    if not token:
+        return None
+    client.token = token
+    return client
+
+
+def _mounts(client) -> dict:
+    data = client.sys.list_mounted_secrets_engines()
+    return data.get("data", data)
+
+
+def _config_differences(client: hvac.Client, desired: Desired) -> list[str]:
+    diffs = []
+    mount = _mounts(client).get(desired.mount + "/")
+    if mount is None:
+        diffs.append(f"kv-v2 secrets engine at {desired.mount}/")
+    elif mount.get("type") != "kv" or str((mount.get("options") or {}).get("version")) != "2":
+        raise VaultSetupError(f"{desired.mount}/ is mounted as {mount.get('type')} "
+                              f"{mount.get('options')}, not kv version 2: move it away or choose "
+                              "another mount")
+    for name, secret in desired.secrets.items():
+        current = None
+        if mount is not None:
+            try:
+                current = client.secrets.kv.v2.read_secret_version(
+                    path=name, mount_point=desired.mount, raise_on_deleted_version=True)["data"]["data"]
+            except vault_errors.InvalidPath:
+                current = None
+        if current != secret:
+            diffs.append(f"secret {desired.mount}/{name}")
+    try:
+        rules = client.sys.read_policy(name=desired.policy_name)
+        rules = rules.get("rules", (rules.get("data") or {}).get("rules"))
+    except vault_errors.InvalidPath:
+        rules = None
+    if rules != desired.policy:
+        diffs.append(f"policy {desired.policy_name}")
+    auths = client.sys.list_auth_methods()
+    auths = auths.get("data", auths)
+    if "approle/" not in auths:
+        diffs.append("approle auth method")
+        diffs.append(f"approle role {desired.approle_name}")
+    else:
+        try:
+            role = client.auth.approle.read_role(role_name=desired.approle_name)["data"]
+            for key, value in desired.approle.items():
+                if _normal(role.get(key)) != _normal(value):
+                    diffs.append(f"approle role {desired.approle_name}")
+                    break
+        except vault_errors.InvalidPath:
+            diffs.append(f"approle role {desired.approle_name}")
+    if desired.token_id:
+        try:
+            token = client.auth.token.lookup(token=desired.token_id)["data"]
+            if desired.policy_name not in token.get("policies", []):
+                diffs.append("VAULT_TOKEN policies")
+        except (vault_errors.Forbidden, vault_errors.InvalidRequest, vault_errors.InvalidPath):
+            diffs.append("VAULT_TOKEN (the scoped token of .env)")
+    audit = client.sys.list_enabled_audit_devices()
+    audit = audit.get("data", audit)
+    if "file/" not in audit:
+        diffs.append("file audit device")
+    return diffs
+
+
+def _normal(value):
+    """Vault returns TTLs as seconds; accept "1h" and 3600 as the same."""
+    if isinstance(value, str) and value[-1:] in "smh" and value[:-1].isdigit():
+        return int(value[:-1]) * {"s": 1, "m": 60, "h": 3600}[value[-1]]
+    if isinstance(value, list):
+        return sorted(value)
+    return value
+
+
+def plan(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
+    """What `apply` would change, read-only. [] on a converged Vault."""
+    if not client.sys.read_init_status()["initialized"]:
+        return [f"initialize Vault ({desired.key_shares} key shares, threshold {desired.key_threshold})"]
+    keys = _keys(store, desired)
+    diffs = []
+    if client.sys.read_seal_status()["sealed"]:
+        diffs.append("unseal Vault")
+        # configuration is read after unsealing, in apply
+        return diffs + ["configuration (read once unsealed)"]
+    root = _root_client(client, keys)
+    if root is None:
+        return diffs  # root token revoked: only unsealing is managed
+    diffs += _config_differences(root, desired)
+    if desired.revoke_root_token:
+        diffs.append("revoke the root token")
+    return diffs
+
+
+def apply(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
+    """Converge Vault; returns what was done."""
+    done = []
+    if not client.sys.read_init_status()["initialized"]:
+        result = client.sys.initialize(secret_shares=desired.key_shares,
+                                       secret_threshold=desired.key_threshold)
+        store.save({"keys": result["keys"], "keys_base64": result["keys_base64"],
+                    "root_token": result["root_token"], "shares": desired.key_shares,
+                    "threshold": desired.key_threshold})
+        done.append("initialized")
+    keys = _keys(store, desired)
+    if client.sys.read_seal_status()["sealed"]:
+        _unseal(client, keys, desired)
+        done.append("unsealed")
+    root = _root_client(client, keys)
+    if root is None:
+        return done
+    mounts = _mounts(root)
+    if desired.mount + "/" not in mounts:
+        root.sys.enable_secrets_engine(backend_type="kv", path=desired.mount, options={"version": "2"})
+        done.append(f"mounted kv-v2 at {desired.mount}/")
+    for name, secret in desired.secrets.items():
+        try:
+            current = root.secrets.kv.v2.read_secret_version(
+                path=name, mount_point=desired.mount, raise_on_deleted_version=True)["data"]["data"]
+        except vault_errors.InvalidPath:
+            current = None
+        if current != secret:
+            root.secrets.kv.v2.create_or_update_secret(path=name, secret=secret, mount_point=desired.mount)
+            done.append(f"wrote {desired.mount}/{name}")
+    try:
+        rules = root.sys.read_policy(name=desired.policy_name)
+        rules = rules.get("rules", (rules.get("data") or {}).get("rules"))
+    except vault_errors.InvalidPath:
+        rules = None
+    if rules != desired.policy:
+        root.sys.create_or_update_policy(name=desired.policy_name, policy=desired.policy)
+        done.append(f"policy {desired.policy_name}")
+    auths = root.sys.list_auth_methods()
+    if "approle/" not in auths.get("data", auths):
+        root.sys.enable_auth_method(method_type="approle")
+        done.append("enabled approle")
+    try:
+        role = root.auth.approle.read_role(role_name=desired.approle_name)["data"]
+        same = all(_normal(role.get(k)) == _normal(v) for k, v in desired.approle.items())
+    except vault_errors.InvalidPath:
+        same = False
+    if not same:
+        root.auth.approle.create_or_update_approle(role_name=desired.approle_name, **desired.approle)
+        done.append(f"approle role {desired.approle_name}")
+    if desired.token_id:
+        try:
+            token = root.auth.token.lookup(token=desired.token_id)["data"]
+            valid = desired.policy_name in token.get("policies", [])
+            if not valid:
+                root.auth.token.revoke(token=desired.token_id)
+        except (vault_errors.Forbidden, vault_errors.InvalidRequest, vault_errors.InvalidPath):
+            valid = False
+        if not valid:
+            root.auth.token.create(id=desired.token_id, policies=[desired.policy_name],
+                                   period=desired.token_period, renewable=True,
+                                   display_name="mnemos-env", no_default_policy=False)
+            done.append("created VAULT_TOKEN")
+    audit = root.sys.list_enabled_audit_devices()
+    if "file/" not in audit.get("data", audit):
+        root.sys.enable_audit_device(device_type="file", options={"file_path": desired.audit_file})
+        done.append("file audit device")
+    if desired.revoke_root_token:
+        root.auth.token.revoke_self()
+        keys = dict(keys)
+        keys.pop("root_token", None)
+        store.save(keys)
+        done.append("revoked the root token")
+    return done
+
+
+def dumps_keys(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()

@@ -1,0 +1,34 @@
+"""Backups: the schedule of scripts/backup/backup-all.sh (rendered with the tree) in cron."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from mnemos_provision.context import HostContext
+from mnemos_provision.operations import ensure_cron_running
+
+CRON_FILE = "/etc/cron.d/mnemos-backup"
+
+
+def cron_entry(ctx: HostContext) -> str:
+    s, root = ctx.settings, ctx.root
+    return (
+        "# MNEMOS backups (backup_schedule); written by the provisioning project\n"
+        "SHELL=/bin/sh\n"
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        f"{s.backup_schedule} {ctx.user} /bin/sh {root}/scripts/backup/backup-all.sh "
+        f">> {root}/data/logs/backup.log 2>&1\n"
+    )
+
+
+@deploy("Backups")
+def backup(ctx: HostContext):
+    if not ctx.settings.backup_enabled:
+        files.file(name="No backup schedule (backup_enabled is false)", path=CRON_FILE, present=False)
+        return
+    files.put(name="Schedule the backups in cron", src=BytesIO(cron_entry(ctx).encode()),
+              dest=CRON_FILE, mode="644", user="root", group="root")
+    ensure_cron_running(name="Keep cron running", systemd=ctx.snap.systemd)

@@ -1,0 +1,89 @@
+"""
+MinIO (ENGRAM): buckets, versioning, lifecycle and the application user
+(mnemos_provision/minio_setup.py). Like Vault, the clients run on the controller and their
+requests go out from the host through the pyinfra connector.
+"""
+
+from __future__ import annotations
+
+from minio import Minio, MinioAdmin
+from minio.credentials import StaticProvider
+from minio.error import MinioAdminException, S3Error
+from pyinfra import host
+from pyinfra.api import FunctionCommand, OperationError, deploy, operation
+
+from mnemos_provision import minio_setup
+from mnemos_provision.context import HostContext
+from mnemos_provision.host_http import HostHTTP, HostHTTPError, HostPoolManager, PyinfraRunner
+from roles.tree import load_secrets
+
+
+def clients(endpoint: str, root: tuple[str, str], app: tuple[str, str], region: str,
+            runner=None):
+    http = HostHTTP(runner or PyinfraRunner(host))
+    pool = HostPoolManager(http)
+    s3 = Minio(endpoint, access_key=root[0], secret_key=root[1], secure=False, region=region,
+               http_client=pool)
+    app_s3 = Minio(endpoint, access_key=app[0], secret_key=app[1], secure=False, region=region,
+                   http_client=pool)
+    admin = MinioAdmin(endpoint=endpoint, credentials=StaticProvider(*root), secure=False,
+                       http_client=pool)
+    return s3, app_s3, admin, http
+
+
+@operation()
+def minio_converge(endpoint: str, root: tuple[str, str], desired: minio_setup.Desired):
+    """
+    Converge MinIO at `endpoint` (as seen from the host) to `desired`: buckets, privacy,
+    versioning, lifecycle, and the application user with its bucket-scoped policy.
+
+    + endpoint: host:port of MinIO's S3 API on the host, e.g. 127.0.0.1:9000
+    + root: (root user, root password)
+    + desired: minio_setup.Desired
+    """
+    s3, app_s3, admin, http = clients(endpoint, root, (desired.app_user, desired.app_secret),
+                                      desired.region)
+    try:
+        changes = minio_setup.bucket_differences(s3, desired)
+        changes += minio_setup.user_differences(admin, app_s3, desired)
+    except (HostHTTPError, S3Error, MinioAdminException, ValueError) as exc:
+        if host.state.is_executing:
+            raise OperationError(f"MinIO at {endpoint}: {exc}") from None
+        changes = [f"converge once MinIO answers ({exc})"]
+    finally:
+        http.close()
+    if not changes:
+        host.noop(f"MinIO: {len(desired.buckets)} buckets and the user {desired.app_user} as declared")
+        return
+
+    def converge() -> None:
+        s3, app_s3, admin, http = clients(endpoint, root, (desired.app_user, desired.app_secret),
+                                          desired.region)
+        try:
+            done = minio_setup.apply_buckets(s3, desired) + minio_setup.apply_user(admin, app_s3, desired)
+        except (HostHTTPError, S3Error, MinioAdminException) as exc:
+            raise OperationError(f"MinIO at {endpoint}: {exc}") from None
+        finally:
+            http.close()
+        host.log(f"MinIO: {', '.join(done)}")
+
+    yield FunctionCommand(converge, (), {})
+
+
+@deploy("MinIO")
+def minio_init(ctx: HostContext):
+    s = ctx.settings
+    if not (s.launch_stack and s.minio_init and s.service_enabled("minio")):
+        host.noop("MinIO initialization is off (launch_stack, minio_init or the minio profile)")
+        return
+    if not s.publish_ports:
+        host.noop("MinIO's port is not published (publish_ports is false): configure it with "
+                  "`docker compose exec minio mc ...`")
+        return
+    secrets = load_secrets(ctx)
+    desired = minio_setup.Desired(
+        buckets=[minio_setup.Bucket(name, **spec) for name, spec in s.minio_buckets.items()],
+        app_user=s.minio_app_user, app_secret=secrets["MINIO_APP_SECRET_KEY"])
+    minio_converge(name="Buckets, versioning, lifecycle and the application user of MinIO",
+                   endpoint=f"127.0.0.1:{s.ports['minio_api']}",
+                   root=("mnemos", secrets["MINIO_ROOT_PASSWORD"]), desired=desired)

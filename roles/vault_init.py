@@ -1,0 +1,145 @@
+"""
+Vault (SOUL): init once, unseal on every converge, kv-v2, the service secrets, policy, AppRole,
+the scoped VAULT_TOKEN of .env and a file audit device (mnemos_provision/vault_setup.py).
+
+The hvac client runs on the controller; its requests go out from the host through the pyinfra
+connector (mnemos_provision/host_http.py), so Vault on a remote host's or a container's loopback
+is reached the same way as on @local.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+
+import hvac
+from pyinfra import host
+from pyinfra.api import FunctionCommand, OperationError, deploy, operation
+
+from mnemos_provision import vault_setup
+from mnemos_provision.context import HostContext
+from mnemos_provision.host_http import HostHTTP, HostHTTPError, PyinfraRunner, host_session
+from roles.tree import load_secrets, read_remote_file
+
+
+class HostKeyStore(vault_setup.KeyStore):
+    """The keys file on the host: 0600, written through a 0700 staging directory, never printed."""
+
+    def __init__(self, path: str, user: str, group: str):
+        self.path, self.user, self.group = path, user, group
+
+    def load(self) -> dict | None:
+        data = read_remote_file(self.path)
+        return json.loads(data) if data else None
+
+    def save(self, data: dict) -> None:
+        staging = posixpath.dirname(self.path)
+        staged = posixpath.join(staging, ".upload-vault-keys")
+        q = shlex.quote
+        ok, _ = host.run_shell_command(f"install -d -m 700 {q(staging)} && chown {q(self.user)}:"
+                                       f"{q(self.group)} {q(staging)}", print_output=False)
+        if not ok or not host.put_file(__import__("io").BytesIO(vault_setup.dumps_keys(data)), staged,
+                                       print_output=False):
+            raise OperationError(f"cannot write {self.path}")
+        ok, _ = host.run_shell_command(
+            f"chmod 600 {q(staged)} && chown {q(self.user)}:{q(self.group)} {q(staged)} && "
+            f"mv -f {q(staged)} {q(self.path)}", print_output=False)
+        if not ok:
+            raise OperationError(f"cannot write {self.path}")
+
+
+def _client(url: str, cacert: str | None) -> tuple[hvac.Client, HostHTTP]:
+    http = HostHTTP(PyinfraRunner(host), cacert=cacert)
+    return hvac.Client(url=url, session=host_session(http)), http
+
+
+@operation()
+def vault_converge(url: str, desired: vault_setup.Desired, store: vault_setup.KeyStore,
+                   wait_timeout: int = 120, cacert: str | None = None):
+    """
+    Converge Vault at `url` (as seen from the host) to `desired`. Reads first (plan); writes only
+    what differs. Stops with a clear error, and never re-initializes, when Vault is initialized
+    but the keys file is missing, or when the keys do not unseal it.
+
+    + url: Vault's address on the host, e.g. http://127.0.0.1:8200
+    + desired: vault_setup.Desired
+    + store: where the unseal keys and root token live (HostKeyStore)
+    + wait_timeout: seconds to wait for the API
+    + cacert: CA file on the host for a TLS listener
+    """
+    client, http = _client(url, cacert)
+    try:
+        if host.state.is_executing:
+            vault_setup.wait_for_api(client, wait_timeout)
+        changes = vault_setup.plan(client, store, desired)
+    except (HostHTTPError, vault_setup.VaultSetupError) as exc:
+        if not host.state.is_executing:  # planning before the stack runs: converge at execution
+            changes = [f"converge once Vault answers ({exc})"]
+        else:
+            raise OperationError(str(exc)) from None
+    finally:
+        http.close()
+    if not changes:
+        host.noop("Vault is initialized, unsealed and configured")
+        return
+
+    def converge() -> None:
+        client, http = _client(url, cacert)
+        try:
+            done = vault_setup.apply(client, store, desired)
+        except (HostHTTPError, vault_setup.VaultSetupError, hvac.exceptions.VaultError) as exc:
+            raise OperationError(f"Vault: {exc}") from None
+        finally:
+            http.close()
+        host.log(f"Vault: {', '.join(done) or 'nothing to do'}")
+
+    yield FunctionCommand(converge, (), {})
+
+
+def desired_state(ctx: HostContext, secrets: dict) -> vault_setup.Desired:
+    s = ctx.settings
+    mount = s.vault_mount_path.strip("/")
+    return vault_setup.Desired(
+        url=vault_url(ctx), keys_path=ctx.vault_keys_path,
+        key_shares=s.vault_key_shares, key_threshold=s.vault_key_threshold,
+        mount=mount,
+        secrets={
+            "postgres": {"username": "mnemos", "password": secrets["POSTGRES_PASSWORD"],
+                         "databases": "mnemos,mnemos_cortex,mnemos_genome,mnemos_synkron"},
+            "redis": {"password": secrets["REDIS_PASSWORD"]},
+            "minio": {"root_user": "mnemos", "root_password": secrets["MINIO_ROOT_PASSWORD"],
+                      "access_key": s.minio_app_user, "secret_key": secrets["MINIO_APP_SECRET_KEY"]},
+            "grafana": {"admin_user": "admin", "admin_password": secrets["GRAFANA_ADMIN_PASSWORD"]},
+            "jwt": {"secret_key": secrets["JWT_SECRET_KEY"], "algorithm": "HS256"},
+        },
+        policy_name=s.vault_policy_name, policy=vault_setup.policy_for(mount),
+        approle_name=s.vault_approle_name,
+        approle={"token_policies": [s.vault_policy_name], "token_ttl": "1h", "token_max_ttl": "24h"},
+        token_id=secrets["VAULT_TOKEN"], token_period=s.vault_token_period,
+        revoke_root_token=s.vault_revoke_root_token,
+    )
+
+
+def vault_url(ctx: HostContext) -> str:
+    s = ctx.settings
+    scheme = "https" if s.vault_tls else "http"
+    return f"{scheme}://127.0.0.1:{s.ports['vault']}"
+
+
+@deploy("Vault")
+def vault_init(ctx: HostContext):
+    s = ctx.settings
+    if not (s.launch_stack and s.vault_init and s.service_enabled("vault")):
+        host.noop("Vault initialization is off (launch_stack, vault_init or the vault profile)")
+        return
+    if not s.publish_ports:
+        host.noop("Vault's port is not published (publish_ports is false): initialize it with "
+                  "`docker compose exec vault vault operator init` (the deploy reaches Vault on "
+                  "the host's 127.0.0.1)")
+        return
+    secrets = load_secrets(ctx)
+    vault_converge(name="Initialize, unseal and configure Vault", url=vault_url(ctx),
+                   desired=desired_state(ctx, secrets),
+                   store=HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group),
+                   cacert=f"{ctx.root}/config/vault/tls/vault.crt" if s.vault_tls else None)

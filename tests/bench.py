@@ -1,0 +1,117 @@
+"""
+scripts/bench: pyinfra start-up versus no-op converges, on @local and over @docker.
+
+Start-up is a deploy of one no-op operation (files.directory of an existing directory): what any
+pyinfra run costs before this project's work. Targets: a no-op deploys/bootstrap.py within 2x the
+start-up on @local and within 3x over @docker.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests import harness
+
+REPO = harness.REPO
+PYINFRA = str(REPO / ".venv/bin/pyinfra")
+RUNS = int(os.environ.get("RUNS", "5"))
+ONE_OP = "from pyinfra.operations import files\nfiles.directory(name='one no-op operation', path='/tmp')\n"
+
+
+def timed(args: list[str], env: dict, check=True) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if check and result.returncode != 0:
+        sys.exit(f"bench: {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
+    if check and "--> Results:" in result.stdout and harness.parse_results(result.stdout):
+        changed = [k for k, v in harness.parse_results(result.stdout).items() if v["success"]]
+        if changed and "noop" in os.environ.get("BENCH_PHASE", ""):
+            sys.exit(f"bench: a no-op run changed {changed}")
+    return elapsed
+
+
+def series(args, env, runs=RUNS) -> list[float]:
+    return [timed(args, env) for _ in range(runs)]
+
+
+def fmt(values: list[float]) -> str:
+    return f"{min(values):6.2f} s  {statistics.median(values):6.2f} s"
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="mnemos-bench-"))
+    one_op = work / "one_op.py"
+    one_op.write_text(ONE_OP)
+    env = dict(os.environ)
+    rows = []
+
+    # ---------------------------------------------------------------- @local
+    local_inventory = work / "local.py"
+    local_inventory.write_text(
+        "hosts = [('@local', {\n"
+        f"    'mnemos_root': '{work}/mnemos', 'secrets_state_path': '{work}/state/secrets.json',\n"
+        "    'docker_source': 'distro', 'docker_min_version': '20.10', 'preflight_strict': False,\n"
+        f"    'compose_plugin_binary': '{harness.compose_binary()}', 'tools': [],\n"
+        "    'compose_project': 'mnemosbench', 'compose_profiles': ['redis'],\n"
+        "    'images': {**__import__('runpy').run_path('group_data/all.py')['images'],\n"
+        "               'redis': 'mnemos-standin/redis:debian12'},\n"
+        "    'ports': {**__import__('runpy').run_path('group_data/all.py')['ports'], 'redis': 16379},\n"
+        "})]\n")
+    harness.ensure_standin_archive()
+    start_local = series([PYINFRA, "@local", str(one_op), "-y"], env)
+    first_tree_local = [timed([PYINFRA, str(local_inventory), "deploys/tree.py", "-y"], env)]
+    env_noop = dict(env, BENCH_PHASE="noop")
+    noop_tree_local = series([PYINFRA, str(local_inventory), "deploys/tree.py", "-y"], env_noop)
+    timed([PYINFRA, str(local_inventory), "deploys/bootstrap.py", "-y"], env)  # converge first
+    noop_boot_local = series([PYINFRA, str(local_inventory), "deploys/bootstrap.py", "-y"], env_noop)
+    subprocess.run(f"cd {work}/mnemos && docker compose down -v", shell=True, capture_output=True)
+
+    # ---------------------------------------------------------------- @docker
+    machine = harness.FreshHost("mnemos-bench")
+    machine.archive = harness.ensure_standin_archive()
+    machine.start()
+    try:
+        denv = machine.env()
+        target = f"@docker/{machine.name}"
+        start_docker = series([PYINFRA, target, str(one_op), "-y"], denv)
+        first = machine.deploy()
+        if first.returncode != 0:
+            sys.exit("bench: first converge over @docker failed:\n" + first.output[-3000:])
+        machine.exec("rm -rf /home/dev/mnemos")
+        first_tree_docker = [timed([PYINFRA, "inventories/ci.py", "deploys/tree.py", "-y"], denv)]
+        denv_noop = dict(denv, BENCH_PHASE="noop")
+        noop_tree_docker = series([PYINFRA, "inventories/ci.py", "deploys/tree.py", "-y"], denv_noop)
+        noop_boot_docker = series([PYINFRA, "inventories/ci.py", "deploys/bootstrap.py", "-y"], denv_noop)
+    finally:
+        machine.remove()
+
+    s_l, s_d = statistics.median(start_local), statistics.median(start_docker)
+    rows = [
+        ("pyinfra start-up (one no-op operation)", start_local, start_docker),
+        ("first converge of the tree", first_tree_local, first_tree_docker),
+        ("no-op deploys/tree.py", noop_tree_local, noop_tree_docker),
+        ("no-op deploys/bootstrap.py", noop_boot_local, noop_boot_docker),
+    ]
+    print(f"\nMNEMOS provisioning benchmark ({RUNS} runs each; {platform.node()}, "
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()})")
+    print(f"{'':42} {'@local min':>10} {'median':>9}   {'@docker min':>11} {'median':>9}")
+    for label, local, docker in rows:
+        print(f"{label:42} {fmt(local)}   {fmt(docker)}")
+    print("\nratios (median no-op / median start-up)        @local   @docker   target")
+    for label, local, docker, target in (
+        ("no-op deploys/tree.py", noop_tree_local, noop_tree_docker, "-, 3x @docker"),
+        ("no-op deploys/bootstrap.py", noop_boot_local, noop_boot_docker, "2x @local, 3x @docker"),
+    ):
+        print(f"{label:46} {statistics.median(local) / s_l:6.2f}x  {statistics.median(docker) / s_d:6.2f}x   {target}")
+
+
+if __name__ == "__main__":
+    main()

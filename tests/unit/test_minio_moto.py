@@ -1,0 +1,94 @@
+"""
+MinIO buckets, versioning and lifecycle against moto_server: a real S3-protocol HTTP server
+(started here on 127.0.0.1) standing in for MinIO, whose image cannot be fetched here. Requests go
+through the real transport (curl on the "host", here this machine) and the minio SDK.
+
+Not tested against a server: the MinIO admin API (application user, its policy), which moto does
+not implement; only the policy document is checked here (README: Tests).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from minio import Minio
+from minio.commonconfig import ENABLED
+from minio.versioningconfig import SUSPENDED, VersioningConfig
+
+from mnemos_provision import minio_setup
+from mnemos_provision.host_http import HostHTTP, HostPoolManager, LocalRunner
+
+pytestmark = pytest.mark.unit
+
+DESIRED = minio_setup.Desired(
+    buckets=[minio_setup.Bucket("mnemos-artifacts", versioning=True),
+             minio_setup.Bucket("mnemos-models", versioning=True),
+             minio_setup.Bucket("mnemos-backups", expire_days=60),
+             minio_setup.Bucket("mnemos-uploads")],
+    app_user="mnemos-app", app_secret="s" * 40)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    moto = Path(sys.executable).parent / "moto_server"
+    server = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    http = HostHTTP(LocalRunner())
+    client = Minio(f"127.0.0.1:{port}", access_key="mnemos", secret_key="m" * 32, secure=False,
+                   region="us-east-1", http_client=HostPoolManager(http))
+    for _ in range(50):
+        try:
+            client.list_buckets()
+            break
+        except Exception:
+            time.sleep(0.2)
+    yield client
+    http.close()
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_buckets_are_created_versioned_and_expiring_then_left_alone(s3):
+    assert set(minio_setup.bucket_differences(s3, DESIRED)) == {
+        "bucket mnemos-artifacts", "bucket mnemos-models", "bucket mnemos-backups", "bucket mnemos-uploads"}
+    minio_setup.apply_buckets(s3, DESIRED)
+    assert {b.name for b in s3.list_buckets()} >= {b.name for b in DESIRED.buckets}
+    assert s3.get_bucket_versioning("mnemos-artifacts").status == ENABLED
+    assert s3.get_bucket_versioning("mnemos-models").status == ENABLED
+    rule = s3.get_bucket_lifecycle("mnemos-backups").rules[0]
+    assert rule.expiration.days == 60 and rule.noncurrent_version_expiration.noncurrent_days == 60
+    assert s3.get_bucket_lifecycle("mnemos-uploads") is None
+    assert minio_setup.bucket_differences(s3, DESIRED) == []
+    assert minio_setup.apply_buckets(s3, DESIRED) == []
+
+
+def test_a_bucket_with_other_settings_is_converged(s3):
+    minio_setup.apply_buckets(s3, DESIRED)
+    s3.set_bucket_versioning("mnemos-models", VersioningConfig(SUSPENDED))
+    s3.delete_bucket_lifecycle("mnemos-backups")
+    s3.set_bucket_policy("mnemos-uploads", '{"Version":"2012-10-17","Statement":[{"Effect":"Allow",'
+                         '"Principal":{"AWS":["*"]},"Action":["s3:GetObject"],'
+                         '"Resource":["arn:aws:s3:::mnemos-uploads/*"]}]}')
+    assert set(minio_setup.bucket_differences(s3, DESIRED)) == {
+        "mnemos-models: versioning", "mnemos-backups: lifecycle",
+        "mnemos-uploads: make private (remove its bucket policy)"}
+    minio_setup.apply_buckets(s3, DESIRED)
+    assert minio_setup.bucket_differences(s3, DESIRED) == []
+
+
+def test_application_policy_reaches_only_the_declared_buckets():
+    doc = minio_setup.app_policy_document(DESIRED.buckets)
+    resources = [r for statement in doc["Statement"] for r in statement["Resource"]]
+    names = {r.split(":::")[1].split("/")[0] for r in resources}
+    assert names == {b.name for b in DESIRED.buckets}
+    actions = {a for statement in doc["Statement"] for a in statement["Action"]}
+    assert not any(a.startswith("admin:") or a == "s3:*" for a in actions)
+    assert "s3:DeleteBucket" not in actions and "s3:PutBucketPolicy" not in actions

@@ -1,0 +1,208 @@
+"""
+Vault set-up against a SIMULATED Vault HTTP API (tests/simulated_vault.py): no Vault binary or
+image can be fetched here. Requests go through the real transport (curl on the "host", here this
+machine). The last test runs the same code against a REAL Vault server when one is available
+(VAULT_TEST_ADDR, or a `vault` binary on PATH started in server mode), and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import hvac
+import pytest
+
+from mnemos_provision import vault_setup
+from mnemos_provision.host_http import HostHTTP, LocalRunner, host_session
+from tests.conftest import REPO, run
+from tests.simulated_vault import SimulatedVault
+
+pytestmark = pytest.mark.unit
+
+
+class MemoryKeyStore(vault_setup.KeyStore):
+    def __init__(self, data=None):
+        self.data = data
+
+    def load(self):
+        return None if self.data is None else json.loads(json.dumps(self.data))
+
+    def save(self, data):
+        self.data = data
+
+
+def desired(url, shares=3, threshold=2) -> vault_setup.Desired:
+    return vault_setup.Desired(
+        url=url, keys_path="/home/dev/.config/mnemos/vault-keys.json",
+        key_shares=shares, key_threshold=threshold, mount="mnemos",
+        secrets={"postgres": {"username": "mnemos", "password": "p" * 32},
+                 "redis": {"password": "r" * 32}},
+        policy_name="mnemos-services", policy=vault_setup.policy_for("mnemos"),
+        approle_name="mnemos-services",
+        approle={"token_policies": ["mnemos-services"], "token_ttl": "1h", "token_max_ttl": "24h"},
+        token_id="mnemosTESTTOKEN0123456789abcdefghijklmn")
+
+
+@pytest.fixture
+def vault():
+    sim = SimulatedVault()
+    url = sim.start()
+    http = HostHTTP(LocalRunner())
+    client = hvac.Client(url=url, session=host_session(http))
+    yield sim, client, url
+    http.close()
+    sim.stop()
+
+
+def test_fresh_vault_is_initialized_unsealed_and_configured_then_left_alone(vault):
+    sim, client, url = vault
+    store, want = MemoryKeyStore(), desired(url)
+    assert vault_setup.plan(client, store, want) == ["initialize Vault (3 key shares, threshold 2)"]
+    done = vault_setup.apply(client, store, want)
+    assert done[:2] == ["initialized", "unsealed"]
+    assert {"mounted kv-v2 at mnemos/", "wrote mnemos/postgres", "policy mnemos-services",
+            "enabled approle", "approle role mnemos-services", "created VAULT_TOKEN",
+            "file audit device"} <= set(done)
+    assert len(store.data["keys_base64"]) == 3 and store.data["root_token"]
+    assert not sim.sealed and sim.kv["mnemos/"]["postgres"][-1]["password"] == "p" * 32
+    token = sim.tokens[want.token_id]
+    assert "mnemos-services" in token["policies"] and token["renewable"] and token["period"] == "768h"
+    writes = list(sim.writes)
+    assert vault_setup.plan(client, store, want) == []
+    assert vault_setup.apply(client, store, want) == []
+    assert sim.writes == writes, "a converged Vault was written to"
+
+
+def test_restarted_vault_is_unsealed_and_nothing_else_changes(vault):
+    sim, client, url = vault
+    store, want = MemoryKeyStore(), desired(url)
+    vault_setup.apply(client, store, want)
+    sim.restart()
+    assert vault_setup.plan(client, store, want)[0] == "unseal Vault"
+    writes = len(sim.writes)
+    assert vault_setup.apply(client, store, want) == ["unsealed"]
+    assert sim.writes[writes:] == ["PUT sys/unseal"]
+
+
+def test_initialized_vault_without_keys_file_stops_and_is_never_reinitialized(vault):
+    sim, client, url = vault
+    vault_setup.apply(client, MemoryKeyStore(), desired(url))
+    sim.restart()
+    with pytest.raises(vault_setup.VaultSetupError) as err:
+        vault_setup.apply(client, MemoryKeyStore(None), desired(url))
+    assert "vault-keys.json is missing: restore it" in str(err.value)
+    assert "never re-initializes" in str(err.value)
+    assert sim.writes.count("PUT sys/init") == 1 and sim.sealed
+
+
+def test_wrong_keys_give_a_clear_error(vault):
+    sim, client, url = vault
+    vault_setup.apply(client, MemoryKeyStore(), desired(url))
+    sim.restart()
+    other = SimulatedVault()
+    other_url = other.start()
+    other_client = hvac.Client(url=other_url, session=host_session(HostHTTP(LocalRunner())))
+    other_store = MemoryKeyStore()
+    vault_setup.apply(other_client, other_store, desired(other_url))
+    other.stop()
+    with pytest.raises(vault_setup.VaultSetupError) as err:
+        vault_setup.apply(client, other_store, desired(url))
+    assert "do not unseal Vault" in str(err.value)
+    assert sim.sealed
+
+
+def test_too_few_keys_give_a_clear_error(vault):
+    sim, client, url = vault
+    store = MemoryKeyStore()
+    vault_setup.apply(client, store, desired(url, shares=3, threshold=2))
+    sim.restart()
+    store.data["keys_base64"] = store.data["keys_base64"][:1]
+    store.data["keys"] = store.data["keys"][:1]
+    with pytest.raises(vault_setup.VaultSetupError) as err:
+        vault_setup.apply(client, store, desired(url))
+    assert "holds 1 unseal key(s); Vault needs 2" in str(err.value)
+
+
+def test_drifted_policy_and_secret_are_repaired(vault):
+    sim, client, url = vault
+    store, want = MemoryKeyStore(), desired(url)
+    vault_setup.apply(client, store, want)
+    sim.policies["mnemos-services"] = 'path "*" { capabilities = ["sudo"] }'
+    sim.kv["mnemos/"]["redis"].append({"password": "changed-by-hand"})
+    assert set(vault_setup.plan(client, store, want)) == {"policy mnemos-services", "secret mnemos/redis"}
+    assert set(vault_setup.apply(client, store, want)) == {"policy mnemos-services", "wrote mnemos/redis"}
+    assert vault_setup.plan(client, store, want) == []
+
+
+def test_vault_role_over_pyinfra_local_twice_and_never_prints_a_secret(vault, tmp_path):
+    """The pyinfra operation end to end on @local: first run changes, second run changes nothing."""
+    sim, _, url = vault
+    keys = tmp_path / "state" / "vault-keys.json"
+    deploy = tmp_path / "vault_deploy.py"
+    deploy.write_text(f"""
+import getpass, grp, os
+from mnemos_provision import vault_setup
+from roles.vault_init import HostKeyStore, vault_converge
+from tests.unit.test_vault_simulated import desired
+user = getpass.getuser(); group = grp.getgrgid(os.getgid()).gr_name
+vault_converge(name="Vault", url={url!r}, desired=desired({url!r}),
+               store=HostKeyStore({str(keys)!r}, user, group))
+""")
+    pyinfra = str(REPO / ".venv/bin/pyinfra")
+    first = run([pyinfra, "@local", str(deploy), "-y", "-v"], cwd=REPO)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Vault: initialized, unsealed" in first.stdout + first.stderr
+    assert oct(keys.stat().st_mode & 0o777) == "0o600"
+    second = run([pyinfra, "@local", str(deploy), "-y", "-v"], cwd=REPO)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Vault is initialized, unsealed and configured" in second.stdout + second.stderr
+    from tests.harness import parse_results
+    rows = parse_results(second.stdout + second.stderr)
+    assert rows and not any(r["success"] for r in rows.values()), rows
+    stored = json.loads(keys.read_text())
+    output = first.stdout + first.stderr + second.stdout + second.stderr
+    for secret in stored["keys"] + stored["keys_base64"] + [stored["root_token"], "p" * 32]:
+        assert secret not in output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def real_vault(tmp_path):
+    """A REAL Vault: VAULT_TEST_ADDR (an uninitialized test server), or `vault server` (not -dev)."""
+    if os.environ.get("VAULT_TEST_ADDR"):
+        yield os.environ["VAULT_TEST_ADDR"]
+        return
+    binary = shutil.which("vault")
+    if not binary:
+        pytest.skip("no real Vault here: set VAULT_TEST_ADDR to an uninitialized test server, or "
+                    "put a vault binary on PATH (README: Tests)")
+    port = _free_port()
+    config = tmp_path / "vault.hcl"
+    config.write_text(f'storage "file" {{ path = "{tmp_path}/data" }}\n'
+                      f'listener "tcp" {{ address = "127.0.0.1:{port}"\n tls_disable = true }}\n'
+                      'disable_mlock = true\n')
+    server = subprocess.Popen([binary, "server", f"-config={config}"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_the_same_code_against_a_real_vault(real_vault):
+    client = hvac.Client(url=real_vault, session=host_session(HostHTTP(LocalRunner())))
+    store, want = MemoryKeyStore(), desired(real_vault)
+    want.audit_file = "/dev/null"
+    vault_setup.wait_for_api(client, 30)
+    vault_setup.apply(client, store, want)
+    assert vault_setup.plan(client, store, want) == []
