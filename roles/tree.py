@@ -9,9 +9,12 @@ import posixpath
 import tempfile
 from pathlib import Path
 
+import shlex
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
+from pyinfra.operations import server
 
 from mnemos_provision import secret_store
 from mnemos_provision.context import HostContext, fail
@@ -49,3 +52,38 @@ def tree(ctx: HostContext):
     sync_tree(name=f"Lay out and render the MNEMOS tree at {ctx.root}",
               root=ctx.root, entries=render_tree(ctx.settings, ctx.home, values),
               user=ctx.user, group=ctx.group, staging_dir=staging)
+    certificates(ctx)
+
+
+# The official Vault image runs as the user vault, group 1000: its key must be readable by that
+# group. Traefik runs as root in its container.
+VAULT_IMAGE_GID = 1000
+
+
+def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str, key_group: str,
+                key_mode: str) -> None:
+    crt, key = f"{directory}/{name}.crt", f"{directory}/{name}.key"
+    q = shlex.quote
+    server.shell(
+        name=f"Self-signed certificate {crt}",
+        commands=[
+            f"install -d -m 755 -o {q(ctx.user)} -g {q(ctx.group)} {q(directory)} && "
+            f"openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj {q('/CN=' + cn)} "
+            f"-addext {q('subjectAltName=' + sans)} -keyout {q(key)} -out {q(crt)} 2>/dev/null && "
+            f"chown {q(ctx.user)}:{q(ctx.group)} {q(crt)} && chmod 644 {q(crt)} && "
+            f"chown {q(ctx.user)}:{key_group} {q(key)} && chmod {key_mode} {q(key)}"
+        ],
+        _if=lambda: not host.get_fact(File, path=crt) or not host.get_fact(File, path=key),
+    )
+
+
+@deploy("TLS certificates")
+def certificates(ctx: HostContext):
+    s = ctx.settings
+    if s.vault_tls:
+        self_signed(ctx, f"{ctx.root}/config/vault/tls", "vault", "vault",
+                    "DNS:vault,DNS:localhost,IP:127.0.0.1", str(VAULT_IMAGE_GID), "640")
+    if s.traefik_tls:
+        self_signed(ctx, f"{ctx.root}/config/traefik/certs", "mnemos", "mnemos.local",
+                    "DNS:mnemos.local,DNS:*.mnemos.local,DNS:localhost,IP:127.0.0.1",
+                    shlex.quote(ctx.group), "600")

@@ -142,3 +142,23 @@ def test_readme_quotes_every_default():
     assert quoted, "the README has no defaults block"
     assert quoted.group(1) == (REPO / "group_data/all.py").read_text(), \
         "README's copy of group_data/all.py is out of date"
+
+
+def test_tls_certificates_are_made_once_with_private_keys(tmp_path):
+    pyinfra = str(REPO / ".venv/bin/pyinfra")
+    args = [pyinfra, "@local", "deploys/tree.py", "-y", "--data", f"mnemos_root={tmp_path}/mnemos",
+            "--data", f"secrets_state_path={tmp_path}/state/s.json",
+            "--data", "vault_tls=true", "--data", "traefik_tls=true"]
+    first = run(args, cwd=REPO)
+    assert first.returncode == 0, first.stdout + first.stderr
+    vault_crt = tmp_path / "mnemos/config/vault/tls/vault.crt"
+    sans = run(["openssl", "x509", "-in", str(vault_crt), "-noout", "-ext", "subjectAltName"]).stdout
+    assert "IP Address:127.0.0.1" in sans and "DNS:vault" in sans
+    assert oct((tmp_path / "mnemos/config/vault/tls/vault.key").stat().st_mode & 0o777) == "0o640"
+    assert oct((tmp_path / "mnemos/config/traefik/certs/mnemos.key").stat().st_mode & 0o777) == "0o600"
+    before = vault_crt.read_bytes()
+    second = run(args, cwd=REPO)
+    from tests.harness import parse_results
+    rows = parse_results(second.stdout + second.stderr)
+    assert rows and not any(r["success"] for r in rows.values()), rows
+    assert vault_crt.read_bytes() == before
