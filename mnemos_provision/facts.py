@@ -205,71 +205,107 @@ class TreeState(FactBase):
         return states
 
 
-class ComposeState(FactBase):
+class ComposeStatus(FactBase):
     """
-    The containers of compose project `project`: {service: {"hash", "state", "health"}}.
-    Returns None when Docker does not answer.
+    What the rendered compose file wants and what runs, in one command:
+    {"wanted": {service: config hash} | None, "running": {service: {"hash", "state", "health"}} | None}.
+    `wanted` comes from `docker compose config --hash '*'` in the tree (active profiles only);
+    either is None when Docker does not answer or the file is not there.
     """
 
     requires_command = "docker"
 
-    def command(self, project: str):
+    @staticmethod
+    def default():
+        return {"wanted": None, "running": None}
+
+    def command(self, root: str, project: str):
         fmt = (
-            '{{.Label "com.docker.compose.service"}}|{{.Label "com.docker.compose.config-hash"}}|'
+            'R|{{.Label "com.docker.compose.service"}}|{{.Label "com.docker.compose.config-hash"}}|'
             "{{.State}}|{{.Status}}"
         )
         return (
-            f"docker info >/dev/null 2>&1 || {{ echo DOCKER_DOWN; exit 0; }}; "
+            "docker info >/dev/null 2>&1 || { echo DOCKER_DOWN; exit 0; }; "
             f"docker ps -a --filter label=com.docker.compose.project={shlex.quote(project)} "
-            f"--format {shlex.quote(fmt)}"
+            f"--format {shlex.quote(fmt)}; "
+            f"cd {shlex.quote(root)} 2>/dev/null && [ -f docker-compose.yml ] && "
+            "docker compose config --hash '*' 2>/dev/null | sed 's/^/W|/' || echo NO_COMPOSE_FILE"
         )
 
     def process(self, output):
-        services = {}
+        if output and output[0] == "DOCKER_DOWN":
+            return {"wanted": None, "running": None}
+        wanted: dict | None = {}
+        running: dict = {}
         for line in output:
-            if line == "DOCKER_DOWN":
-                return None
-            parts = line.split("|")
-            if len(parts) != 4:
-                continue
-            service, config_hash, state, status = parts
-            health = "none"
-            for word in ("healthy", "unhealthy", "health: starting"):
-                if f"({word})" in status:
-                    health = word.replace("health: ", "")
-            services[service] = {"hash": config_hash, "state": state, "health": health}
-        return services
+            if line == "NO_COMPOSE_FILE":
+                wanted = None
+            elif line.startswith("W|"):
+                parts = line[2:].split()
+                if len(parts) == 2 and wanted is not None:
+                    wanted[parts[0]] = parts[1]
+            elif line.startswith("R|"):
+                parts = line[2:].split("|")
+                if len(parts) != 4:
+                    continue
+                service, config_hash, state, status = parts
+                health = "none"
+                for word in ("healthy", "unhealthy", "health: starting"):
+                    if f"({word})" in status:
+                        health = word.replace("health: ", "")
+                running[service] = {"hash": config_hash, "state": state, "health": health}
+        return {"wanted": wanted, "running": running}
+
+
+class UserGroups(FactBase):
+    """The groups of `user` (id -Gn); [] when the user does not exist."""
+
+    def command(self, user: str):
+        return f"id -Gn {shlex.quote(user)} 2>/dev/null || true"
+
+    def process(self, output):
+        return output[0].split() if output else []
 
 
 class AptPackages(FactBase):
     """
-    For each name: whether it is installed (and which version) and whether apt has a candidate for
-    it, in one command. Returns {name: {"installed": bool, "version": str, "candidate": bool}}.
+    For each name: whether it is installed (and which version) and, for those that are not,
+    whether apt has a candidate, in one command (apt-cache runs only for missing packages: it
+    costs up to a second per call on a host with large package lists).
+    Returns {name: {"installed": bool, "version": str, "candidate": bool}}, plus the key
+    "DPKG_INTERRUPTED" when an interrupted dpkg run must be finished first.
     """
 
     requires_command = "dpkg-query"
 
+    @staticmethod
+    def default():
+        return {}
+
     def command(self, names: list[str]):
         quoted = " ".join(shlex.quote(n) for n in names)
         return (
-            f"for p in {quoted}; do "
-            "s=$(dpkg-query -W -f='${db:Status-Abbrev}|${Version}' \"$p\" 2>/dev/null); "
-            "c=$(apt-cache policy \"$p\" 2>/dev/null | awk '/Candidate:/{print $2}'); "
-            'echo "$p ${s:-none} ${c:-none}"; done; '
+            f"missing=; for p in {quoted}; do "
+            "s=$(dpkg-query -W -f='${db:Status-Abbrev}|${Version}' \"$p\" 2>/dev/null | tr -d ' '); "
+            'echo "S $p ${s:-none}"; case "$s" in ii*) ;; *) missing="$missing $p";; esac; done; '
+            '[ -n "$missing" ] && apt-cache policy $missing 2>/dev/null | '
+            "awk '/^[^ ]/{p=$1; sub(/:$/, \"\", p)} /Candidate:/{print \"C\", p, $2}'; "
             # an interrupted dpkg run leaves files here; apt refuses to work until it is finished
-            "ls -A /var/lib/dpkg/updates 2>/dev/null | grep -q . && echo 'DPKG_INTERRUPTED - -'; true"
+            "ls -A /var/lib/dpkg/updates 2>/dev/null | grep -q . && echo 'DPKG_INTERRUPTED'; true"
         )
 
     def process(self, output):
-        out = {}
+        out: dict[str, dict] = {}
         for line in output:
             parts = line.split()
-            if len(parts) < 3:
-                continue
-            name, status, candidate = parts[0], parts[1], parts[-1]
-            status, _, version = status.partition("|")
-            out[name] = {"installed": status.startswith("ii"), "version": version,
-                         "candidate": candidate not in ("none", "(none)")}
+            if parts == ["DPKG_INTERRUPTED"]:
+                out["DPKG_INTERRUPTED"] = {"installed": False, "version": "", "candidate": False}
+            elif len(parts) == 3 and parts[0] == "S":
+                status, _, version = parts[2].partition("|")
+                installed = status.startswith("ii")
+                out[parts[1]] = {"installed": installed, "version": version, "candidate": installed}
+            elif len(parts) == 3 and parts[0] == "C" and parts[1] in out:
+                out[parts[1]]["candidate"] = parts[2] not in ("none", "(none)")
         return out
 
 
@@ -296,29 +332,6 @@ class AptListsAge(FactBase):
     def process(self, output):
         value = output[0] if output else "none"
         return int(value) if value.lstrip("-").isdigit() else None
-
-
-class ComposeWanted(FactBase):
-    """
-    What the rendered compose file wants: {service: config hash} from `docker compose config
-    --hash '*'` in the tree (active profiles only). None when Docker or the file is not there.
-    """
-
-    requires_command = "docker"
-
-    def command(self, root: str):
-        return (f"cd {shlex.quote(root)} 2>/dev/null && [ -f docker-compose.yml ] && "
-                "docker compose config --hash '*' 2>/dev/null || echo UNKNOWN")
-
-    def process(self, output):
-        if not output or output[0] == "UNKNOWN":
-            return None
-        wanted = {}
-        for line in output:
-            parts = line.split()
-            if len(parts) == 2:
-                wanted[parts[0]] = parts[1]
-        return wanted
 
 
 class DockerImagesPresent(FactBase):

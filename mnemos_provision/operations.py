@@ -13,11 +13,11 @@ from io import BytesIO
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.operations.util.files import generate_color_diff
-from pyinfra.facts.files import FileContents, Sha256File
+from pyinfra.facts.files import FileContents
 
 from mnemos_provision.facts import (
-    AptListsAge, AptPackages, ComposeState, ComposeWanted, DockerAnswers, DockerImagesPresent,
-    ProcessRunning, TreeState,
+    AptListsAge, AptPackages, ComposeStatus, DockerAnswers, DockerImagesPresent, ProcessRunning,
+    TreeState, UserGroups,
 )
 from mnemos_provision.render import TreeEntry
 
@@ -62,12 +62,10 @@ def secret_file(path: str, content: bytes, user: str, group: str, staging_dir: s
         secret_file(path="/home/dev/.config/mnemos/secrets.json", content=b"{...}",
                     user="dev", group="dev", staging_dir="/home/dev/.config/mnemos")
     """
-    current = host.get_fact(Sha256File, path=path)
-    if current == _sha256(content):
-        mode_owner = host.get_fact(TreeState, root=posixpath.dirname(path), dirs=[],
-                                   files=[posixpath.basename(path)])
-        state = mode_owner.get(posixpath.basename(path))
-        if state and state.mode == "600" and (state.owner, state.group) == (user, group):
+    name = posixpath.basename(path)
+    state = host.get_fact(TreeState, root=posixpath.dirname(path), dirs=[], files=[name]).get(name)
+    if state is not None and state.sha256 == _sha256(content):
+        if state.mode == "600" and (state.owner, state.group) == (user, group):
             host.noop(f"secret file {path} is up to date (0600, {user}:{group})")
             return
         yield StringCommand(f"chmod 600 {shlex.quote(path)} && chown {shlex.quote(user)}:"
@@ -336,8 +334,8 @@ def compose_up(root: str, project: str, images: dict[str, str], services: list[s
         compose_up(root="/home/dev/mnemos", project="mnemos", images={"redis": "redis:7.4.6-alpine"},
                    services=["redis"], timeout=300)
     """
-    wanted = host.get_fact(ComposeWanted, root=root)
-    running = host.get_fact(ComposeState, project=project)
+    status = host.get_fact(ComposeStatus, root=root, project=project)
+    wanted, running = status["wanted"], status["running"]
     reasons = stack_differences(wanted, running)
     if not reasons:
         host.noop(f"stack {project}: {len(wanted)} services running their configuration, healthy")
@@ -403,3 +401,50 @@ def ensure_cron_running(systemd: bool):
         yield StringCommand("systemctl enable --now cron.service")
     else:
         yield StringCommand("cron")  # Debian/Ubuntu's cron daemonizes itself
+
+
+@operation()
+def system_files(files: list[tuple[str, bytes, str]]):
+    """
+    Root-owned files outside the tree (daemon.json, the Compose plugin, a cron entry): one fact
+    reads mode, owner and sha256 of all of them; only what differs is uploaded or fixed. Parent
+    directories are created when missing (never changed otherwise). Not for secrets.
+
+    + files: (absolute path, content, octal mode) for each file
+
+    **Example:**
+
+    .. code:: python
+
+        system_files(files=[("/etc/docker/daemon.json", b"{}\\n", "644")])
+    """
+    rel = [p.lstrip("/") for p, _, _ in files]
+    state = host.get_fact(TreeState, root="/", dirs=[], files=rel)
+    q = shlex.quote
+    commands: list = []
+    for (path, content, mode), name in zip(files, rel):
+        current = state.get(name)
+        if current is None or current.sha256 != _sha256(content):
+            commands.append(StringCommand(f"mkdir -p {q(posixpath.dirname(path))}"))
+            commands.append(FileUploadCommand(BytesIO(content), path))
+            commands.append(StringCommand(f"chmod {mode} {q(path)} && chown root:root {q(path)}"))
+        elif current.mode != mode or (current.owner, current.group) != ("root", "root"):
+            commands.append(StringCommand(f"chmod {mode} {q(path)} && chown root:root {q(path)}"))
+    if not commands:
+        host.noop(f"{', '.join(p for p, _, _ in files)} up to date")
+        return
+    yield from commands
+
+
+@operation()
+def user_in_group(user: str, group: str):
+    """
+    Add `user` to the supplementary `group` (e.g. docker) when it is not a member.
+
+    + user: account name
+    + group: group name (must exist when the operation executes)
+    """
+    if group in host.get_fact(UserGroups, user=user):
+        host.noop(f"{user} is in the {group} group")
+        return
+    yield StringCommand(f"usermod -a -G {shlex.quote(group)} {shlex.quote(user)}")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from io import BytesIO
-
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from mnemos_provision.context import HostContext
-from mnemos_provision.operations import ensure_cron_running
+from mnemos_provision.operations import ensure_cron_running, system_files
 
 CRON_FILE = "/etc/cron.d/mnemos-backup"
 
@@ -29,6 +27,5 @@ def backup(ctx: HostContext):
     if not ctx.settings.backup_enabled:
         files.file(name="No backup schedule (backup_enabled is false)", path=CRON_FILE, present=False)
         return
-    files.put(name="Schedule the backups in cron", src=BytesIO(cron_entry(ctx).encode()),
-              dest=CRON_FILE, mode="644", user="root", group="root")
+    system_files(name="Schedule the backups in cron", files=[(CRON_FILE, cron_entry(ctx).encode(), "644")])
     ensure_cron_running(name="Keep cron running", systemd=ctx.snap.systemd)

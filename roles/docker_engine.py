@@ -17,7 +17,7 @@ from pyinfra.operations import files, server
 from mnemos_provision.context import HostContext
 from mnemos_provision.facts import DockerAnswers
 from mnemos_provision.operations import (
-    apt_install, apt_refresh, apt_remove, ensure_docker_running,
+    apt_install, apt_refresh, apt_remove, ensure_docker_running, system_files, user_in_group,
 )
 
 KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -77,15 +77,14 @@ def docker_engine(ctx: HostContext):
                     packages=s.docker_distro_packages, optional=[s.docker_distro_compose_package])
 
     if source != "desktop":
+        wanted = [("/etc/docker/daemon.json",
+                   (json.dumps(s.docker_daemon_config, indent=2, sort_keys=True) + "\n").encode(), "644")]
         if s.compose_plugin_binary:
-            files.put(name="Install the given Compose v2 binary as the Docker CLI plugin",
-                      src=s.compose_plugin_binary, dest=CLI_PLUGIN, mode="755",
-                      create_remote_dir=True)
-        daemon = files.put(
-            name="Write /etc/docker/daemon.json",
-            src=BytesIO((json.dumps(s.docker_daemon_config, indent=2, sort_keys=True) + "\n").encode()),
-            dest="/etc/docker/daemon.json", mode="644", create_remote_dir=True,
-        )
+            with open(s.compose_plugin_binary, "rb") as plugin:
+                wanted.append((CLI_PLUGIN, plugin.read(), "755"))
+        daemon = system_files(name="Write /etc/docker/daemon.json"
+                              + (" and the given Compose v2 CLI plugin" if s.compose_plugin_binary else ""),
+                              files=wanted)
         server.shell(
             name="Restart Docker Engine for the new daemon.json",
             commands=["systemctl restart docker" if ctx.snap.systemd else
@@ -96,8 +95,7 @@ def docker_engine(ctx: HostContext):
         ensure_docker_running(name="Start Docker Engine", systemd=ctx.snap.systemd,
                               timeout=s.docker_start_timeout)
 
-    server.user(name=f"Add {ctx.user} to the docker group", user=ctx.user, groups=["docker"],
-                append=True)
+    user_in_group(name=f"Add {ctx.user} to the docker group", user=ctx.user, group="docker")
     if s.docker_buildkit_profile:
         files.line(name="DOCKER_BUILDKIT=1 in the user's profile",
                    path=f"{ctx.home}/.profile", line="export DOCKER_BUILDKIT=1")

@@ -5,9 +5,8 @@ new), then every directory and rendered file of the design in one batched operat
 
 from __future__ import annotations
 
+import base64
 import posixpath
-import tempfile
-from pathlib import Path
 
 import shlex
 
@@ -23,13 +22,20 @@ from mnemos_provision.render import render_tree
 
 
 def read_remote_file(path: str) -> bytes | None:
-    """Fetch a (secret) file's bytes through the connector, so its text never reaches the output."""
-    if not host.get_fact(File, path=path):
+    """
+    A (secret) file's bytes in one command, None when it does not exist. Run with
+    print_output=False: its text never reaches pyinfra's output, whatever the verbosity.
+    """
+    q = shlex.quote(path)
+    ok, output = host.run_shell_command(
+        f"if [ -f {q} ]; then echo PRESENT; base64 {q}; else echo MISSING; fi",
+        print_output=False, print_input=False)
+    lines = output.stdout_lines
+    if not ok or not lines:
+        raise OSError(f"cannot read {path} on {host.name}: {' '.join(output.stderr_lines)}")
+    if lines[0] == "MISSING":
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "state"
-        host.get_file(path, str(local))
-        return local.read_bytes()
+    return base64.b64decode("".join(lines[1:]))
 
 
 def load_secrets(ctx: HostContext) -> dict[str, str]:

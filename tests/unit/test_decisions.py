@@ -237,7 +237,7 @@ def test_sync_tree_writes_secrets_through_the_staging_directory_and_inits_git():
       "grafana": {"hash": "x", "state": "running", "health": "healthy"}}, "grafana: orphan container"),
 ])
 def test_compose_up_runs_when_the_stack_differs(running, reason):
-    facts = {"ComposeWanted": {"postgres": "h1"}, "ComposeState": running}
+    facts = {"ComposeStatus": {"wanted": {"postgres": "h1"}, "running": running}}
     commands, _ = run_op(operations, operations.compose_up, facts, root="/r", project="mnemos",
                          images={"postgres": "postgres:16.11-alpine"}, services=["postgres"], timeout=60)
     assert any(reason in r for r in operations.stack_differences({"postgres": "h1"}, running))
@@ -246,8 +246,8 @@ def test_compose_up_runs_when_the_stack_differs(running, reason):
 
 
 def test_compose_up_noop_when_healthy_and_current():
-    facts = {"ComposeWanted": {"postgres": "h1"},
-             "ComposeState": {"postgres": {"hash": "h1", "state": "running", "health": "healthy"}}}
+    facts = {"ComposeStatus": {"wanted": {"postgres": "h1"},
+                               "running": {"postgres": {"hash": "h1", "state": "running", "health": "healthy"}}}}
     commands, noops = run_op(operations, operations.compose_up, facts, root="/r", project="mnemos",
                              images={"postgres": "p:1"}, services=["postgres"], timeout=60)
     assert commands == [] and "healthy" in noops[0]
@@ -258,3 +258,33 @@ def test_apt_install_finishes_an_interrupted_dpkg_first():
                              "DPKG_INTERRUPTED": {"installed": False, "version": "", "candidate": False}}}
     commands, _ = run_op(operations, operations.apt_install, facts, packages=["git"])
     assert commands == ["DEBIAN_FRONTEND=noninteractive dpkg --configure -a"]
+
+
+def test_compose_up_runs_when_docker_is_not_there_yet():
+    facts = {"ComposeStatus": {"wanted": None, "running": None}}
+    commands, _ = run_op(operations, operations.compose_up, facts, root="/r", project="mnemos",
+                         images={"postgres": "p:1"}, services=["postgres"], timeout=60)
+    assert "docker compose up -d --wait" in commands[0]
+
+
+def test_system_files_uploads_only_what_differs():
+    state = {"etc/docker/daemon.json": PathState("regular file", "644", "root", "root", _sha(b"{}\n")),
+             "etc/cron.d/mnemos-backup": PathState("regular file", "600", "root", "root", _sha(b"x\n"))}
+    commands, _ = run_op(operations, operations.system_files, {"TreeState": state}, files=[
+        ("/etc/docker/daemon.json", b"{}\n", "644"),
+        ("/etc/cron.d/mnemos-backup", b"x\n", "644"),
+        ("/usr/local/lib/docker/cli-plugins/docker-compose", b"ELF", "755")])
+    assert commands == [
+        "chmod 644 /etc/cron.d/mnemos-backup && chown root:root /etc/cron.d/mnemos-backup",
+        "mkdir -p /usr/local/lib/docker/cli-plugins",
+        "UPLOAD /usr/local/lib/docker/cli-plugins/docker-compose",
+        "chmod 755 /usr/local/lib/docker/cli-plugins/docker-compose && "
+        "chown root:root /usr/local/lib/docker/cli-plugins/docker-compose",
+    ]
+
+
+def test_user_joins_the_docker_group_only_once():
+    assert run_op(operations, operations.user_in_group, {"UserGroups": ["dev", "docker"]},
+                  user="dev", group="docker")[0] == []
+    assert run_op(operations, operations.user_in_group, {"UserGroups": ["dev"]},
+                  user="dev", group="docker")[0] == ["usermod -a -G docker dev"]
