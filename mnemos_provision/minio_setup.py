@@ -144,17 +144,20 @@ def _app_credentials_work(app_s3: Minio, desired: Desired) -> bool:
         raise
 
 
+def _policy_current(admin: MinioAdmin, desired: Desired) -> bool:
+    try:
+        current = json.loads(admin.policy_info(desired.app_policy))
+    except MinioAdminException:
+        return False
+    return current.get("Policy", current) == app_policy_document(desired.buckets)
+
+
 def user_differences(admin: MinioAdmin, app_s3: Minio, desired: Desired) -> list[str]:
     diffs = []
     policies = _user_policies(admin, desired.app_user)
     if policies is None:
         return [f"user {desired.app_user}", f"policy {desired.app_policy}"]
-    try:
-        current = json.loads(admin.policy_info(desired.app_policy))
-        current = current.get("Policy", current)
-    except MinioAdminException:
-        current = None
-    if current != app_policy_document(desired.buckets):
+    if not _policy_current(admin, desired):
         diffs.append(f"policy {desired.app_policy}")
     if desired.app_policy not in policies:
         diffs.append(f"{desired.app_user}: attach {desired.app_policy}")
@@ -170,12 +173,7 @@ def apply_user(admin: MinioAdmin, app_s3: Minio, desired: Desired) -> list[str]:
         admin.user_add(desired.app_user, desired.app_secret)
         done.append(f"user {desired.app_user}")
         policies = policies or []
-    try:
-        current = json.loads(admin.policy_info(desired.app_policy))
-        current = current.get("Policy", current)
-    except MinioAdminException:
-        current = None
-    if current != app_policy_document(desired.buckets):
+    if not _policy_current(admin, desired):
         admin.policy_add(desired.app_policy, policy=app_policy_document(desired.buckets))
         done.append(f"policy {desired.app_policy}")
     if desired.app_policy not in policies:

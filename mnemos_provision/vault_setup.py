@@ -116,56 +116,75 @@ def _mounts(client) -> dict:
     return data.get("data", data)
 
 
-def _config_differences(client: hvac.Client, desired: Desired) -> list[str]:
-    diffs = []
-    mount = _mounts(client).get(desired.mount + "/")
-    if mount is None:
-        diffs.append(f"kv-v2 secrets engine at {desired.mount}/")
-    elif mount.get("type") != "kv" or str((mount.get("options") or {}).get("version")) != "2":
+def _auth_methods(client) -> dict:
+    data = client.sys.list_auth_methods()
+    return data.get("data", data)
+
+
+def _audit_devices(client) -> dict:
+    data = client.sys.list_enabled_audit_devices()
+    return data.get("data", data)
+
+
+def _read_secret(client, desired: Desired, name: str) -> dict | None:
+    try:
+        return client.secrets.kv.v2.read_secret_version(
+            path=name, mount_point=desired.mount, raise_on_deleted_version=True)["data"]["data"]
+    except vault_errors.InvalidPath:
+        return None
+
+
+def _policy_current(client, desired: Desired) -> bool:
+    try:
+        rules = client.sys.read_policy(name=desired.policy_name)
+    except vault_errors.InvalidPath:
+        return False
+    return rules.get("rules", (rules.get("data") or {}).get("rules")) == desired.policy
+
+
+def _role_current(client, desired: Desired) -> bool:
+    try:
+        role = client.auth.approle.read_role(role_name=desired.approle_name)["data"]
+    except vault_errors.InvalidPath:
+        return False
+    return all(_normal(role.get(k)) == _normal(v) for k, v in desired.approle.items())
+
+
+def _token_state(client, desired: Desired) -> str:
+    """"valid", "wrong-policies" or "missing" for the scoped token of .env."""
+    try:
+        token = client.auth.token.lookup(token=desired.token_id)["data"]
+    except (vault_errors.Forbidden, vault_errors.InvalidRequest, vault_errors.InvalidPath):
+        return "missing"
+    return "valid" if desired.policy_name in token.get("policies", []) else "wrong-policies"
+
+
+def _check_mount(mount: dict | None, desired: Desired) -> None:
+    if mount is not None and (mount.get("type") != "kv"
+                              or str((mount.get("options") or {}).get("version")) != "2"):
         raise VaultSetupError(f"{desired.mount}/ is mounted as {mount.get('type')} "
                               f"{mount.get('options')}, not kv version 2: move it away or choose "
                               "another mount")
+
+
+def _config_differences(client: hvac.Client, desired: Desired) -> list[str]:
+    diffs = []
+    mount = _mounts(client).get(desired.mount + "/")
+    _check_mount(mount, desired)
+    if mount is None:
+        diffs.append(f"kv-v2 secrets engine at {desired.mount}/")
     for name, secret in desired.secrets.items():
-        current = None
-        if mount is not None:
-            try:
-                current = client.secrets.kv.v2.read_secret_version(
-                    path=name, mount_point=desired.mount, raise_on_deleted_version=True)["data"]["data"]
-            except vault_errors.InvalidPath:
-                current = None
-        if current != secret:
+        if mount is None or _read_secret(client, desired, name) != secret:
             diffs.append(f"secret {desired.mount}/{name}")
-    try:
-        rules = client.sys.read_policy(name=desired.policy_name)
-        rules = rules.get("rules", (rules.get("data") or {}).get("rules"))
-    except vault_errors.InvalidPath:
-        rules = None
-    if rules != desired.policy:
+    if not _policy_current(client, desired):
         diffs.append(f"policy {desired.policy_name}")
-    auths = client.sys.list_auth_methods()
-    auths = auths.get("data", auths)
-    if "approle/" not in auths:
-        diffs.append("approle auth method")
+    if "approle/" not in _auth_methods(client):
+        diffs += ["approle auth method", f"approle role {desired.approle_name}"]
+    elif not _role_current(client, desired):
         diffs.append(f"approle role {desired.approle_name}")
-    else:
-        try:
-            role = client.auth.approle.read_role(role_name=desired.approle_name)["data"]
-            for key, value in desired.approle.items():
-                if _normal(role.get(key)) != _normal(value):
-                    diffs.append(f"approle role {desired.approle_name}")
-                    break
-        except vault_errors.InvalidPath:
-            diffs.append(f"approle role {desired.approle_name}")
-    if desired.token_id:
-        try:
-            token = client.auth.token.lookup(token=desired.token_id)["data"]
-            if desired.policy_name not in token.get("policies", []):
-                diffs.append("VAULT_TOKEN policies")
-        except (vault_errors.Forbidden, vault_errors.InvalidRequest, vault_errors.InvalidPath):
-            diffs.append("VAULT_TOKEN (the scoped token of .env)")
-    audit = client.sys.list_enabled_audit_devices()
-    audit = audit.get("data", audit)
-    if "file/" not in audit:
+    if desired.token_id and _token_state(client, desired) != "valid":
+        diffs.append("VAULT_TOKEN (the scoped token of .env)")
+    if "file/" not in _audit_devices(client):
         diffs.append("file audit device")
     return diffs
 
@@ -215,54 +234,34 @@ def apply(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
     root = _root_client(client, keys)
     if root is None:
         return done
-    mounts = _mounts(root)
-    if desired.mount + "/" not in mounts:
+    mount = _mounts(root).get(desired.mount + "/")
+    _check_mount(mount, desired)
+    if mount is None:
         root.sys.enable_secrets_engine(backend_type="kv", path=desired.mount, options={"version": "2"})
         done.append(f"mounted kv-v2 at {desired.mount}/")
     for name, secret in desired.secrets.items():
-        try:
-            current = root.secrets.kv.v2.read_secret_version(
-                path=name, mount_point=desired.mount, raise_on_deleted_version=True)["data"]["data"]
-        except vault_errors.InvalidPath:
-            current = None
-        if current != secret:
+        if _read_secret(root, desired, name) != secret:
             root.secrets.kv.v2.create_or_update_secret(path=name, secret=secret, mount_point=desired.mount)
             done.append(f"wrote {desired.mount}/{name}")
-    try:
-        rules = root.sys.read_policy(name=desired.policy_name)
-        rules = rules.get("rules", (rules.get("data") or {}).get("rules"))
-    except vault_errors.InvalidPath:
-        rules = None
-    if rules != desired.policy:
+    if not _policy_current(root, desired):
         root.sys.create_or_update_policy(name=desired.policy_name, policy=desired.policy)
         done.append(f"policy {desired.policy_name}")
-    auths = root.sys.list_auth_methods()
-    if "approle/" not in auths.get("data", auths):
+    if "approle/" not in _auth_methods(root):
         root.sys.enable_auth_method(method_type="approle")
         done.append("enabled approle")
-    try:
-        role = root.auth.approle.read_role(role_name=desired.approle_name)["data"]
-        same = all(_normal(role.get(k)) == _normal(v) for k, v in desired.approle.items())
-    except vault_errors.InvalidPath:
-        same = False
-    if not same:
+    if not _role_current(root, desired):
         root.auth.approle.create_or_update_approle(role_name=desired.approle_name, **desired.approle)
         done.append(f"approle role {desired.approle_name}")
     if desired.token_id:
-        try:
-            token = root.auth.token.lookup(token=desired.token_id)["data"]
-            valid = desired.policy_name in token.get("policies", [])
-            if not valid:
-                root.auth.token.revoke(token=desired.token_id)
-        except (vault_errors.Forbidden, vault_errors.InvalidRequest, vault_errors.InvalidPath):
-            valid = False
-        if not valid:
+        state = _token_state(root, desired)
+        if state == "wrong-policies":
+            root.auth.token.revoke(token=desired.token_id)
+        if state != "valid":
             root.auth.token.create(id=desired.token_id, policies=[desired.policy_name],
                                    period=desired.token_period, renewable=True,
                                    display_name="mnemos-env", no_default_policy=False)
             done.append("created VAULT_TOKEN")
-    audit = root.sys.list_enabled_audit_devices()
-    if "file/" not in audit.get("data", audit):
+    if "file/" not in _audit_devices(root):
         root.sys.enable_audit_device(device_type="file", options={"file_path": desired.audit_file})
         done.append("file audit device")
     if desired.revoke_root_token:

@@ -44,9 +44,11 @@ def evaluate(settings: Settings, snap: Snapshot) -> tuple[list[str], list[str]]:
     for label, have, minimum, recommended, key, unit in resource_checks:
         shown = f"{have:.1f}{' ' + unit if unit else ''}" if unit else f"{have}"
         if have < minimum:
-            message = (f"{label}: {shown} is below the design minimum ({key} = "
-                       f"{getattr(settings, key)}); set preflight_strict = False to continue anyway")
-            (problems if settings.preflight_strict else warnings).append(message)
+            message = f"{label}: {shown} is below the design minimum ({key} = {getattr(settings, key)})"
+            if settings.preflight_strict:
+                problems.append(message + "; set preflight_strict = False to continue anyway")
+            else:
+                warnings.append(message + "; continuing (preflight_strict = False)")
         elif have < recommended:
             warnings.append(f"{label}: {shown} is below the recommended "
                             f"{key.replace('min_', 'recommended_')} = "

@@ -288,3 +288,30 @@ def test_user_joins_the_docker_group_only_once():
                   user="dev", group="docker")[0] == []
     assert run_op(operations, operations.user_in_group, {"UserGroups": ["dev"]},
                   user="dev", group="docker")[0] == ["usermod -a -G docker dev"]
+
+
+# ------------------------------------------------------------ tool downloads, run for real with file:// URLs
+
+def test_tool_download_is_verified_and_failures_are_one_clear_line(tmp_path):
+    import subprocess
+    from roles.tools import download_command
+    source = tmp_path / "yq_linux_amd64"
+    source.write_bytes(b"#!/bin/sh\necho yq\n")
+    good = hashlib.sha256(source.read_bytes()).hexdigest()
+    dest = tmp_path / "bin" / "yq"
+    dest.parent.mkdir()
+
+    def run_cmd(url, sha):
+        return subprocess.run(["sh", "-c", download_command("yq", url, sha, str(dest))],
+                              capture_output=True, text=True)
+
+    ok = run_cmd(f"file://{source}", good)
+    assert ok.returncode == 0, ok.stderr
+    assert dest.read_bytes() == source.read_bytes() and dest.stat().st_mode & 0o755 == 0o755
+    dest.unlink()
+    wrong = run_cmd(f"file://{source}", "0" * 64)
+    assert wrong.returncode == 1 and not dest.exists()
+    assert wrong.stderr.strip().splitlines()[-1] == f"tool yq: sha256 of file://{source} is not {'0' * 64}; refusing it"
+    missing = run_cmd(f"file://{tmp_path}/nothing-here", good)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1].startswith(f"tool yq: cannot download file://{tmp_path}/nothing-here; leave it out with tools")
