@@ -82,7 +82,7 @@ images = {  # every image pinned; point them at a mirror for air-gapped hosts
     "traefik": "traefik:v3.6.2",
 }
 image_archives = []  # paths ON THE CONTROLLER of `docker save` archives, loaded when an image of `images` is missing (air-gapped hosts)
-stack_subnets = {"frontend": "172.20.0.0/24", "backend": "172.21.0.0/24", "data": "172.22.0.0/24"}  # design subnets
+stack_subnets = {"frontend": "172.20.0.0/24", "backend": "172.21.0.0/24", "data": "172.22.0.0/24", "hostaccess": "172.23.0.0/24"}  # design subnets, plus the publishing network (fixed too: a dynamic one can take a design range)
 bind_address = "127.0.0.1"  # host address every published port binds to; 0.0.0.0 exposes the stack to the network
 publish_ports = True  # publish every service port on bind_address (via the non-internal "hostaccess" network); False: only Grafana and Traefik publish, the rest is reached with docker compose exec
 ports = {  # host ports (published on bind_address)

@@ -35,7 +35,7 @@ SERVICE_LAYERS = {
     "traefik": "gateway",
 }
 LAYERS = ("data", "observability", "gateway")
-NETWORKS = ("frontend", "backend", "data")
+NETWORKS = ("frontend", "backend", "data", "hostaccess")
 FRONTEND_SERVICES = ("grafana", "traefik")  # on the non-internal frontend network by design
 PORT_SERVICES = {  # which service publishes each port key
     "postgres": "postgres", "redis": "redis", "vault": "vault",
