@@ -62,7 +62,17 @@ def _connector_keys() -> set[str]:
     return keys
 
 
-PYINFRA_KEYS = _connector_keys()
+_CONNECTOR_KEYS: set[str] | None = None
+
+
+def _is_pyinfra_key(key: str) -> bool:
+    """pyinfra's and its connectors' own data keys (looked up only for keys we do not know)."""
+    global _CONNECTOR_KEYS
+    if key.startswith(PYINFRA_KEY_PREFIXES):
+        return True
+    if _CONNECTOR_KEYS is None:
+        _CONNECTOR_KEYS = _connector_keys()
+    return key in _CONNECTOR_KEYS
 
 
 class SettingsError(Exception):
@@ -273,10 +283,6 @@ def _closest(value: str, choices) -> str:
     if not match and len(value) >= 3:
         match = [c for c in choices if c.startswith(value)][:1]
     return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def _is_pyinfra_key(key: str) -> bool:
-    return key in PYINFRA_KEYS or key.startswith(PYINFRA_KEY_PREFIXES)
 
 
 def _version_tuple(text: str) -> tuple[int, ...] | None:

@@ -6,20 +6,24 @@ requests go out from the host through the pyinfra connector.
 
 from __future__ import annotations
 
-from minio import Minio, MinioAdmin
-from minio.credentials import StaticProvider
-from minio.error import MinioAdminException, S3Error
+from typing import TYPE_CHECKING
+
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 
-from mnemos_provision import minio_setup
 from mnemos_provision.context import HostContext
-from mnemos_provision.host_http import HostHTTP, HostHTTPError, HostPoolManager, PyinfraRunner
 from roles.tree import load_secrets
+
+if TYPE_CHECKING:  # the minio SDK loads only when MinIO is managed (start-up time)
+    from mnemos_provision import minio_setup
 
 
 def clients(endpoint: str, root: tuple[str, str], app: tuple[str, str], region: str,
             runner=None):
+    from minio import Minio, MinioAdmin
+    from minio.credentials import StaticProvider
+
+    from mnemos_provision.host_http import HostHTTP, HostPoolManager, PyinfraRunner
     http = HostHTTP(runner or PyinfraRunner(host))
     pool = HostPoolManager(http)
     s3 = Minio(endpoint, access_key=root[0], secret_key=root[1], secure=False, region=region,
@@ -32,7 +36,7 @@ def clients(endpoint: str, root: tuple[str, str], app: tuple[str, str], region: 
 
 
 @operation()
-def minio_converge(endpoint: str, root: tuple[str, str], desired: minio_setup.Desired):
+def minio_converge(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired"):
     """
     Converge MinIO at `endpoint` (as seen from the host) to `desired`: buckets, privacy,
     versioning, lifecycle, and the application user with its bucket-scoped policy.
@@ -41,6 +45,10 @@ def minio_converge(endpoint: str, root: tuple[str, str], desired: minio_setup.De
     + root: (root user, root password)
     + desired: minio_setup.Desired
     """
+    from minio.error import MinioAdminException, S3Error
+
+    from mnemos_provision import minio_setup
+    from mnemos_provision.host_http import HostHTTPError
     s3, app_s3, admin, http = clients(endpoint, root, (desired.app_user, desired.app_secret),
                                       desired.region)
     try:
@@ -80,6 +88,7 @@ def minio_init(ctx: HostContext):
         host.noop("MinIO's port is not published (publish_ports is false): configure it with "
                   "`docker compose exec minio mc ...`")
         return
+    from mnemos_provision import minio_setup
     secrets = load_secrets(ctx)
     desired = minio_setup.Desired(
         buckets=[minio_setup.Bucket(name, **spec) for name, spec in s.minio_buckets.items()],

@@ -9,22 +9,27 @@ is reached the same way as on @local.
 
 from __future__ import annotations
 
+import io
 import json
 import posixpath
 import shlex
+from typing import TYPE_CHECKING
 
-import hvac
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 
-from mnemos_provision import vault_setup
 from mnemos_provision.context import HostContext
-from mnemos_provision.host_http import HostHTTP, HostHTTPError, PyinfraRunner, host_session
 from roles.tree import load_secrets, read_remote_file
 
+if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up time)
+    from mnemos_provision import vault_setup
 
-class HostKeyStore(vault_setup.KeyStore):
-    """The keys file on the host: 0600, written through a 0700 staging directory, never printed."""
+
+class HostKeyStore:
+    """
+    The keys file on the host (a vault_setup.KeyStore): 0600, written through a 0700 staging
+    directory, never printed.
+    """
 
     def __init__(self, path: str, user: str, group: str):
         self.path, self.user, self.group = path, user, group
@@ -34,12 +39,13 @@ class HostKeyStore(vault_setup.KeyStore):
         return json.loads(data) if data else None
 
     def save(self, data: dict) -> None:
+        from mnemos_provision import vault_setup
         staging = posixpath.dirname(self.path)
         staged = posixpath.join(staging, ".upload-vault-keys")
         q = shlex.quote
         ok, _ = host.run_shell_command(f"install -d -m 700 {q(staging)} && chown {q(self.user)}:"
                                        f"{q(self.group)} {q(staging)}", print_output=False)
-        if not ok or not host.put_file(__import__("io").BytesIO(vault_setup.dumps_keys(data)), staged,
+        if not ok or not host.put_file(io.BytesIO(vault_setup.dumps_keys(data)), staged,
                                        print_output=False):
             raise OperationError(f"cannot write {self.path}")
         ok, _ = host.run_shell_command(
@@ -49,13 +55,16 @@ class HostKeyStore(vault_setup.KeyStore):
             raise OperationError(f"cannot write {self.path}")
 
 
-def _client(url: str, cacert: str | None) -> tuple[hvac.Client, HostHTTP]:
+def _client(url: str, cacert: str | None):
+    import hvac
+
+    from mnemos_provision.host_http import HostHTTP, PyinfraRunner, host_session
     http = HostHTTP(PyinfraRunner(host), cacert=cacert)
     return hvac.Client(url=url, session=host_session(http)), http
 
 
 @operation()
-def vault_converge(url: str, desired: vault_setup.Desired, store: vault_setup.KeyStore,
+def vault_converge(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore",
                    wait_timeout: int = 120, cacert: str | None = None):
     """
     Converge Vault at `url` (as seen from the host) to `desired`. Reads first (plan); writes only
@@ -68,6 +77,10 @@ def vault_converge(url: str, desired: vault_setup.Desired, store: vault_setup.Ke
     + wait_timeout: seconds to wait for the API
     + cacert: CA file on the host for a TLS listener
     """
+    import hvac
+
+    from mnemos_provision import vault_setup
+    from mnemos_provision.host_http import HostHTTPError
     client, http = _client(url, cacert)
     try:
         if host.state.is_executing:
@@ -97,7 +110,8 @@ def vault_converge(url: str, desired: vault_setup.Desired, store: vault_setup.Ke
     yield FunctionCommand(converge, (), {})
 
 
-def desired_state(ctx: HostContext, secrets: dict) -> vault_setup.Desired:
+def desired_state(ctx: HostContext, secrets: dict) -> "vault_setup.Desired":
+    from mnemos_provision import vault_setup
     s = ctx.settings
     mount = s.vault_mount_path.strip("/")
     return vault_setup.Desired(
