@@ -64,3 +64,14 @@ def host_context() -> HostContext:
         ])
     return HostContext(settings=settings, snap=snap, user=snap.user, group=snap.user_group,
                        home=snap.user_home)
+
+
+def setup_skipped(ctx: HostContext, service: str, enabled: bool, manual: str) -> str | None:
+    """Why the set-up of `service` (Vault, MinIO) does not run on this host, or None when it runs."""
+    s = ctx.settings
+    if not (s.launch_stack and enabled and s.service_enabled(service)):
+        return f"{service} set-up is off (launch_stack, {service}_init or the {service} profile)"
+    if not s.publish_ports:
+        return (f"{service}'s port is not published (publish_ports is false): the deploy reaches it "
+                f"on the host's 127.0.0.1 only; set it up with {manual}")
+    return None

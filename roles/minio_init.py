@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 
-from mnemos_provision.context import HostContext
+from mnemos_provision.context import HostContext, setup_skipped
 from roles.tree import load_secrets
 
 if TYPE_CHECKING:  # the minio SDK loads only when MinIO is managed (start-up time)
@@ -81,12 +81,9 @@ def minio_converge(endpoint: str, root: tuple[str, str], desired: "minio_setup.D
 @deploy("MinIO")
 def minio_init(ctx: HostContext):
     s = ctx.settings
-    if not (s.launch_stack and s.minio_init and s.service_enabled("minio")):
-        host.noop("MinIO initialization is off (launch_stack, minio_init or the minio profile)")
-        return
-    if not s.publish_ports:
-        host.noop("MinIO's port is not published (publish_ports is false): configure it with "
-                  "`docker compose exec minio mc ...`")
+    skipped = setup_skipped(ctx, "minio", s.minio_init, "`docker compose exec minio mc ...`")
+    if skipped:
+        host.noop(skipped)
         return
     from mnemos_provision import minio_setup
     secrets = load_secrets(ctx)

@@ -38,7 +38,18 @@ def read_remote_file(path: str) -> bytes | None:
     return base64.b64decode("".join(lines[1:]))
 
 
+# Secrets of this run, per host: decided once (read, completed with new ones where missing) and
+# shared by every role, so that roles never generate different values for the same secret.
+_RUN_SECRETS: dict[str, dict[str, str]] = {}
+
+
 def load_secrets(ctx: HostContext) -> dict[str, str]:
+    if host.name not in _RUN_SECRETS:
+        _RUN_SECRETS[host.name] = _read_and_complete(ctx)
+    return _RUN_SECRETS[host.name]
+
+
+def _read_and_complete(ctx: HostContext) -> dict[str, str]:
     try:
         stored = secret_store.parse(read_remote_file(ctx.secrets_state_path))
     except ValueError as exc:

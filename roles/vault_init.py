@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 
-from mnemos_provision.context import HostContext
+from mnemos_provision.context import HostContext, setup_skipped
 from roles.tree import load_secrets, read_remote_file
 
 if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up time)
@@ -144,13 +144,9 @@ def vault_url(ctx: HostContext) -> str:
 @deploy("Vault")
 def vault_init(ctx: HostContext):
     s = ctx.settings
-    if not (s.launch_stack and s.vault_init and s.service_enabled("vault")):
-        host.noop("Vault initialization is off (launch_stack, vault_init or the vault profile)")
-        return
-    if not s.publish_ports:
-        host.noop("Vault's port is not published (publish_ports is false): initialize it with "
-                  "`docker compose exec vault vault operator init` (the deploy reaches Vault on "
-                  "the host's 127.0.0.1)")
+    skipped = setup_skipped(ctx, "vault", s.vault_init, "`docker compose exec vault vault operator init`")
+    if skipped:
+        host.noop(skipped)
         return
     secrets = load_secrets(ctx)
     vault_converge(name="Initialize, unseal and configure Vault", url=vault_url(ctx),

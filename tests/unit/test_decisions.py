@@ -315,3 +315,25 @@ def test_tool_download_is_verified_and_failures_are_one_clear_line(tmp_path):
     missing = run_cmd(f"file://{tmp_path}/nothing-here", good)
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1].startswith(f"tool yq: cannot download file://{tmp_path}/nothing-here; leave it out with tools")
+
+
+def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
+    """On a fresh host (no state file yet) the tree, Vault and MinIO roles must not each generate
+    their own secrets: .env's VAULT_TOKEN must be the token Vault gets."""
+    from types import SimpleNamespace
+
+    import roles.tree as tree_role
+    from mnemos_provision.context import HostContext
+
+    class NoStateFile:
+        name = "fresh-host"
+
+        def run_shell_command(self, command, **kwargs):
+            return True, SimpleNamespace(stdout_lines=["MISSING"], stderr_lines=[])
+
+    monkeypatch.setattr(tree_role, "host", NoStateFile())
+    monkeypatch.setattr(tree_role, "_RUN_SECRETS", {})
+    ctx = HostContext(validate({}), snapshot(), "dev", "dev", "/home/dev")
+    first = tree_role.load_secrets(ctx)
+    assert tree_role.load_secrets(ctx) == first
+    assert first["VAULT_TOKEN"].startswith("mnemos") and len(first["VAULT_TOKEN"]) == 40
