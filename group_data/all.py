@@ -6,7 +6,7 @@ operation runs. One line of comment per key; the README quotes this file.
 
 # ---------------------------------------------------------------- who, where, which environment
 environment = "development"  # development | staging | production: ENVIRONMENT in .env, TLS and exposure defaults
-mnemos_user = None  # account that owns the tree and joins the docker group; None = the user pyinfra connects as
+mnemos_user = None  # account that owns the tree and joins the docker group; None = the user pyinfra connects as (under sudo: the user who ran sudo)
 mnemos_root = "~/mnemos"  # the MNEMOS tree; "~/" is mnemos_user's home; absolute paths only otherwise
 secrets_state_path = "~/.config/mnemos/secrets.json"  # generated secrets (0600, outside the tree and git); .env is rendered from it
 vault_keys_path = "~/.config/mnemos/vault-keys.json"  # Vault unseal keys and root token (0600, outside git)

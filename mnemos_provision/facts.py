@@ -79,7 +79,8 @@ class HostSnapshot(FactBase):
     requires_command = "sh"
 
     def command(self, user: str | None, path: str, compose_project: str):
-        user_sh = shlex.quote(user) if user else '"$(id -un)"'
+        # no mnemos_user: the account pyinfra connects as, or the one that ran sudo
+        user_sh = shlex.quote(user) if user else '"${SUDO_USER:-$(id -un)}"'
         return f"""
 . /etc/os-release 2>/dev/null
 echo "os_id=$ID"; echo "os_version=$VERSION_ID"; echo "os_codename=$VERSION_CODENAME"

@@ -337,3 +337,25 @@ def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
     first = tree_role.load_secrets(ctx)
     assert tree_role.load_secrets(ctx) == first
     assert first["VAULT_TOKEN"].startswith("mnemos") and len(first["VAULT_TOKEN"]) == 40
+
+
+def test_snapshot_picks_the_user_who_ran_sudo_when_no_user_is_set():
+    """`sudo scripts/bootstrap` must lay out the tree for the invoking account, not root's."""
+    import os
+    import subprocess
+
+    from mnemos_provision.facts import HostSnapshot
+    fact = HostSnapshot()
+    command = fact.command(user=None, path="~/mnemos", compose_project="mnemos")
+    env = dict(os.environ, SUDO_USER="nobody")
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env).stdout
+    snap = fact.process(output.splitlines())
+    assert snap.user == "nobody" and snap.user_exists
+    env.pop("SUDO_USER")
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env).stdout
+    assert fact.process(output.splitlines()).user == subprocess.run(
+        ["id", "-un"], capture_output=True, text=True).stdout.strip()
+    explicit = fact.process(subprocess.run(
+        ["sh", "-c", fact.command(user="root", path="/", compose_project="mnemos")],
+        capture_output=True, text=True, env=dict(os.environ, SUDO_USER="nobody")).stdout.splitlines())
+    assert explicit.user == "root"
