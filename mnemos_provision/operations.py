@@ -121,25 +121,22 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, stagin
     uploads: list[TreeEntry] = []
     chmods: dict[str, list[str]] = {}
     chowns: list[str] = []
-    changed: list[str] = []
 
-    def want(path: str, kind: str, mode: str) -> None:
+    def want(path: str, mode: str) -> None:
         current = state.get(path)
         full = posixpath.normpath(posixpath.join(root, path))
         if current is None:
             return
         if current.mode != mode:
             chmods.setdefault(mode, []).append(full)
-            changed.append(f"{path} mode {current.mode}->{mode}")
         if (current.owner, current.group) != (user, group):
             chowns.append(full)
-            changed.append(f"{path} owner {current.owner}:{current.group}->{user}:{group}")
 
     if "." not in state:
         mkdirs.append(root)
         chowns.append(root)
     else:
-        want(".", "directory", state["."].mode)  # the root keeps its mode; only the owner is ours
+        want(".", state["."].mode)  # the root keeps its mode; only the owner is ours
     for entry in entries:
         full = posixpath.join(root, entry.path)
         current = state.get(entry.path)
@@ -148,19 +145,17 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, stagin
                 mkdirs.append(full)
                 chmods.setdefault(entry.mode, []).append(full)
                 chowns.append(full)
-                changed.append(f"{entry.path}/ created")
             elif current.kind != "directory":
                 raise ValueError(f"{full} should be a directory but is a {current.kind}; move it away")
             else:
-                want(entry.path, "directory", entry.mode)
+                want(entry.path, entry.mode)
             continue
         if current is not None and current.kind != "regular file" and current.kind != "regular empty file":
             raise ValueError(f"{full} should be a file but is a {current.kind}; move it away")
         if current is None or current.sha256 != _sha256(entry.content or b""):
             uploads.append(entry)
-            changed.append(f"{entry.path} {'created' if current is None else 'updated'}")
         else:
-            want(entry.path, "file", entry.mode)
+            want(entry.path, entry.mode)
 
     needs_git = git_init and ".git" not in state
 
