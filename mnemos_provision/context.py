@@ -56,7 +56,9 @@ def load_settings() -> Settings:
 def host_context() -> HostContext:
     settings = load_settings()
     snap = host.get_fact(HostSnapshot, user=settings.mnemos_user, path=settings.mnemos_root,
-                         compose_project=settings.compose_project)
+                         compose_project=settings.compose_project,
+                         # only Docker Desktop's Compose is checked from the snapshot
+                         compose_version=settings.docker_source in ("desktop", "auto"))
     if not snap.user_exists:
         fail("the MNEMOS user does not exist; nothing on the host was changed:", [
             f"mnemos_user = {settings.mnemos_user!r}: no such account on {host.name}; create it "
