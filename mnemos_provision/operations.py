@@ -6,15 +6,20 @@ facts first, commands only for what differs, `host.noop` saying why otherwise.
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 import shlex
 from io import BytesIO
+from pathlib import Path
+from typing import Callable
 
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.operations.util.files import generate_color_diff
 from pyinfra.facts.files import FileContents
 
+from mnemos_provision import fact_batch
+from mnemos_provision.fact_batch import batched_operation
 from mnemos_provision.facts import (
     AptListsAge, AptPackages, ComposeStatus, DockerAnswers, DockerImagesPresent, ProcessRunning,
     TreeState, UserGroups,
@@ -28,6 +33,21 @@ APT_LOCK_WAIT = "-o DPkg::Lock::Timeout=300"
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def changes(op) -> Callable[[], bool]:
+    """
+    For `force=`: whether operation `op` (the result of an operation call) changes the host,
+    asked when the operation that depends on it runs: `did_change()` once `op` has run,
+    `will_change` while pyinfra plans (change detection, --dry). pyinfra's `op.will_change`
+    passed directly is decided at plan time, at the cost of running `op`'s facts twice a run.
+    """
+    return lambda: op.did_change() if op.is_complete() else op.will_change
+
+
+def _fact(cls, **kwargs):
+    """A fact for the current host: from the run's batch while it holds, else read on its own."""
+    return fact_batch.read(host, cls, **kwargs)
 
 
 def _secret_upload(content: bytes, dest: str, staging_dir: str, user: str, group: str):
@@ -44,6 +64,11 @@ def _secret_upload(content: bytes, dest: str, staging_dir: str, user: str, group
     )
 
 
+def _secret_file_facts(path: str, **_):
+    return [(TreeState, {"root": posixpath.dirname(path), "dirs": [], "files": [posixpath.basename(path)]})]
+
+
+@batched_operation(_secret_file_facts)
 @operation()
 def secret_file(path: str, content: bytes, user: str, group: str, staging_dir: str):
     """
@@ -63,7 +88,7 @@ def secret_file(path: str, content: bytes, user: str, group: str, staging_dir: s
                     user="dev", group="dev", staging_dir="/home/dev/.config/mnemos")
     """
     name = posixpath.basename(path)
-    state = host.get_fact(TreeState, root=posixpath.dirname(path), dirs=[], files=[name]).get(name)
+    state = _fact(TreeState, root=posixpath.dirname(path), dirs=[], files=[name]).get(name)
     if state is not None and state.sha256 == _sha256(content):
         if state.mode == "600" and (state.owner, state.group) == (user, group):
             host.noop(f"secret file {path} is up to date (0600, {user}:{group})")
@@ -90,6 +115,19 @@ def _print_diffs(root: str, uploads: list[TreeEntry], state: dict) -> None:
         logger.info("")
 
 
+def _tree_probe(entries: list[TreeEntry], git_init: bool) -> tuple[list[str], list[str]]:
+    """(directories, files) the TreeState fact of sync_tree reads."""
+    dirs = [e.path for e in entries if e.kind == "directory"]
+    files = [e.path for e in entries if e.kind == "file"]
+    return ([".", ".git"] if git_init else ["."]) + dirs, files
+
+
+def _sync_tree_facts(root: str, entries: list[TreeEntry], git_init: bool = True, **_):
+    dirs, files = _tree_probe(entries, git_init)
+    return [(TreeState, {"root": root, "dirs": dirs, "files": files})]
+
+
+@batched_operation(_sync_tree_facts)
 @operation()
 def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, staging_dir: str,
               git_init: bool = True):
@@ -111,10 +149,8 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, stagin
         sync_tree(root="/home/dev/mnemos", entries=render_tree(settings, "/home/dev", secrets),
                   user="dev", group="dev", staging_dir="/home/dev/.config/mnemos")
     """
-    dirs = [e.path for e in entries if e.kind == "directory"]
-    files = [e.path for e in entries if e.kind == "file"]
-    probe_dirs = [".", ".git"] + dirs if git_init else ["."] + dirs
-    state = host.get_fact(TreeState, root=root, dirs=probe_dirs, files=files)
+    probe_dirs, files = _tree_probe(entries, git_init)
+    state = _fact(TreeState, root=root, dirs=probe_dirs, files=files)
     q = shlex.quote
 
     mkdirs: list[str] = []
@@ -186,6 +222,11 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, stagin
         )
 
 
+def _apt_names(packages: list[str], optional: list[str] | None = None, **_) -> list[str]:
+    return [p.split("=", 1)[0] for p in list(packages) + list(optional or [])]
+
+
+@batched_operation(lambda **kw: [(AptPackages, {"names": _apt_names(**kw)})])
 @operation()
 def apt_install(packages: list[str], optional: list[str] | None = None):
     """
@@ -202,8 +243,7 @@ def apt_install(packages: list[str], optional: list[str] | None = None):
         apt_install(packages=["git", "jq"], optional=["python3.11"])
     """
     optional = optional or []
-    names = [p.split("=", 1)[0] for p in list(packages) + list(optional)]
-    state = host.get_fact(AptPackages, names=names)
+    state = _fact(AptPackages, names=_apt_names(packages, optional))
 
     def satisfied(spec: str) -> bool:
         name, _, version = spec.partition("=")
@@ -226,6 +266,7 @@ def apt_install(packages: list[str], optional: list[str] | None = None):
         )
 
 
+@batched_operation(lambda packages, **_: [(AptPackages, {"names": list(packages)})])
 @operation()
 def apt_remove(packages: list[str]):
     """
@@ -233,7 +274,7 @@ def apt_remove(packages: list[str]):
 
     + packages: names to remove when installed
     """
-    state = host.get_fact(AptPackages, names=list(packages))
+    state = _fact(AptPackages, names=list(packages))
     present = [p for p in packages if state.get(p, {}).get("installed")]
     if not present:
         host.noop(f"none of {', '.join(packages)} is installed")
@@ -242,22 +283,34 @@ def apt_remove(packages: list[str]):
                         + " ".join(shlex.quote(p) for p in present))
 
 
+@batched_operation(lambda **_: [(AptListsAge, {})])
 @operation()
-def apt_refresh(max_age_seconds: int, force: bool = False):
+def apt_refresh(max_age_seconds: int, force: bool | Callable[[], bool] = False):
     """
     Refresh the apt cache when it is older than `max_age_seconds` (or empty), or when `force`.
     A converged host within that age changes nothing.
 
     + max_age_seconds: how old the package lists may be
-    + force: refresh regardless (after adding an apt source)
+    + force: refresh regardless (after adding an apt source); a callable is asked when the
+      operation runs, e.g. ``force=changes(source_list)``
+
+    **Example:**
+
+    .. code:: python
+
+        source = files.put(src=..., dest="/etc/apt/sources.list.d/docker.list")
+        apt_refresh(max_age_seconds=3600, force=changes(source))
     """
-    age = host.get_fact(AptListsAge)
+    if callable(force):
+        force = force()
+    age = _fact(AptListsAge)
     if not force and age is not None and age <= max_age_seconds:
         host.noop(f"apt lists are {age} s old (fresh within {max_age_seconds} s)")
         return
     yield StringCommand(f"apt-get update -q {APT_LOCK_WAIT}")
 
 
+@batched_operation(lambda **_: [(DockerAnswers, {})])
 @operation()
 def ensure_docker_running(systemd: bool, timeout: int):
     """
@@ -268,7 +321,7 @@ def ensure_docker_running(systemd: bool, timeout: int):
     + systemd: whether the host runs systemd
     + timeout: seconds to wait for the engine
     """
-    if host.get_fact(DockerAnswers):
+    if _fact(DockerAnswers):
         host.noop("Docker Engine answers")
         return
     if systemd:
@@ -306,6 +359,7 @@ def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | 
     return reasons
 
 
+@batched_operation(lambda root, project, **_: [(ComposeStatus, {"root": root, "project": project})])
 @operation()
 def compose_up(root: str, project: str, images: dict[str, str], services: list[str],
                timeout: int):
@@ -329,7 +383,7 @@ def compose_up(root: str, project: str, images: dict[str, str], services: list[s
         compose_up(root="/home/dev/mnemos", project="mnemos", images={"redis": "redis:7.4.6-alpine"},
                    services=["redis"], timeout=300)
     """
-    status = host.get_fact(ComposeStatus, root=root, project=project)
+    status = _fact(ComposeStatus, root=root, project=project)
     wanted, running = status["wanted"], status["running"]
     reasons = stack_differences(wanted, running)
     if not reasons:
@@ -358,6 +412,7 @@ def compose_up(root: str, project: str, images: dict[str, str], services: list[s
     )
 
 
+@batched_operation(lambda images, **_: [(DockerImagesPresent, {"images": images})])
 @operation()
 def load_image_archives(archives: list[str], images: list[str]):
     """
@@ -370,7 +425,7 @@ def load_image_archives(archives: list[str], images: list[str]):
     if not archives:
         host.noop("no image archives configured (images are pulled from their registries)")
         return
-    present = host.get_fact(DockerImagesPresent, images=images)
+    present = _fact(DockerImagesPresent, images=images)
     missing = [i for i in images if present is None or i not in present]
     if not missing:
         host.noop(f"all {len(images)} images are present")
@@ -381,6 +436,7 @@ def load_image_archives(archives: list[str], images: list[str]):
         yield StringCommand(f"docker load -q -i {shlex.quote(remote)} && rm -f {shlex.quote(remote)}")
 
 
+@batched_operation(lambda **_: [(ProcessRunning, {"comm": "cron"})])
 @operation()
 def ensure_cron_running(systemd: bool):
     """
@@ -389,7 +445,7 @@ def ensure_cron_running(systemd: bool):
 
     + systemd: whether the host runs systemd
     """
-    if host.get_fact(ProcessRunning, comm="cron"):
+    if _fact(ProcessRunning, comm="cron"):
         host.noop("cron is running")
         return
     if systemd:
@@ -398,31 +454,52 @@ def ensure_cron_running(systemd: bool):
         yield StringCommand("cron")  # Debian/Ubuntu's cron daemonizes itself
 
 
+def _system_files_fact(files: list[tuple[str, bytes | Path, str]], **_) -> dict:
+    return {"root": "/", "dirs": [],
+            "files": [p.lstrip("/") for p, content, _ in files if not isinstance(content, Path)],
+            "unhashed": [p.lstrip("/") for p, content, _ in files if isinstance(content, Path)]}
+
+
+@batched_operation(lambda **kw: [(TreeState, _system_files_fact(**kw))])
 @operation()
-def system_files(files: list[tuple[str, bytes, str]]):
+def system_files(files: list[tuple[str, bytes | Path, str]]):
     """
     Root-owned files outside the tree (daemon.json, the Compose plugin, a cron entry): one fact
     reads mode, owner and sha256 of all of them; only what differs is uploaded or fixed. Parent
     directories are created when missing (never changed otherwise). Not for secrets.
+    Content given as bytes is compared by sha256. Content given as a Path (a large file on the
+    controller, e.g. the 60 MB Compose plugin) is compared the way rsync compares by default, by
+    size and modification time: it is uploaded with the controller file's mtime, so a file
+    replaced on the host (another size or mtime) is uploaded again, and an unchanged one costs
+    no hashing on either side.
 
-    + files: (absolute path, content, octal mode) for each file
+    + files: (absolute path, content as bytes or a controller Path, octal mode) for each file
 
     **Example:**
 
     .. code:: python
 
-        system_files(files=[("/etc/docker/daemon.json", b"{}\\n", "644")])
+        system_files(files=[("/etc/docker/daemon.json", b"{}\\n", "644"),
+                            ("/usr/local/lib/docker/cli-plugins/docker-compose",
+                             Path("dist/docker-compose"), "755")])
     """
-    rel = [p.lstrip("/") for p, _, _ in files]
-    state = host.get_fact(TreeState, root="/", dirs=[], files=rel)
+    state = _fact(TreeState, **_system_files_fact(files))
     q = shlex.quote
     commands: list = []
-    for (path, content, mode), name in zip(files, rel):
-        current = state.get(name)
-        if current is None or current.sha256 != _sha256(content):
+    for path, content, mode in files:
+        current = state.get(path.lstrip("/"))
+        if isinstance(content, Path):
+            local = os.stat(content)
+            same = (current is not None and current.size == local.st_size
+                    and current.mtime == int(local.st_mtime))
+            upload, touch = str(content), f" && touch -m -d @{int(local.st_mtime)} {q(path)}"
+        else:
+            same = current is not None and current.sha256 == _sha256(content)
+            upload, touch = BytesIO(content), ""
+        if not same:
             commands.append(StringCommand(f"mkdir -p {q(posixpath.dirname(path))}"))
-            commands.append(FileUploadCommand(BytesIO(content), path))
-            commands.append(StringCommand(f"chmod {mode} {q(path)} && chown root:root {q(path)}"))
+            commands.append(FileUploadCommand(upload, path))
+            commands.append(StringCommand(f"chmod {mode} {q(path)} && chown root:root {q(path)}{touch}"))
         elif current.mode != mode or (current.owner, current.group) != ("root", "root"):
             commands.append(StringCommand(f"chmod {mode} {q(path)} && chown root:root {q(path)}"))
     if not commands:
@@ -431,6 +508,7 @@ def system_files(files: list[tuple[str, bytes, str]]):
     yield from commands
 
 
+@batched_operation(lambda user, **_: [(UserGroups, {"user": user})])
 @operation()
 def user_in_group(user: str, group: str):
     """
@@ -439,7 +517,7 @@ def user_in_group(user: str, group: str):
     + user: account name
     + group: group name (must exist when the operation executes)
     """
-    if group in host.get_fact(UserGroups, user=user):
+    if group in _fact(UserGroups, user=user):
         host.noop(f"{user} is in the {group} group")
         return
     yield StringCommand(f"usermod -a -G {shlex.quote(group)} {shlex.quote(user)}")

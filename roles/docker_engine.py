@@ -7,7 +7,7 @@ user's docker group membership, DOCKER_BUILDKIT in the profile, and a running en
 from __future__ import annotations
 
 import json
-from io import BytesIO
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -15,9 +15,10 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from mnemos_provision.context import HostContext
+from mnemos_provision.fact_batch import later
 from mnemos_provision.facts import DockerAnswers
 from mnemos_provision.operations import (
-    apt_install, apt_refresh, apt_remove, ensure_docker_running, system_files, user_in_group,
+    apt_install, apt_refresh, apt_remove, changes, ensure_docker_running, system_files, user_in_group,
 )
 
 KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -52,6 +53,7 @@ def docker_engine(ctx: HostContext):
                    packages=s.docker_conflicting_packages)
         apt_install(name="Install the keyring tools", packages=["ca-certificates", "curl", "gnupg"])
         fingerprint = s.docker_apt_key_fingerprint.replace(" ", "")
+        keyring = later(File, path=KEYRING)
         server.shell(
             name="Install Docker's apt key (fingerprint verified)",
             commands=[
@@ -62,35 +64,31 @@ def docker_engine(ctx: HostContext):
                 f"{{ rm -f {KEYRING}.new; echo 'Docker apt key: download failed or fingerprint "
                 f"is not {fingerprint} (docker_apt_key_fingerprint)' >&2; exit 1; }}",
             ],
-            _if=lambda: not host.get_fact(File, path=KEYRING),
+            _if=lambda: not keyring(),
         )
-        source_list = files.put(
-            name="Add Docker's apt repository",
-            src=BytesIO(docker_ce_source_line(ctx).encode()),
-            dest=SOURCE_LIST, mode="644",
-        )
+        source_list = system_files(name="Add Docker's apt repository",
+                                   files=[(SOURCE_LIST, docker_ce_source_line(ctx).encode(), "644")])
         apt_refresh(name="Refresh the apt cache for Docker's repository",
-                    max_age_seconds=s.apt_cache_valid_time, force=source_list.will_change)
+                    max_age_seconds=s.apt_cache_valid_time, force=changes(source_list))
         apt_install(name="Install docker-ce", packages=s.docker_ce_packages)
-    else:  # distro
+    else:  # distro; a given Compose plugin binary replaces the distribution's Compose package
         apt_install(name="Install the distribution's Docker Engine",
-                    packages=s.docker_distro_packages, optional=[s.docker_distro_compose_package])
+                    packages=s.docker_distro_packages,
+                    optional=[] if s.compose_plugin_binary else [s.docker_distro_compose_package])
 
     if source != "desktop":
-        wanted = [("/etc/docker/daemon.json",
-                   (json.dumps(s.docker_daemon_config, indent=2, sort_keys=True) + "\n").encode(), "644")]
+        daemon = system_files(name="Write /etc/docker/daemon.json", files=[(
+            "/etc/docker/daemon.json",
+            (json.dumps(s.docker_daemon_config, indent=2, sort_keys=True) + "\n").encode(), "644")])
         if s.compose_plugin_binary:
-            with open(s.compose_plugin_binary, "rb") as plugin:
-                wanted.append((CLI_PLUGIN, plugin.read(), "755"))
-        daemon = system_files(name="Write /etc/docker/daemon.json"
-                              + (" and the given Compose v2 CLI plugin" if s.compose_plugin_binary else ""),
-                              files=wanted)
+            system_files(name="Install the given Compose v2 CLI plugin",
+                         files=[(CLI_PLUGIN, Path(s.compose_plugin_binary), "755")])
         server.shell(
             name="Restart Docker Engine for the new daemon.json",
             commands=["systemctl restart docker" if ctx.snap.systemd else
                       "pkill -x dockerd; i=0; while pgrep -x dockerd >/dev/null && [ $i -lt 30 ]; "
                       "do sleep 1; i=$((i+1)); done; true"],
-            _if=lambda: daemon.did_change() and host.get_fact(DockerAnswers),
+            _if=lambda: daemon.did_change() and host.get_fact(DockerAnswers),  # only after a change
         )
         ensure_docker_running(name="Start Docker Engine", systemd=ctx.snap.systemd,
                               timeout=s.docker_start_timeout)

@@ -17,6 +17,7 @@ from pyinfra.operations import server
 
 from mnemos_provision import secret_store
 from mnemos_provision.context import HostContext, fail
+from mnemos_provision.fact_batch import later
 from mnemos_provision.operations import secret_file, sync_tree
 from mnemos_provision.render import render_tree
 
@@ -80,6 +81,7 @@ VAULT_IMAGE_GID = 1000
 def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str, key_group: str,
                 key_mode: str) -> None:
     crt, key = f"{directory}/{name}.crt", f"{directory}/{name}.key"
+    crt_file, key_file = later(File, path=crt), later(File, path=key)
     q = shlex.quote
     server.shell(
         name=f"Self-signed certificate {crt}",
@@ -90,7 +92,7 @@ def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str,
             f"chown {q(ctx.user)}:{q(ctx.group)} {q(crt)} && chmod 644 {q(crt)} && "
             f"chown {q(ctx.user)}:{key_group} {q(key)} && chmod {key_mode} {q(key)}"
         ],
-        _if=lambda: not host.get_fact(File, path=crt) or not host.get_fact(File, path=key),
+        _if=lambda: not crt_file() or not key_file(),
     )
 
 

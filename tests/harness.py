@@ -116,6 +116,12 @@ class RunResult:
     def errors(self) -> list[str]:
         return [name for name, row in self.rows.items() if row["error"]]
 
+    @property
+    def facts_read(self) -> list[str]:
+        """The facts pyinfra read, one command on the host each (printed with -v)."""
+        return [line.split("Loaded fact ", 1)[1].split(" ", 1)[0]
+                for line in self.output.splitlines() if "Loaded fact " in line]
+
 
 def parse_results(output: str) -> dict:
     """pyinfra's own result table: Operation | Hosts | Success | Error | No Change."""
@@ -170,16 +176,18 @@ class FreshHost:
         env.update(extra or {})
         return env
 
-    def pyinfra_args(self, deploy: str, *data: str) -> list[str]:
+    def pyinfra_args(self, deploy: str, *data: str, flags: tuple[str, ...] = ()) -> list[str]:
         pyinfra = REPO / ".venv/bin/pyinfra"
-        args = [str(pyinfra) if pyinfra.exists() else "pyinfra", "inventories/ci.py", deploy, "-y"]
+        args = [str(pyinfra) if pyinfra.exists() else "pyinfra", "inventories/ci.py", deploy, "-y",
+                *flags]
         for item in data:
             args += ["--data", item]
         return args
 
-    def deploy(self, deploy: str = "deploys/bootstrap.py", *data: str, timeout: int = 1500) -> RunResult:
-        result = sh(self.pyinfra_args(deploy, *data), check=False, cwd=REPO, env=self.env(),
-                    timeout=timeout)
+    def deploy(self, deploy: str = "deploys/bootstrap.py", *data: str, timeout: int = 1500,
+               flags: tuple[str, ...] = ()) -> RunResult:
+        result = sh(self.pyinfra_args(deploy, *data, flags=flags), check=False, cwd=REPO,
+                    env=self.env(), timeout=timeout)
         output = result.stdout + result.stderr
         return RunResult(result.returncode, output, parse_results(output))
 

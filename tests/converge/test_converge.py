@@ -48,10 +48,18 @@ def test_host_suite_passes_after_the_first_run(provisioned):
 
 def test_second_run_changes_nothing(provisioned):
     machine, _ = provisioned
-    second = machine.deploy()
+    second = machine.deploy(flags=("-v",))
     assert second.returncode == 0, second.output[-3000:]
     assert second.rows, "no result table in the output"
     assert second.changed == [], f"a converged host changed: {second.changed}"
+    # and costs a handful of round trips, whatever the number of operations and files: the host
+    # snapshot (plan time), one batch of every fact the operations read, and pyinfra's own
+    # files.line fact (plus the secret state file, read outside pyinfra's fact output)
+    assert second.facts_read == [
+        "mnemos_provision.facts.HostSnapshot",
+        "mnemos_provision.fact_batch.FactBatch",
+        "pyinfra.facts.files.FindInFile",
+    ], second.facts_read
 
 
 def test_drift_is_repaired_exactly(provisioned):

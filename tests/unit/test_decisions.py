@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 
 import pytest
 
@@ -176,6 +177,16 @@ def test_apt_refresh_respects_the_cache_age():
                   force=True)[0] == ["apt-get update -q -o DPkg::Lock::Timeout=300"]
 
 
+def test_apt_refresh_asks_a_callable_force_when_it_executes():
+    # roles pass force=changes(source_list), asked when the refresh runs (a function is truthy:
+    # taken as is, every run would refresh the lists after adding Docker's or trivy's repository)
+    facts = {"AptListsAge": 100}
+    assert run_op(operations, operations.apt_refresh, facts, max_age_seconds=3600,
+                  force=lambda: False)[0] == []
+    assert run_op(operations, operations.apt_refresh, facts, max_age_seconds=3600,
+                  force=lambda: True)[0] == ["apt-get update -q -o DPkg::Lock::Timeout=300"]
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -281,6 +292,28 @@ def test_system_files_uploads_only_what_differs():
         "chmod 755 /usr/local/lib/docker/cli-plugins/docker-compose && "
         "chown root:root /usr/local/lib/docker/cli-plugins/docker-compose",
     ]
+
+
+def test_system_files_compares_a_controller_file_by_size_and_mtime(tmp_path):
+    plugin = tmp_path / "docker-compose"
+    plugin.write_bytes(b"ELF" * 1000)
+    os.utime(plugin, (1_700_000_000, 1_700_000_000))
+    dest = "/usr/local/lib/docker/cli-plugins/docker-compose"
+    files = [(dest, plugin, "755")]
+
+    def state(size, mtime, mode="755"):
+        return {"TreeState": {dest.lstrip("/"): PathState("regular file", mode, "root", "root",
+                                                          None, size, mtime)}}
+
+    commands, noops = run_op(operations, operations.system_files, state(3000, 1_700_000_000), files=files)
+    assert commands == [] and noops
+    upload = ["mkdir -p /usr/local/lib/docker/cli-plugins", f"UPLOAD {dest}",
+              f"chmod 755 {dest} && chown root:root {dest} && touch -m -d @1700000000 {dest}"]
+    assert run_op(operations, operations.system_files, state(3001, 1_700_000_000), files=files)[0] == upload
+    assert run_op(operations, operations.system_files, state(3000, 1_700_000_001), files=files)[0] == upload
+    assert run_op(operations, operations.system_files, {"TreeState": {}}, files=files)[0] == upload
+    assert run_op(operations, operations.system_files, state(3000, 1_700_000_000, "700"), files=files)[0] == [
+        f"chmod 755 {dest} && chown root:root {dest}"]
 
 
 def test_user_joins_the_docker_group_only_once():

@@ -1,0 +1,155 @@
+"""
+The batched facts (mnemos_provision/fact_batch.py), run for real:
+- each part of a batch, run by a real sh, gives exactly what its fact gives when run on its own;
+  a part that fails or lacks its command is not used;
+- in a real pyinfra run on @local, the declared facts cost one command, and an operation after a
+  change never decides on an answer read before that change.
+"""
+
+from __future__ import annotations
+
+import getpass
+import grp
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from pyinfra.api import FactBase
+
+from mnemos_provision import fact_batch
+from mnemos_provision.facts import AptListsAge, AptPackages, ProcessRunning, TreeState, UserGroups
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
+
+
+class Fails(FactBase):
+    def command(self):
+        return "echo partial; exit 3"
+
+    def process(self, output):
+        return output
+
+
+class NeedsAMissingTool(FactBase):
+    requires_command = "mnemos-no-such-tool"
+
+    def command(self):
+        return "mnemos-no-such-tool --version"
+
+    def process(self, output):
+        return output
+
+
+class NoNewline(FactBase):
+    def command(self):
+        return "printf 'no newline at the end'"
+
+    def process(self, output):
+        return output
+
+
+def alone(cls, **kwargs):
+    """What pyinfra derives from the fact's own command: process(lines), or default() without output."""
+    result = subprocess.run(["sh", "-c", cls().command(**kwargs)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    return cls().process(lines) if lines else cls().default()
+
+
+def test_every_part_gives_what_its_fact_gives_alone(tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "a.yml").write_text("a: 1\n")
+    (tmp_path / "big.bin").write_bytes(b"x" * 4096)
+    specs = [
+        (TreeState, {"root": str(tmp_path), "dirs": [".", "config", "absent"],
+                     "files": ["config/a.yml", "config/absent.yml"], "unhashed": ["big.bin"]}),
+        (AptPackages, {"names": ["dpkg", "mnemos-no-such-package"]}),
+        (AptListsAge, {}),
+        (UserGroups, {"user": getpass.getuser()}),
+        (ProcessRunning, {"comm": "mnemos-no-such-process"}),
+        (Fails, {}),
+        (NeedsAMissingTool, {}),
+        (NoNewline, {}),
+    ]
+    marker = "@@mnemos-fact-test"
+    batch = fact_batch.FactBatch()
+    command = batch.command(parts=fact_batch.batch_parts(specs), marker=marker)
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert result.returncode == 0
+    parts = fact_batch.split_batch_output(result.stdout.splitlines(), marker)
+    answers = {}
+    for index, (cls, kwargs) in enumerate(specs):
+        status, lines = parts[index]
+        answers[cls.__name__] = fact_batch.answer_from_part(cls, kwargs, status, lines)
+
+    for cls, kwargs in specs[:5]:
+        usable, value = answers[cls.__name__]
+        assert usable, cls.__name__
+        if cls is AptListsAge and value is not None:  # an age in seconds: the clock moved on
+            assert abs(value - alone(cls, **kwargs)) <= 2
+        else:
+            assert value == alone(cls, **kwargs), cls.__name__
+    tree = answers["TreeState"][1]
+    assert tree["config/a.yml"].sha256 == hashlib.sha256(b"a: 1\n").hexdigest()
+    assert tree["big.bin"].size == 4096 and tree["big.bin"].sha256 is None
+    assert "absent" not in tree
+    assert answers["Fails"] == (False, None), "a failed part must be read again by pyinfra"
+    assert answers["NeedsAMissingTool"] == (False, None)
+    assert answers["NoNewline"] == (True, ["no newline at the end"])
+
+
+DEPLOY = '''
+from pyinfra.operations import server
+from mnemos_provision.operations import sync_tree
+from mnemos_provision.render import TreeEntry
+
+root, user, group = {root!r}, {user!r}, {group!r}
+entries = [TreeEntry("a.conf", "file", "644", b"one\\n")]
+sync_tree(name="first sync", root=root, entries=entries, user=user, group=group,
+          staging_dir=root, git_init=False)
+server.shell(name="edit a.conf behind the tree's back",
+             commands=["printf 'two\\\\n' > " + root + "/a.conf"], _if=lambda: {edit})
+sync_tree(name="second sync", root=root, entries=entries, user=user, group=group,
+          staging_dir=root, git_init=False)
+'''
+
+
+def run_deploy(tmp_path, edit: bool):
+    deploy = tmp_path / "deploy.py"
+    deploy.write_text(DEPLOY.format(root=str(tmp_path / "tree"), user=getpass.getuser(),
+                                    group=grp.getgrgid(os.getgid()).gr_name, edit=edit))
+    pyinfra = os.path.join(os.path.dirname(sys.executable), "pyinfra")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([pyinfra, "@local", str(deploy), "-y", "-v"], cwd=REPO, env=env,
+                            capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    return output
+
+
+def fact_commands(output: str) -> list[str]:
+    """The facts pyinfra read, one command each (pyinfra -v prints "Loaded fact <class>")."""
+    return [line.split("Loaded fact ", 1)[1].split(" ", 1)[0] for line in output.splitlines()
+            if "Loaded fact " in line]
+
+
+def test_declared_facts_cost_one_command_and_a_change_is_never_missed(tmp_path):
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "a.conf").write_text("one\n")
+    os.chmod(tmp_path / "tree" / "a.conf", 0o644)
+
+    # nothing changes: both syncs are answered by one batch command
+    output = run_deploy(tmp_path, edit=False)
+    assert fact_commands(output) == ["mnemos_provision.fact_batch.FactBatch"]
+    assert (tmp_path / "tree" / "a.conf").read_text() == "one\n"
+
+    # the shell edits a.conf after the batch was read: the second sync must read it again and
+    # put "one" back (an answer from the batch would say a.conf is up to date)
+    output = run_deploy(tmp_path, edit=True)
+    assert fact_commands(output) == ["mnemos_provision.fact_batch.FactBatch",
+                                     "mnemos_provision.facts.TreeState"]
+    assert (tmp_path / "tree" / "a.conf").read_text() == "one\n", textwrap.shorten(output, 3000)
