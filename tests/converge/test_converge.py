@@ -58,7 +58,7 @@ def test_second_run_changes_nothing(provisioned):
     assert second.facts_read == [
         "mnemos_provision.facts.HostSnapshot",
         "mnemos_provision.fact_batch.FactBatch",
-        "pyinfra.facts.files.FindInFile",
+        "files.FindInFile",
     ], second.facts_read
 
 

@@ -22,6 +22,7 @@ from pyinfra.api import FactBase
 from mnemos_provision import fact_batch
 from mnemos_provision.facts import AptListsAge, AptPackages, ProcessRunning, TreeState, UserGroups
 from tests.conftest import REPO
+from tests.harness import facts_read
 
 pytestmark = pytest.mark.unit
 
@@ -131,12 +132,6 @@ def run_deploy(tmp_path, edit: bool):
     return output
 
 
-def fact_commands(output: str) -> list[str]:
-    """The facts pyinfra read, one command each (pyinfra -v prints "Loaded fact <class>")."""
-    return [line.split("Loaded fact ", 1)[1].split(" ", 1)[0] for line in output.splitlines()
-            if "Loaded fact " in line]
-
-
 def test_declared_facts_cost_one_command_and_a_change_is_never_missed(tmp_path):
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / "a.conf").write_text("one\n")
@@ -144,12 +139,12 @@ def test_declared_facts_cost_one_command_and_a_change_is_never_missed(tmp_path):
 
     # nothing changes: both syncs are answered by one batch command
     output = run_deploy(tmp_path, edit=False)
-    assert fact_commands(output) == ["mnemos_provision.fact_batch.FactBatch"]
+    assert facts_read(output) == ["mnemos_provision.fact_batch.FactBatch"]
     assert (tmp_path / "tree" / "a.conf").read_text() == "one\n"
 
     # the shell edits a.conf after the batch was read: the second sync must read it again and
     # put "one" back (an answer from the batch would say a.conf is up to date)
     output = run_deploy(tmp_path, edit=True)
-    assert fact_commands(output) == ["mnemos_provision.fact_batch.FactBatch",
+    assert facts_read(output) == ["mnemos_provision.fact_batch.FactBatch",
                                      "mnemos_provision.facts.TreeState"]
     assert (tmp_path / "tree" / "a.conf").read_text() == "one\n", textwrap.shorten(output, 3000)
