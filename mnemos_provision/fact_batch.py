@@ -38,9 +38,11 @@ def _shell(value: Any) -> str:
 
 class FactBatch(FactBase):
     """
-    Several facts in one command. `parts` is a list of (requires_command or "", command); the
-    output is each part's stdout followed by a marker line with its exit status ("missing" when
-    its required command is not installed). Returns {index: (status, [lines])}.
+    Several facts in one command, run side by side: `parts` is a list of (requires_command or "",
+    command). Each part's stdout is staged in a 0700 temporary directory (so never batch a fact
+    whose output is secret), then printed in order, each followed by a marker line with its exit
+    status ("missing" when its required command is not installed). Returns
+    {index: (status, [lines])}; a part without a status (no temporary directory) is absent.
     """
 
     @staticmethod
@@ -49,14 +51,18 @@ class FactBatch(FactBase):
 
     def command(self, parts: list[tuple[str, str]], marker: str):
         self._marker = marker  # pyinfra calls process() on the same instance
-        script = []
+        script = ['d=$(mktemp -d 2>/dev/null) || exit 0']
         for i, (requires, command) in enumerate(parts):
-            run = f"( {command}\n) </dev/null; echo \"{marker} {i} $?\""
+            run = f'{{ ( {command}\n) </dev/null >"$d/{i}"; echo $? >"$d/{i}.rc"; }}'
             if requires:
-                run = (f"if command -v {requires} >/dev/null 2>&1; then {run}; "
-                       f"else echo '{marker} {i} missing'; fi")
-            script.append(run)
-        return "\n".join(script) + "\ntrue"
+                run = (f"{{ if command -v {requires} >/dev/null 2>&1; then {run}; "
+                       f'else echo missing >"$d/{i}.rc"; fi; }}')
+            script.append(run + " &")
+        script.append("wait")
+        for i in range(len(parts)):
+            script.append(f'cat "$d/{i}" 2>/dev/null; echo "{marker} {i} $(cat "$d/{i}.rc" 2>/dev/null)"')
+        script.append('rm -rf "$d"; true')
+        return "\n".join(script)
 
     def process(self, output):
         marker = self._marker
@@ -70,7 +76,7 @@ class FactBatch(FactBase):
             if before:  # a part whose last line had no newline
                 lines.append(before)
             index, _, status = rest.partition(" ")
-            parts[int(index)] = (status, lines)
+            parts[int(index)] = (status.strip(), lines)
             lines = []
         return parts
 
