@@ -3,7 +3,8 @@ scripts/bench: pyinfra start-up versus no-op converges, on @local and over @dock
 
 Start-up is a deploy of one no-op operation (files.directory of an existing directory): what any
 pyinfra run costs before this project's work. Targets: a no-op deploys/bootstrap.py within 2x the
-start-up on @local and within 3x over @docker.
+start-up on @local and within 3x over @docker. The start-up and no-op runs take turns (one of each,
+RUNS times), so that a slower or faster phase of the machine weighs on both sides alike.
 """
 
 from __future__ import annotations
@@ -38,8 +39,13 @@ def timed(args: list[str], env: dict, check=True) -> float:
     return elapsed
 
 
-def series(args, env, runs=RUNS) -> list[float]:
-    return [timed(args, env) for _ in range(runs)]
+def interleaved(commands: list[tuple[list[str], dict]], runs=RUNS) -> list[list[float]]:
+    """Each command `runs` times, taking turns, so that all see the same machine conditions."""
+    times: list[list[float]] = [[] for _ in commands]
+    for _ in range(runs):
+        for (args, env), series in zip(commands, times):
+            series.append(timed(args, env))
+    return times
 
 
 def fmt(values: list[float]) -> str:
@@ -51,7 +57,6 @@ def main() -> None:
     one_op = work / "one_op.py"
     one_op.write_text(ONE_OP)
     env = dict(os.environ)
-    rows = []
 
     # ---------------------------------------------------------------- @local
     local_inventory = work / "local.py"
@@ -66,12 +71,13 @@ def main() -> None:
         "    'ports': {**__import__('runpy').run_path('group_data/all.py')['ports'], 'redis': 16379},\n"
         "})]\n")
     harness.ensure_standin_archive()
-    start_local = series([PYINFRA, "@local", str(one_op), "-y"], env)
     first_tree_local = [timed([PYINFRA, str(local_inventory), "deploys/tree.py", "-y"], env)]
-    env_noop = dict(env, BENCH_PHASE="noop")
-    noop_tree_local = series([PYINFRA, str(local_inventory), "deploys/tree.py", "-y"], env_noop)
     timed([PYINFRA, str(local_inventory), "deploys/bootstrap.py", "-y"], env)  # converge first
-    noop_boot_local = series([PYINFRA, str(local_inventory), "deploys/bootstrap.py", "-y"], env_noop)
+    start_local, noop_tree_local, noop_boot_local = interleaved([
+        ([PYINFRA, "@local", str(one_op), "-y"], env),
+        ([PYINFRA, str(local_inventory), "deploys/tree.py", "-y"], dict(env, BENCH_PHASE="noop")),
+        ([PYINFRA, str(local_inventory), "deploys/bootstrap.py", "-y"], dict(env, BENCH_PHASE="noop")),
+    ])
     subprocess.run(f"cd {work}/mnemos && docker compose down -v", shell=True, capture_output=True)
 
     # ---------------------------------------------------------------- @docker
@@ -81,15 +87,17 @@ def main() -> None:
     try:
         denv = machine.env()
         target = f"@docker/{machine.name}"
-        start_docker = series([PYINFRA, target, str(one_op), "-y"], denv)
         first = machine.deploy()
         if first.returncode != 0:
             sys.exit("bench: first converge over @docker failed:\n" + first.output[-3000:])
         machine.exec("rm -rf /home/dev/mnemos")
         first_tree_docker = [timed([PYINFRA, "inventories/ci.py", "deploys/tree.py", "-y"], denv)]
         denv_noop = dict(denv, BENCH_PHASE="noop")
-        noop_tree_docker = series([PYINFRA, "inventories/ci.py", "deploys/tree.py", "-y"], denv_noop)
-        noop_boot_docker = series([PYINFRA, "inventories/ci.py", "deploys/bootstrap.py", "-y"], denv_noop)
+        start_docker, noop_tree_docker, noop_boot_docker = interleaved([
+            ([PYINFRA, target, str(one_op), "-y"], denv),
+            ([PYINFRA, "inventories/ci.py", "deploys/tree.py", "-y"], denv_noop),
+            ([PYINFRA, "inventories/ci.py", "deploys/bootstrap.py", "-y"], denv_noop),
+        ])
     finally:
         machine.remove()
 
