@@ -88,7 +88,7 @@ def split_batch_output(output: list[str], marker: str) -> dict[int, tuple[str, l
     return batch.process(output)
 
 
-def answer_from_part(cls: type, kwargs: dict, status: str, lines: list[str]) -> tuple[bool, Any]:
+def answer_from_part(cls: type, status: str, lines: list[str]) -> tuple[bool, Any]:
     """(usable, value) of one part, the way pyinfra derives a fact from its command's output."""
     if status != "0":
         return False, None
@@ -100,7 +100,9 @@ def batch_parts(specs: list[FactSpec]) -> list[tuple[str, str]]:
     parts = []
     for cls, kwargs in specs:
         fact = cls()
-        requires = fact.requires_command(**kwargs) if callable(fact.requires_command) else fact.requires_command
+        requires = fact.requires_command
+        if callable(requires):
+            requires = requires(**kwargs)
         parts.append((_shell(requires or ""), _shell(fact.command(**kwargs))))
     return parts
 
@@ -174,7 +176,7 @@ def _read_batch(host, specs: list[FactSpec]) -> dict[tuple, Any]:
     answers = {}
     for index, (cls, kwargs) in enumerate(specs):
         status, lines = parts.get(index, ("absent", []))
-        usable, value = answer_from_part(cls, kwargs, status, lines)
+        usable, value = answer_from_part(cls, status, lines)
         if usable:
             answers[_key(cls, kwargs)] = value
     return answers

@@ -85,7 +85,7 @@ def test_every_part_gives_what_its_fact_gives_alone(tmp_path):
     answers = {}
     for index, (cls, kwargs) in enumerate(specs):
         status, lines = parts[index]
-        answers[cls.__name__] = fact_batch.answer_from_part(cls, kwargs, status, lines)
+        answers[cls.__name__] = fact_batch.answer_from_part(cls, status, lines)
 
     for cls, kwargs in specs[:5]:
         usable, value = answers[cls.__name__]
