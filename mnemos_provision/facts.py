@@ -273,6 +273,18 @@ class UserGroups(FactBase):
         return output[0].split() if output else []
 
 
+class LineInFile(FactBase):
+    """Whether `path` has `line` as a whole line: "present", "absent", or "missing" (no such file)."""
+
+    def command(self, path: str, line: str):
+        q = shlex.quote
+        return (f"[ -f {q(path)} ] || {{ echo missing; exit 0; }}; "
+                f"grep -qxF -- {q(line)} {q(path)} && echo present || echo absent")
+
+    def process(self, output):
+        return output[0] if output else "missing"
+
+
 class AptPackages(FactBase):
     """
     For each name: whether it is installed (and which version) and, for those that are not,

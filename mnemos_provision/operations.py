@@ -21,8 +21,8 @@ from pyinfra.facts.files import FileContents
 from mnemos_provision import fact_batch
 from mnemos_provision.fact_batch import batched_operation
 from mnemos_provision.facts import (
-    AptListsAge, AptPackages, ComposeStatus, DockerAnswers, DockerImagesPresent, ProcessRunning,
-    TreeState, UserGroups,
+    AptListsAge, AptPackages, ComposeStatus, DockerAnswers, DockerImagesPresent, LineInFile,
+    ProcessRunning, TreeState, UserGroups,
 )
 from mnemos_provision.render import TreeEntry
 
@@ -521,3 +521,35 @@ def user_in_group(user: str, group: str):
         host.noop(f"{user} is in the {group} group")
         return
     yield StringCommand(f"usermod -a -G {shlex.quote(group)} {shlex.quote(user)}")
+
+
+@batched_operation(lambda path, line, **_: [(LineInFile, {"path": path, "line": line})])
+@operation()
+def line_in_file(path: str, line: str, user: str, group: str):
+    """
+    Append `line` to a user's file (e.g. ~/.profile) unless the file has it as a whole line. A
+    missing file is created, owned by `user`:`group` with mode 644; a file that does not end
+    with a newline gets one before the line.
+
+    + path: the file
+    + line: the exact line
+    + user, group: owner of the file when it is created
+
+    **Example:**
+
+    .. code:: python
+
+        line_in_file(path="/home/dev/.profile", line="export DOCKER_BUILDKIT=1",
+                     user="dev", group="dev")
+    """
+    state = _fact(LineInFile, path=path, line=line)
+    if state == "present":
+        host.noop(f"{path} has the line {line!r}")
+        return
+    q = shlex.quote
+    if state == "missing":
+        yield StringCommand(f"printf '%s\\n' {q(line)} > {q(path)} && chown {q(user)}:{q(group)} {q(path)} "
+                            f"&& chmod 644 {q(path)}")
+        return
+    yield StringCommand(f"[ -z \"$(tail -c 1 {q(path)})\" ] || echo >> {q(path)}; "
+                        f"printf '%s\\n' {q(line)} >> {q(path)}")

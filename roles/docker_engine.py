@@ -12,13 +12,14 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
 from mnemos_provision.context import HostContext
 from mnemos_provision.fact_batch import later
 from mnemos_provision.facts import DockerAnswers
 from mnemos_provision.operations import (
-    apt_install, apt_refresh, apt_remove, changes, ensure_docker_running, system_files, user_in_group,
+    apt_install, apt_refresh, apt_remove, changes, ensure_docker_running, line_in_file, system_files,
+    user_in_group,
 )
 
 KEYRING = "/etc/apt/keyrings/docker.asc"
@@ -95,5 +96,5 @@ def docker_engine(ctx: HostContext):
 
     user_in_group(name=f"Add {ctx.user} to the docker group", user=ctx.user, group="docker")
     if s.docker_buildkit_profile:
-        files.line(name="DOCKER_BUILDKIT=1 in the user's profile",
-                   path=f"{ctx.home}/.profile", line="export DOCKER_BUILDKIT=1")
+        line_in_file(name="DOCKER_BUILDKIT=1 in the user's profile", path=f"{ctx.home}/.profile",
+                     line="export DOCKER_BUILDKIT=1", user=ctx.user, group=ctx.group)

@@ -53,12 +53,11 @@ def test_second_run_changes_nothing(provisioned):
     assert second.rows, "no result table in the output"
     assert second.changed == [], f"a converged host changed: {second.changed}"
     # and costs a handful of round trips, whatever the number of operations and files: the host
-    # snapshot (plan time), one batch of every fact the operations read, and pyinfra's own
-    # files.line fact (plus the secret state file, read outside pyinfra's fact output)
+    # snapshot (plan time) and one batch of every fact the operations read (plus the secret state
+    # file, read outside pyinfra's fact output)
     assert second.facts_read == [
         "mnemos_provision.facts.HostSnapshot",
         "mnemos_provision.fact_batch.FactBatch",
-        "files.FindInFile",
     ], second.facts_read
 
 

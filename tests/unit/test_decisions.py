@@ -6,14 +6,17 @@ Snapshot fixture: WSL or not, Docker Desktop or not, systemd or not, ports and r
 
 from __future__ import annotations
 
+import getpass
+import grp
 import hashlib
 import ipaddress
 import os
+import subprocess
 
 import pytest
 
 from mnemos_provision import operations
-from mnemos_provision.facts import PathState, Snapshot
+from mnemos_provision.facts import LineInFile, PathState, Snapshot
 from mnemos_provision.render import TreeEntry
 from mnemos_provision.settings import validate
 from roles.preflight import evaluate
@@ -314,6 +317,40 @@ def test_system_files_compares_a_controller_file_by_size_and_mtime(tmp_path):
     assert run_op(operations, operations.system_files, {"TreeState": {}}, files=files)[0] == upload
     assert run_op(operations, operations.system_files, state(3000, 1_700_000_000, "700"), files=files)[0] == [
         f"chmod 755 {dest} && chown root:root {dest}"]
+
+
+def _line_state(path, line) -> str:
+    fact = LineInFile()
+    out = subprocess.run(["sh", "-c", fact.command(path=str(path), line=line)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    return fact.process(out)
+
+
+@pytest.mark.parametrize("before, state", [
+    (None, "missing"), ("", "absent"), ("alias ll='ls -l'\n", "absent"),
+    ("alias ll='ls -l'", "absent"),  # no final newline: the line must not be glued to it
+    ("# export DOCKER_BUILDKIT=1\n", "absent"),  # commented out is not set
+    ("export DOCKER_BUILDKIT=1\n", "present"),
+])
+def test_profile_line_is_added_once_and_its_commands_work(tmp_path, before, state):
+    profile = tmp_path / ".profile"
+    if before is not None:
+        profile.write_text(before)
+    line = "export DOCKER_BUILDKIT=1"
+    assert _line_state(profile, line) == state  # the real fact, run by sh
+    user, group = getpass.getuser(), grp.getgrgid(os.getgid()).gr_name
+    commands, noops = run_op(operations, operations.line_in_file, {"LineInFile": state},
+                             path=str(profile), line=line, user=user, group=group)
+    if state == "present":
+        assert commands == [] and noops
+        return
+    for command in commands:  # what the host would run
+        subprocess.run(["sh", "-c", command], check=True)
+    kept = (before or "") + ("\n" if before and not before.endswith("\n") else "")
+    assert profile.read_text() == kept + line + "\n"
+    if before is None:
+        assert profile.stat().st_mode & 0o777 == 0o644
+    assert _line_state(profile, line) == "present"  # so the next run does nothing
 
 
 def test_user_joins_the_docker_group_only_once():
