@@ -88,23 +88,28 @@ def split_batch_output(output: list[str], marker: str) -> dict[int, tuple[str, l
     return batch.process(output)
 
 
-def answer_from_part(cls: type, status: str, lines: list[str]) -> tuple[bool, Any]:
+def answer_from_part(fact: FactBase, status: str, lines: list[str]) -> tuple[bool, Any]:
     """(usable, value) of one part, the way pyinfra derives a fact from its command's output."""
     if status != "0":
         return False, None
-    fact = cls()
     return True, (fact.process(lines) if lines else fact.default())
 
 
-def batch_parts(specs: list[FactSpec]) -> list[tuple[str, str]]:
-    parts = []
+def prepare_parts(specs: list[FactSpec]) -> tuple[list[FactBase], list[tuple[str, str]]]:
+    """
+    One fact instance per spec, and its (requires_command, command) part. The instance that built
+    the command must also process its output: some of pyinfra's facts keep state between the two
+    (Sha256File remembers the path).
+    """
+    facts, parts = [], []
     for cls, kwargs in specs:
         fact = cls()
         requires = fact.requires_command
         if callable(requires):
             requires = requires(**kwargs)
         parts.append((_shell(requires or ""), _shell(fact.command(**kwargs))))
-    return parts
+        facts.append(fact)
+    return facts, parts
 
 
 @dataclass
@@ -172,11 +177,12 @@ def read(host, cls: type, **kwargs) -> Any:
 
 def _read_batch(host, specs: list[FactSpec]) -> dict[tuple, Any]:
     marker = "@@mnemos-fact-" + secrets.token_hex(4)
-    parts = host.get_fact(FactBatch, parts=batch_parts(specs), marker=marker)
+    facts, parts = prepare_parts(specs)
+    output = host.get_fact(FactBatch, parts=parts, marker=marker)
     answers = {}
-    for index, (cls, kwargs) in enumerate(specs):
-        status, lines = parts.get(index, ("absent", []))
-        usable, value = answer_from_part(cls, status, lines)
+    for index, ((cls, kwargs), fact) in enumerate(zip(specs, facts)):
+        status, lines = output.get(index, ("absent", []))
+        usable, value = answer_from_part(fact, status, lines)
         if usable:
             answers[_key(cls, kwargs)] = value
     return answers

@@ -89,7 +89,7 @@ def docker_engine(ctx: HostContext):
             commands=["systemctl restart docker" if ctx.snap.systemd else
                       "pkill -x dockerd; i=0; while pgrep -x dockerd >/dev/null && [ $i -lt 30 ]; "
                       "do sleep 1; i=$((i+1)); done; true"],
-            _if=lambda: daemon.did_change() and host.get_fact(DockerAnswers),  # only after a change
+            _if=lambda: daemon.did_change() and host.get_fact(DockerAnswers),
         )
         ensure_docker_running(name="Start Docker Engine", systemd=ctx.snap.systemd,
                               timeout=s.docker_start_timeout)

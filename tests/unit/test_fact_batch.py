@@ -18,6 +18,8 @@ import textwrap
 
 import pytest
 from pyinfra.api import FactBase
+from pyinfra.facts.files import File, Sha256File
+from pyinfra.facts.server import Which
 
 from mnemos_provision import fact_batch
 from mnemos_provision.facts import AptListsAge, AptPackages, ProcessRunning, TreeState, UserGroups
@@ -55,10 +57,11 @@ class NoNewline(FactBase):
 
 def alone(cls, **kwargs):
     """What pyinfra derives from the fact's own command: process(lines), or default() without output."""
-    result = subprocess.run(["sh", "-c", cls().command(**kwargs)], capture_output=True, text=True)
+    (fact,), ((_, command),) = fact_batch.prepare_parts([(cls, kwargs)])
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    return cls().process(lines) if lines else cls().default()
+    return fact.process(lines) if lines else fact.default()
 
 
 def test_every_part_gives_what_its_fact_gives_alone(tmp_path):
@@ -72,35 +75,43 @@ def test_every_part_gives_what_its_fact_gives_alone(tmp_path):
         (AptListsAge, {}),
         (UserGroups, {"user": getpass.getuser()}),
         (ProcessRunning, {"comm": "mnemos-no-such-process"}),
+        # pyinfra's own facts read by _if conditions (tools, the Docker key, the certificates)
+        (File, {"path": str(tmp_path / "config" / "a.yml")}),
+        (File, {"path": str(tmp_path / "absent")}),
+        (Sha256File, {"path": str(tmp_path / "big.bin")}),
+        (Which, {"command": "sh"}),
         (Fails, {}),
         (NeedsAMissingTool, {}),
         (NoNewline, {}),
     ]
     marker = "@@mnemos-fact-test"
-    batch = fact_batch.FactBatch()
-    command = batch.command(parts=fact_batch.batch_parts(specs), marker=marker)
+    facts, parts = fact_batch.prepare_parts(specs)
+    command = fact_batch.FactBatch().command(parts=parts, marker=marker)
     result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
     assert result.returncode == 0
-    parts = fact_batch.split_batch_output(result.stdout.splitlines(), marker)
+    outputs = fact_batch.split_batch_output(result.stdout.splitlines(), marker)
     answers = {}
-    for index, (cls, kwargs) in enumerate(specs):
-        status, lines = parts[index]
-        answers[cls.__name__] = fact_batch.answer_from_part(cls, status, lines)
+    for index, fact in enumerate(facts):
+        status, lines = outputs[index]
+        answers[index] = fact_batch.answer_from_part(fact, status, lines)
 
-    for cls, kwargs in specs[:5]:
-        usable, value = answers[cls.__name__]
+    for index, (cls, kwargs) in enumerate(specs[:9]):
+        usable, value = answers[index]
         assert usable, cls.__name__
         if cls is AptListsAge and value is not None:  # an age in seconds: the clock moved on
             assert abs(value - alone(cls, **kwargs)) <= 2
         else:
             assert value == alone(cls, **kwargs), cls.__name__
-    tree = answers["TreeState"][1]
+    tree = answers[0][1]
     assert tree["config/a.yml"].sha256 == hashlib.sha256(b"a: 1\n").hexdigest()
     assert tree["big.bin"].size == 4096 and tree["big.bin"].sha256 is None
     assert "absent" not in tree
-    assert answers["Fails"] == (False, None), "a failed part must be read again by pyinfra"
-    assert answers["NeedsAMissingTool"] == (False, None)
-    assert answers["NoNewline"] == (True, ["no newline at the end"])
+    assert answers[5][1]["size"] == 5 and answers[6] == (True, None)  # File: present, absent
+    assert answers[7][1] == hashlib.sha256(b"x" * 4096).hexdigest()
+    assert answers[8][1].endswith("/sh")  # Which
+    assert answers[9] == (False, None), "a failed part must be read again by pyinfra"
+    assert answers[10] == (False, None)  # its command is not installed
+    assert answers[11] == (True, ["no newline at the end"])
 
 
 DEPLOY = '''
