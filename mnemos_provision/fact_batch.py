@@ -148,10 +148,11 @@ def _changed_operations(host) -> int:
     return count
 
 
-def expect(host, cls: type, **kwargs) -> None:
-    """Declare (at plan time) that an operation of `host` will read fact `cls` with `kwargs`."""
-    host = _real_host(host)
-    batch = _host_batch(host)
+def expect(cls: type, **kwargs) -> None:
+    """Declare (at plan time) that an operation of the current host will read `cls` with `kwargs`."""
+    if not ctx_host.isset():
+        return
+    batch = _host_batch(ctx_host.get())
     if batch is not None and batch.answers is None:
         batch.specs.setdefault(_key(cls, kwargs), (cls, kwargs))
 
@@ -205,9 +206,8 @@ def batched_operation(facts: Callable[..., list[FactSpec]]):
     def decorate(op):
         @functools.wraps(op)
         def call(*args, **kwargs):
-            if ctx_host.isset():
-                for cls, fact_kwargs in facts(**kwargs):
-                    expect(ctx_host.get(), cls, **fact_kwargs)
+            for cls, fact_kwargs in facts(**kwargs):
+                expect(cls, **fact_kwargs)
             return op(*args, **kwargs)
         return call
     return decorate
@@ -225,6 +225,5 @@ def later(cls: type, **kwargs) -> Callable[[], Any]:
         keyring = later(File, path="/etc/apt/keyrings/docker.asc")
         server.shell(commands=[...], _if=lambda: not keyring())
     """
-    if ctx_host.isset():
-        expect(ctx_host.get(), cls, **kwargs)
+    expect(cls, **kwargs)
     return lambda: read(ctx_host.get(), cls, **kwargs)
