@@ -68,12 +68,17 @@ def host_context() -> HostContext:
                        home=snap.user_home)
 
 
-def setup_skipped(ctx: HostContext, service: str, enabled: bool, manual: str) -> str | None:
-    """Why the set-up of `service` (Vault, MinIO) does not run on this host, or None when it runs."""
+def skip_setup(ctx: HostContext, service: str, enabled: bool, manual: str) -> bool:
+    """
+    Whether the set-up of `service` (Vault, MinIO) does not run on this host; when it does not,
+    says why with host.noop.
+    """
     s = ctx.settings
     if not (s.launch_stack and enabled and s.service_enabled(service)):
-        return f"{service} set-up is off (launch_stack, {service}_init or the {service} profile)"
+        host.noop(f"{service} set-up is off (launch_stack, {service}_init or the {service} profile)")
+        return True
     if not s.publish_ports:
-        return (f"{service}'s port is not published (publish_ports is false): the deploy reaches it "
-                f"on the host's 127.0.0.1 only; set it up with {manual}")
-    return None
+        host.noop(f"{service}'s port is not published (publish_ports is false): the deploy reaches "
+                  f"it on the host's 127.0.0.1 only; set it up with {manual}")
+        return True
+    return False

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 
-from mnemos_provision.context import HostContext, setup_skipped
+from mnemos_provision.context import HostContext, skip_setup
 from roles.tree import load_secrets
 
 if TYPE_CHECKING:  # the minio SDK loads only when MinIO is managed (start-up time)
@@ -81,9 +81,7 @@ def minio_converge(endpoint: str, root: tuple[str, str], desired: "minio_setup.D
 @deploy("MinIO")
 def minio_init(ctx: HostContext):
     s = ctx.settings
-    skipped = setup_skipped(ctx, "minio", s.minio_init, "`docker compose exec minio mc ...`")
-    if skipped:
-        host.noop(skipped)
+    if skip_setup(ctx, "minio", s.minio_init, "`docker compose exec minio mc ...`"):
         return
     from mnemos_provision import minio_setup
     secrets = load_secrets(ctx)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 
-from mnemos_provision.context import HostContext, setup_skipped
+from mnemos_provision.context import HostContext, skip_setup
 from roles.tree import load_secrets, read_remote_file
 
 if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up time)
@@ -144,9 +144,7 @@ def vault_url(ctx: HostContext) -> str:
 @deploy("Vault")
 def vault_init(ctx: HostContext):
     s = ctx.settings
-    skipped = setup_skipped(ctx, "vault", s.vault_init, "`docker compose exec vault vault operator init`")
-    if skipped:
-        host.noop(skipped)
+    if skip_setup(ctx, "vault", s.vault_init, "`docker compose exec vault vault operator init`"):
         return
     secrets = load_secrets(ctx)
     vault_converge(name="Initialize, unseal and configure Vault", url=vault_url(ctx),
