@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import posixpath
-
 import shlex
 
 from pyinfra import host
