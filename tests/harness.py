@@ -13,6 +13,7 @@ can run, the offline stand-in images, and pyinfra/testinfra runs against it.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 import shutil
@@ -24,8 +25,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("MNEMOS_TEST_CACHE", "/var/cache/mnemos-test"))
-BASE_IMAGE = "mnemos-test/debian12-minbase:1"
-HOST_IMAGE = "mnemos-test/fresh-host:1"
+# Each cached artefact is named after the recipe that made it: a changed recipe builds a new one
+# instead of reusing a stale image (a cache made by an older recipe is never taken for a new one).
+DEBOOTSTRAP = ["debootstrap", "--variant=minbase", "bookworm"]
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# The root directory of the image's only layer: vfs (the engine inside a test machine) copies it
+# as it is, so a 0700 `./` would keep every non-root user of every image built on it out of `/`.
+ROOT_MODE = 0o755
+HOST_DOCKERFILE = "FROM {base}\nRUN useradd -m -s /bin/bash dev\nCMD [\"tail\", \"-f\", \"/dev/null\"]\n"
+
+
+def recipe_tag(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
 STANDINS = {
     "postgres": "mnemos-standin/postgres:debian12",
     "redis": "mnemos-standin/redis:debian12",
@@ -58,20 +71,29 @@ def ensure_base_image() -> None:
     if image_exists(BASE_IMAGE):
         return
     CACHE.mkdir(parents=True, exist_ok=True)
-    rootfs = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE))
+    # mkdtemp makes a 0700 directory: debootstrap into a directory of its own inside it, whose mode
+    # is set here, so nothing of the temporary directory reaches the image.
+    work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE))
+    rootfs = work / "rootfs"
     try:
-        sh(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), "http://deb.debian.org/debian"])
-        sh(f"tar -C {rootfs} -c . | docker import - {BASE_IMAGE}", shell=True)
+        rootfs.mkdir()
+        sh([*DEBOOTSTRAP, str(rootfs), DEBIAN_MIRROR])
+        rootfs.chmod(ROOT_MODE)
+        sh(f"tar --numeric-owner -C {rootfs} -c . | docker import - {BASE_IMAGE}", shell=True)
     finally:
-        shutil.rmtree(rootfs, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+BASE_IMAGE = "mnemos-test/debian12-minbase:" + recipe_tag(
+    " ".join(DEBOOTSTRAP), DEBIAN_MIRROR, oct(ROOT_MODE), inspect.getsource(ensure_base_image))
+HOST_IMAGE = "mnemos-test/fresh-host:" + recipe_tag(BASE_IMAGE, HOST_DOCKERFILE)
 
 
 def ensure_host_image() -> None:
     ensure_base_image()
     if image_exists(HOST_IMAGE):
         return
-    dockerfile = f"FROM {BASE_IMAGE}\nRUN useradd -m -s /bin/bash dev\nCMD [\"tail\", \"-f\", \"/dev/null\"]\n"
-    sh(["docker", "build", "-q", "-t", HOST_IMAGE, "-"], input=dockerfile)
+    sh(["docker", "build", "-q", "-t", HOST_IMAGE, "-"], input=HOST_DOCKERFILE.format(base=BASE_IMAGE))
 
 
 def ensure_standin_archive() -> Path:
