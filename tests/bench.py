@@ -32,11 +32,20 @@ def timed(args: list[str], env: dict, check=True) -> float:
     elapsed = time.perf_counter() - start
     if check and result.returncode != 0:
         sys.exit(f"bench: {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
-    if check and "--> Results:" in result.stdout and harness.parse_results(result.stdout):
-        changed = [k for k, v in harness.parse_results(result.stdout).items() if v["success"]]
-        if changed and "noop" in os.environ.get("BENCH_PHASE", ""):
-            sys.exit(f"bench: a no-op run changed {changed}")
+    if check and env.get("BENCH_PHASE") == "noop":
+        no_op_guard(args, result.stdout + result.stderr)
     return elapsed
+
+
+def no_op_guard(args: list[str], output: str) -> None:
+    """Stop the bench when a run timed as a no-op changed something or printed no result table
+    (pyinfra prints its results on stderr)."""
+    rows = harness.parse_results(output)
+    if not rows:
+        sys.exit(f"bench: {' '.join(args)} printed no result table:\n{output[-2000:]}")
+    changed = [name for name, row in rows.items() if row["success"]]
+    if changed:
+        sys.exit(f"bench: a no-op run changed {changed}: {' '.join(args)}")
 
 
 def interleaved(commands: list[tuple[list[str], dict]], runs=RUNS) -> list[list[float]]:

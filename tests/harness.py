@@ -44,6 +44,14 @@ STANDINS = {
     "redis": "mnemos-standin/redis:debian12",
     "prometheus": "mnemos-standin/prometheus:debian12",
 }
+# The account each stand-in's server runs as (its image's USER, or the one its entrypoint drops
+# to) and a command that runs the server's own binary: tests/unit/test_images.py runs it as that
+# account on the image's layers unpacked as the vfs storage driver unpacks them.
+STANDIN_RUNS_AS = {
+    "postgres": ("postgres", ["/usr/lib/postgresql/15/bin/postgres", "--version"]),
+    "redis": ("redis", ["/usr/bin/redis-server", "--version"]),
+    "prometheus": ("nobody", ["/usr/bin/prometheus", "--version"]),
+}
 ENGINE_FLAGS = [
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
     "--cap-add", "MKNOD", "--cap-add", "SYS_PTRACE", "--cap-add", "IPC_LOCK",

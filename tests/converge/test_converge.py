@@ -100,7 +100,8 @@ def test_no_secret_in_pyinfra_output_even_with_diff(provisioned):
     machine.exec(f"sed -i 's/^LOG_LEVEL=.*/LOG_LEVEL=DEBUG/' {ROOT}/.env && "
                  f"echo '# drift' >> {ROOT}/docker/redis/redis.conf")
     from tests.harness import sh, REPO, parse_results
-    args = machine.pyinfra_args("deploys/tree.py") + ["--diff", "-v"]
+    # the most verbose output pyinfra has: every command, its output and every fact
+    args = machine.pyinfra_args("deploys/tree.py") + ["--diff", "-vvv", "--debug"]
     result = sh(args, check=False, cwd=REPO, env=machine.env())
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]

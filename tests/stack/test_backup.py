@@ -93,11 +93,17 @@ def test_an_encrypted_archive_cannot_be_read_without_the_key(provisioned, data):
     machine, _ = provisioned
     archive = make_backup(machine)
     assert machine.exec(f"tar -tzf {archive}", check=False).returncode != 0
-    wrong = machine.exec(f"echo wrong-key | gpg --batch --pinentry-mode loopback --passphrase-fd 0 "
-                         f"-d {archive} > /dev/null", check=False, user="dev")
-    assert wrong.returncode != 0
-    assert machine.exec(f"grep -c 'job-42' {archive}", check=False).stdout.strip() == "0"
+    decrypt = ("gpg --batch --pinentry-mode loopback --passphrase-fd 0 -d {archive} 2>/dev/null "
+               "| tar -xzOf - ./postgres.sql")
+    for wrong_key in ("wrong-key", ""):
+        wrong = machine.exec(f"printf '%s\\n' '{wrong_key}' | " + decrypt.format(archive=archive),
+                             check=False, user="dev")
+        assert "job-42" not in wrong.stdout, f"the archive decrypts with the key {wrong_key!r}"
+        assert wrong.returncode != 0
     key = machine.exec(f"sed -n 's/^BACKUP_ENCRYPTION_KEY=//p' {ROOT}/.env").stdout.strip()
+    right = machine.exec(f"printf '%s\\n' '{key}' | " + decrypt.format(archive=archive),
+                         check=False, user="dev")
+    assert right.returncode == 0 and "job-42" in right.stdout, "the key of .env does not open it"
     listing = machine.exec(f"printf '%s\\n' '{key}' | gpg --batch --pinentry-mode loopback "
                            f"--passphrase-fd 0 -d {archive} 2>/dev/null | tar -tzf -", user="dev").stdout
     assert "./postgres.sql" in listing and "./MANIFEST.sha256" in listing

@@ -121,3 +121,18 @@ def test_data_survives_compose_down_and_a_converge(provisioned):
     value = machine.exec("docker exec mnemos-redis sh -c "
                          "'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli GET survival'").stdout.strip()
     assert value == "kept"
+
+
+def test_the_redis_password_is_on_no_command_line_in_its_container(provisioned):
+    """The running container, as `ps` inside it would show it: no process's arguments hold it."""
+    machine, _ = provisioned
+    password = env_value(machine, "REDIS_PASSWORD")
+    assert len(password) == 32
+    cmdlines = machine.exec(
+        "docker exec mnemos-redis sh -c 'for f in /proc/[0-9]*/cmdline; do "
+        "tr \"\\\\0\" \" \" < $f; echo; done'").stdout
+    assert "redis-server" in cmdlines, "no redis-server process was read"
+    assert password not in cmdlines, "the Redis password is on a command line in its container"
+    config = machine.exec("docker inspect -f '{{json .Config.Cmd}} {{json .Config.Entrypoint}}' "
+                          "mnemos-redis").stdout
+    assert password not in config, "the Redis password is in the container's command"

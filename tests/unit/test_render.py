@@ -11,6 +11,7 @@ import os
 import pwd
 import re
 import runpy
+import signal
 import socket
 import subprocess
 import time
@@ -287,31 +288,65 @@ def test_postgresql_loads_the_rendered_config_and_init_db_creates_the_databases(
         server.wait(timeout=30)
 
 
-def test_redis_loads_the_rendered_config_with_the_password_on_stdin(dev_tree):
+def test_redis_runs_the_rendered_compose_command_with_the_password_off_every_command_line(dev_tree):
+    """
+    The redis service's own command, as `docker compose config` resolves it from the rendered
+    compose file and .env, run by sh with the service's environment. A shim stands in for the
+    image's docker-entrypoint.sh and for the config file's bind mount (the only two things of the
+    container that do not exist here) and keeps redis-server on a free port of 127.0.0.1.
+    Neither the arguments the entrypoint receives nor any process's command line while the server
+    runs holds the password.
+    """
     redis_server = need("redis-server")
     root, base = dev_tree["root"], dev_tree["base"]
     password = dev_tree["secrets"]["REDIS_PASSWORD"]
-    data = base / "redis"
+    model = json.loads(run([compose_binary(), "config", "--format", "json"], cwd=root,
+                           check=True).stdout)
+    service = model["services"]["redis"]
+    assert service["environment"]["REDIS_PASSWORD"] == password, "the password does not reach redis"
+    # `config` prints the model escaped for reuse ($$); the container receives it unescaped
+    command = [arg.replace("$$", "$") for arg in (service.get("entrypoint") or []) + service["command"]]
+    assert password not in " ".join(command), "the password is on the compose command line"
+    data, shims = base / "redis", base / "shims"
     data.mkdir()
+    shims.mkdir()
     port = free_port()
-    server = subprocess.Popen(
-        [redis_server, str(root / "docker/redis/redis.conf"), "--port", str(port),
-         "--bind", "127.0.0.1", "-"],
-        cwd=data, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    server.stdin.write(f"requirepass {password}\n")
-    server.stdin.close()
-    server.stdin = None
+    entrypoint = shims / "docker-entrypoint.sh"
+    entrypoint.write_text(
+        "#!/bin/sh\n"
+        "# the image's entrypoint execs its arguments; the config file is mounted from the tree;\n"
+        "# redis-server reads stdin for a `-` that is its last argument\n"
+        "[ \"$1\" = redis-server ] && [ \"$2\" = /usr/local/etc/redis/redis.conf ] || exit 64\n"
+        "shift 2\n"
+        f"printf '%s\\n' \"$@\" > {base}/entrypoint-argv\n"
+        f"exec {redis_server} {root}/docker/redis/redis.conf --port {port} --bind 127.0.0.1 "
+        f"--dir {data} \"$@\"\n")
+    entrypoint.chmod(0o755)
+    env = dict(os.environ, PATH=f"{shims}:{os.environ['PATH']}", REDIS_PASSWORD=password)
+    log = base / "redis.log"
+    # a session of its own: sh, the shim and redis-server end together
+    server = subprocess.Popen(command, cwd=data, env=env, stdout=log.open("w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        env = dict(os.environ, REDISCLI_AUTH=password)
-        ok = wait_for(lambda: run(["redis-cli", "-p", str(port), "ping"], env=env).stdout.strip() == "PONG",
+        auth = dict(os.environ, REDISCLI_AUTH=password)
+        ok = wait_for(lambda: run(["redis-cli", "-p", str(port), "ping"], env=auth).stdout.strip() == "PONG",
                       timeout=15)
         if not ok:
-            server.terminate()
-            pytest.fail("redis-server did not accept the rendered config:\n" + server.communicate()[0])
+            pytest.fail("the rendered redis command did not start a server that accepts the "
+                        "password:\n" + log.read_text())
         denied = run(["redis-cli", "-p", str(port), "ping"])
         assert "NOAUTH" in denied.stdout + denied.stderr
-        assert run(["redis-cli", "-p", str(port), "config", "get", "appendonly"], env=env).stdout.split()[-1] == "yes"
-        assert password not in run(["ps", "-eo", "args"]).stdout, "the password is on a command line"
+        assert run(["redis-cli", "-p", str(port), "config", "get", "appendonly"], env=auth).stdout.split()[-1] == "yes"
+        # what the container's entrypoint was started with (redis-server then overwrites its own
+        # argv with a process title, which would hide a password from /proc on its own)
+        assert password not in (base / "entrypoint-argv").read_text(), \
+            "the password is on the entrypoint's command line"
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            assert password not in args, f"the password is on a command line: {cmdline.parent.name}"
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGKILL)  # a throwaway server: no shutdown save
         server.wait(timeout=30)
