@@ -10,7 +10,8 @@ mnemos_user = None  # account that owns the tree and joins the docker group; Non
 mnemos_root = "~/mnemos"  # the MNEMOS tree; "~/" is mnemos_user's home; absolute paths only otherwise
 secrets_state_path = "~/.config/mnemos/secrets.json"  # generated secrets (0600, outside the tree and git); .env is rendered from it
 vault_keys_path = "~/.config/mnemos/vault-keys.json"  # Vault unseal keys and root token (0600, outside git)
-secrets = {}  # secrets you supply (e.g. {"POSTGRES_PASSWORD": "..."}); they win over generated ones; weak ones are refused
+secrets_file = None  # a 0600 YAML/JSON file on the controller with the secrets you supply ({NAME: value}); read by the deploy, never part of pyinfra's data (which --debug prints)
+secrets = {}  # secrets supplied as data (printed by pyinfra at --debug: prefer secrets_file); supplied secrets win over generated ones on a new install; weak ones are refused
 
 # ---------------------------------------------------------------- preflight
 preflight_strict = True  # below-minimum memory/CPUs/disk fail the run; False turns them into warnings

@@ -35,6 +35,21 @@ class HostContext:
         return self.settings.home_path(self.settings.vault_keys_path, self.home)
 
 
+def run_as_operations(command: str) -> tuple[bool, list[str], list[str]]:
+    """
+    A command run with the privileges the run's operations and facts get (--sudo, _sudo_user, su,
+    from the CLI, host data or config), its text and output never printed at any verbosity.
+    `host.run_shell_command` alone gets none of them: under --sudo it would read as the
+    connecting account what root wrote.
+    """
+    from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+    global_kwargs, _ = pop_global_arguments(host.state, host, {})
+    connector_kwargs = {k: v for k, v in global_kwargs.items() if k in CONNECTOR_ARGUMENT_KEYS}
+    ok, output = host.run_shell_command(command, print_output=False, print_input=False,
+                                        **connector_kwargs)
+    return ok, output.stdout_lines, output.stderr_lines
+
+
 def fail(title: str, problems: list[str], code: int = 2) -> None:
     """Print every problem for this host and stop the run before any operation executes."""
     logger.error(f"[{host.name}] {title}")
@@ -64,8 +79,28 @@ def host_context() -> HostContext:
             f"mnemos_user = {settings.mnemos_user!r}: no such account on {host.name}; create it "
             "or set mnemos_user to an existing account",
         ])
-    return HostContext(settings=settings, snap=snap, user=snap.user, group=snap.user_group,
-                       home=snap.user_home)
+    ctx = HostContext(settings=settings, snap=snap, user=snap.user, group=snap.user_group,
+                      home=snap.user_home)
+    _check_locations(ctx)
+    return ctx
+
+
+def _check_locations(ctx: HostContext) -> None:
+    """What only the host can tell: paths given as absolute ones that are the home directory
+    itself, or a state file inside the tree."""
+    home = ctx.home.rstrip("/") or "/"
+    problems = []
+    for key, path in (("mnemos_root", ctx.root), ("secrets_state_path", ctx.secrets_state_path),
+                      ("vault_keys_path", ctx.vault_keys_path)):
+        if path.rstrip("/") in (home, "/"):
+            problems.append(f"{key} = {path!r} is the home directory of {ctx.user} itself; "
+                            "choose a directory of its own, e.g. ~/mnemos")
+        elif key != "mnemos_root" and path.startswith(ctx.root.rstrip("/") + "/"):
+            problems.append(f"{key} = {path!r} lies inside mnemos_root ({ctx.root}), a git "
+                            "repository; keep it outside, e.g. ~/.config/mnemos/")
+    if problems:
+        fail(f"{len(problems)} problem(s) in the settings; nothing on the host was changed:",
+             problems)
 
 
 def skip_setup(ctx: HostContext, service: str, enabled: bool, manual: str) -> bool:

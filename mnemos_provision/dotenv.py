@@ -220,6 +220,24 @@ def resolve(context: dict[str, str], secrets: dict[str, str], overrides: dict[st
     return values
 
 
+def references(value: str) -> list[str]:
+    """The {NAME} references in a value."""
+    return _REF.findall(value)
+
+
+def parse(text: str) -> dict[str, str]:
+    """NAME=value lines of a .env this module wrote (values as `quote` writes them)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, raw = line.partition("=")
+        if raw.startswith("'") and raw.endswith("'") and len(raw) >= 2:
+            raw = raw[1:-1].replace("'\\''", "'")
+        values[name.strip()] = raw
+    return values
+
+
 def quote(value: str) -> str:
     """A value as one .env line understands it in Compose, POSIX sh and bash alike."""
     if value == "" or re.fullmatch(r"[A-Za-z0-9_./:@,=+%-]*", value):

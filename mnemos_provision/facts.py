@@ -170,6 +170,7 @@ class PathState:
     sha256: str | None = None
     size: int | None = None
     mtime: int | None = None  # seconds since the epoch
+    links: int = 1  # hard links to the inode (more than one: the same file is also elsewhere)
 
 
 class TreeState(FactBase):
@@ -192,7 +193,7 @@ class TreeState(FactBase):
         hashes = f"sha256sum -- {quoted_files} 2>/dev/null; " if files else ""
         return (
             f"cd {shlex.quote(root)} 2>/dev/null || exit 0; "
-            f"stat -c 'S|%F|%a|%U|%G|%s|%Y|%n' -- {quoted_dirs} {quoted_files} {quoted_unhashed} "
+            f"stat -c 'S|%F|%a|%U|%G|%s|%Y|%h|%n' -- {quoted_dirs} {quoted_files} {quoted_unhashed} "
             f"2>/dev/null; {hashes}true"
         )
 
@@ -201,8 +202,9 @@ class TreeState(FactBase):
         hashes: dict[str, str] = {}
         for line in output:
             if line.startswith("S|"):
-                _, kind, mode, owner, group, size, mtime, name = line.split("|", 7)
-                states[name] = PathState(kind, mode, owner, group, None, int(size), int(mtime))
+                _, kind, mode, owner, group, size, mtime, links, name = line.split("|", 8)
+                states[name] = PathState(kind, mode, owner, group, None, int(size), int(mtime),
+                                         int(links))
             else:
                 digest, _, name = line.partition("  ")
                 hashes[name] = digest

@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import secrets
 import shlex
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Callable
@@ -50,18 +52,52 @@ def _fact(cls, **kwargs):
     return fact_batch.read(host, cls, **kwargs)
 
 
-def _secret_upload(content: bytes, dest: str, staging_dir: str, user: str, group: str):
+def _staged_name(directory: str, dest: str) -> str:
+    """An unpredictable name beside nothing anyone could have planted: 128 random bits."""
+    return posixpath.join(directory, f".{posixpath.basename(dest)}.mnemos-{secrets.token_hex(16)}")
+
+
+def _secret_upload(content: bytes, dest: str, user: str, group: str, swap: StateSwap | None = None):
     """
-    Commands that write a secret file without it ever existing with a wider mode: the upload lands
-    in `staging_dir` (0700), gets mode 0600 and its owner there, then moves into place.
+    Commands that write a secret file without it ever being readable by another account: a new
+    0700 directory under an unpredictable name beside `dest` (same filesystem: the final rename is
+    atomic), the upload into it, mode 0600 and the owner set there, then the rename into place
+    (a rename never follows a symlink at `dest`; a full disk leaves no half file at `dest`).
+    With `swap`, the rename happens only while `dest` is still the file the run read, under flock
+    on `swap.lock`.
     """
-    staged = posixpath.join(staging_dir, ".upload-" + hashlib.sha256(dest.encode()).hexdigest()[:16])
-    yield StringCommand(f"install -d -m 700 {shlex.quote(staging_dir)}")
+    q = shlex.quote
+    stage = _staged_name(posixpath.dirname(dest), dest)
+    staged = posixpath.join(stage, posixpath.basename(dest))
+    yield StringCommand(f"mkdir -m 700 {q(stage)}")
     yield FileUploadCommand(BytesIO(content), staged)
+    prepare = f"chmod 600 {q(staged)} && chown {q(user)}:{q(group)} {q(staged)}"
+    if swap is None:
+        yield StringCommand(f"{prepare} && mv -f {q(staged)} {q(dest)} && rmdir {q(stage)}")
+        return
+    keep = 'mv -f "$d" "$d.damaged-$(date -u +%Y%m%dT%H%M%SZ)" && ' if swap.keep_damaged else ""
     yield StringCommand(
-        f"chmod 600 {shlex.quote(staged)} && chown {shlex.quote(user)}:{shlex.quote(group)} "
-        f"{shlex.quote(staged)} && mv -f {shlex.quote(staged)} {shlex.quote(dest)}"
+        f"t={q(stage)}; s={q(staged)}; d={q(dest)}; l={q(swap.lock)}; {prepare} && ( "
+        f'exec 9>>"$l" && chown {q(user)}:{q(group)} "$l" && chmod 600 "$l" || exit 1; '
+        f'if ! flock -w {swap.wait} 9; then rm -rf "$t"; echo "mnemos: another run has held $l for '
+        f'{swap.wait} s (last holder: $(head -c 200 "$l")); try again once it has finished" >&2; '
+        "exit 1; fi; "
+        'if [ -e "$d" ]; then cur=$(sha256sum < "$d" | cut -c1-64); else cur=absent; fi; '
+        f'if [ "$cur" != {q(swap.expected)} ]; then rm -rf "$t"; echo "mnemos: $d was written by '
+        'another run after this run read it (that run: $(head -c 200 "$l")); this run stopped '
+        'before writing anything from it: run again" >&2; exit 1; fi; '
+        f'{keep}mv -f "$s" "$d" && rmdir "$t" && printf \'%s\\n\' {q(swap.holder)} > "$l" )'
     )
+
+
+@dataclass(frozen=True)
+class StateSwap:
+    """A compare-and-swap of a state file: written only while it is still the file read."""
+    expected: str  # sha256 of the file read, or "absent"
+    lock: str  # the flock file
+    holder: str  # who writes (shown to a run that waits or loses)
+    keep_damaged: bool = False  # move the file read aside instead of replacing it
+    wait: int = 60  # seconds a run waits for the lock
 
 
 def _secret_file_facts(path: str, **_):
@@ -70,7 +106,8 @@ def _secret_file_facts(path: str, **_):
 
 @batched_operation(_secret_file_facts)
 @operation()
-def secret_file(path: str, content: bytes, user: str, group: str, staging_dir: str):
+def secret_file(path: str, content: bytes, user: str, group: str,
+                swap: StateSwap | None = None, create_dirs: bool = False):
     """
     Write a file that holds secrets: mode 0600, compared by sha256, its text never handed to the
     diff printer or the output (unlike files.put/files.template under --diff).
@@ -78,25 +115,42 @@ def secret_file(path: str, content: bytes, user: str, group: str, staging_dir: s
     + path: remote path of the file
     + content: the bytes it must hold
     + user, group: its owner
-    + staging_dir: a 0700 directory on the same filesystem where the upload lands first
+    + swap: write only while the file is still the one read (StateSwap), under flock
+    + create_dirs: create the missing directories above `path` for `user` (the last one 0700);
+      an existing directory is never changed
 
     **Example:**
 
     .. code:: python
 
         secret_file(path="/home/dev/.config/mnemos/secrets.json", content=b"{...}",
-                    user="dev", group="dev", staging_dir="/home/dev/.config/mnemos")
+                    user="dev", group="dev", swap=StateSwap(expected="absent", lock="/home/dev/.config/mnemos/secrets.json.lock",
+                                   holder="laptop pid 4242"), create_dirs=True)
     """
     name = posixpath.basename(path)
     state = _fact(TreeState, root=posixpath.dirname(path), dirs=[], files=[name]).get(name)
+    q = shlex.quote
     if state is not None and state.sha256 == _sha256(content):
         if state.mode == "600" and (state.owner, state.group) == (user, group):
             host.noop(f"secret file {path} is up to date (0600, {user}:{group})")
             return
-        yield StringCommand(f"chmod 600 {shlex.quote(path)} && chown {shlex.quote(user)}:"
-                            f"{shlex.quote(group)} {shlex.quote(path)}")
+        yield StringCommand(f"chmod 600 {q(path)} && chown {q(user)}:{q(group)} {q(path)}")
         return
-    yield from _secret_upload(content, path, staging_dir, user, group)
+    if create_dirs:
+        # each missing directory, top down, for the user: parents 0755, the file's own 0700. A
+        # directory that another run created meanwhile is taken only as the user's, 0700-like.
+        yield StringCommand(
+            f"d={q(posixpath.dirname(path))}; last=$d; set --; "
+            'while [ ! -e "$d" ] && [ ! -L "$d" ]; do set -- "$d" "$@"; d=$(dirname "$d"); done; '
+            'for d; do if [ "$d" = "$last" ]; then m=700; else m=755; fi; '
+            'if mkdir -m $m "$d" 2>/dev/null; then '
+            f'chown {q(user)}:{q(group)} "$d" || exit 1; fi; done; '
+            'if [ -L "$last" ] || [ ! -d "$last" ] || '
+            f'[ "$(stat -c %U "$last")" != {q(user)} ] || '
+            '[ $(( 0$(stat -c %a "$last") & 022 )) -ne 0 ]; then '
+            'echo "mnemos: $last appeared meanwhile and is not a directory of '
+            f'{user} that only {user} can write; nothing was written" >&2; exit 1; fi')
+    yield from _secret_upload(content, path, user, group, swap)
 
 
 def _print_diffs(root: str, uploads: list[TreeEntry], state: dict) -> None:
@@ -115,6 +169,27 @@ def _print_diffs(root: str, uploads: list[TreeEntry], state: dict) -> None:
         logger.info("")
 
 
+def _foreign_path(full: str, kind: str, current) -> str | None:
+    """Why a managed path cannot be written: a symlink, another type, or a second name of a file
+    elsewhere (None: it can). Nothing is ever written through such a path."""
+    if current.kind == "symbolic link":
+        return f"{full} is a symbolic link; the deploy never writes through one"
+    if kind == "directory" and current.kind != "directory":
+        return f"{full} should be a directory but is a {current.kind}"
+    if kind != "directory" and not current.kind.startswith("regular"):
+        return f"{full} should be a regular file but is a {current.kind}"
+    if kind != "directory" and current.links > 1:
+        return (f"{full} is a hard link ({current.links} names for one file): writing it would "
+                "change the other names too")
+    return None
+
+
+def fail_command(message: str) -> StringCommand:
+    """A command that fails with `message` on stderr: pyinfra reports it as the operation's error
+    for this host (no traceback), and the host's later operations do not run."""
+    return StringCommand(f"echo {shlex.quote('mnemos: ' + message)} >&2; exit 1")
+
+
 def _tree_probe(entries: list[TreeEntry], git_init: bool) -> tuple[list[str], list[str]]:
     """(directories, files) the TreeState fact of sync_tree reads."""
     dirs = [e.path for e in entries if e.kind == "directory"]
@@ -129,17 +204,17 @@ def _sync_tree_facts(root: str, entries: list[TreeEntry], git_init: bool = True,
 
 @batched_operation(_sync_tree_facts)
 @operation()
-def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, staging_dir: str,
+def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str,
               git_init: bool = True):
     """
     Converge a whole rendered tree in a bounded number of round trips: one fact reads type, mode,
     owner and sha256 of every managed path; only what differs is created, uploaded or fixed.
-    Secret entries are written through a 0700 staging directory and never shown in a diff.
+    Every file is written under a temporary name and renamed into place; secret entries through a
+    new 0700 directory beside them, never shown in a diff.
 
     + root: absolute path of the tree
     + entries: TreeEntry list from mnemos_provision.render.render_tree
     + user, group: owner of every managed path
-    + staging_dir: 0700 directory (same filesystem) where secret uploads land first
     + git_init: run ``git init -b main`` when ``root/.git`` does not exist
 
     **Example:**
@@ -147,7 +222,7 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, stagin
     .. code:: python
 
         sync_tree(root="/home/dev/mnemos", entries=render_tree(settings, "/home/dev", secrets),
-                  user="dev", group="dev", staging_dir="/home/dev/.config/mnemos")
+                  user="dev", group="dev")
     """
     probe_dirs, files = _tree_probe(entries, git_init)
     state = _fact(TreeState, root=root, dirs=probe_dirs, files=files)
@@ -173,6 +248,13 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, stagin
         chowns.append(root)
     else:
         want(".", state["."].mode)  # the root keeps its mode; only the owner is ours
+    foreign = [reason for entry in entries if entry.path in state
+               for reason in [_foreign_path(posixpath.join(root, entry.path), entry.kind,
+                                            state[entry.path])] if reason]
+    if foreign:
+        yield fail_command("; ".join(foreign) + ". Nothing was written: move "
+                           f"{'it' if len(foreign) == 1 else 'them'} away and run again")
+        return
     for entry in entries:
         full = posixpath.join(root, entry.path)
         current = state.get(entry.path)
@@ -181,13 +263,9 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, stagin
                 mkdirs.append(full)
                 chmods.setdefault(entry.mode, []).append(full)
                 chowns.append(full)
-            elif current.kind != "directory":
-                raise ValueError(f"{full} should be a directory but is a {current.kind}; move it away")
             else:
                 want(entry.path, entry.mode)
             continue
-        if current is not None and current.kind != "regular file" and current.kind != "regular empty file":
-            raise ValueError(f"{full} should be a file but is a {current.kind}; move it away")
         if current is None or current.sha256 != _sha256(entry.content or b""):
             uploads.append(entry)
         else:
@@ -204,18 +282,26 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str, stagin
 
     if mkdirs:
         yield StringCommand("mkdir -p " + " ".join(q(p) for p in mkdirs))
+    # Every file is uploaded under an unpredictable name beside its place, given its mode and
+    # owner there, and renamed into place: a full disk never leaves a half file, and a rename
+    # replaces a path without writing through it.
+    renames: list[tuple[str, str]] = []
     for entry in uploads:
         full = posixpath.join(root, entry.path)
         if entry.secret:
-            yield from _secret_upload(entry.content or b"", full, staging_dir, user, group)
+            yield from _secret_upload(entry.content or b"", full, user, group)
         else:
-            yield FileUploadCommand(BytesIO(entry.content or b""), full)
-            chmods.setdefault(entry.mode, []).append(full)
-            chowns.append(full)
+            staged = _staged_name(posixpath.dirname(full), full)
+            yield FileUploadCommand(BytesIO(entry.content or b""), staged)
+            chmods.setdefault(entry.mode, []).append(staged)
+            chowns.append(staged)
+            renames.append((staged, full))
     for mode, paths in sorted(chmods.items()):
         yield StringCommand(f"chmod {mode} " + " ".join(q(p) for p in paths))
     if chowns:
         yield StringCommand(f"chown {q(user)}:{q(group)} " + " ".join(q(p) for p in chowns))
+    if renames:
+        yield StringCommand(" && ".join(f"mv -f {q(a)} {q(b)}" for a, b in renames))
     if needs_git:
         yield StringCommand(
             f"git -C {q(root)} init -q -b main && chown -R {q(user)}:{q(group)} {q(root)}/.git"

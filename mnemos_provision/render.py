@@ -8,10 +8,12 @@ roles/tree.py hands the entries to the sync_tree operation.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+import yaml
 
 from mnemos_provision import dotenv
 from mnemos_provision.settings import REPO_ROOT, Settings
@@ -165,6 +167,25 @@ def _health_checks(settings: Settings) -> list[dict]:
     return checks
 
 
+class RenderError(ValueError):
+    """A rendered file that its own format does not accept (a bad setting made it invalid)."""
+
+
+def _check_format(rel: str, text: str) -> None:
+    """Parse each rendered YAML and JSON file before it can be written."""
+    try:
+        if rel.endswith((".yml", ".yaml")):
+            yaml.safe_load(text)
+        elif rel.endswith(".json"):
+            json.loads(text)
+    except (yaml.YAMLError, ValueError) as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "lineno", None)
+        where = f" (line {mark.line + 1})" if hasattr(mark, "line") else (
+            f" (line {mark})" if isinstance(mark, int) else "")
+        raise RenderError(f"{rel} would not be valid {'JSON' if rel.endswith('.json') else 'YAML'}"
+                          f"{where}: check the settings it renders (e.g. dotenv_overrides)") from None
+
+
 def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[TreeEntry]:
     """Every directory and file of the tree, rendered. `home` is mnemos_user's home directory."""
     env_values = dotenv.resolve(dotenv_context(settings, home), secrets,
@@ -192,6 +213,7 @@ def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[
     entries = [TreeEntry(d, "directory", "755") for d in all_dirs()]
     for rel in template_paths():
         text = jenv.get_template(rel + ".j2").render(**context)
+        _check_format(rel, text)
         if rel in SECRET_FILES:
             mode = "600"
         elif rel in EXECUTABLE:

@@ -93,6 +93,7 @@ class Settings:
     mnemos_root: str
     secrets_state_path: str
     vault_keys_path: str
+    secrets_file: str | None
     secrets: dict
     preflight_strict: bool
     supported_os: dict
@@ -311,6 +312,8 @@ def validate(data: dict[str, Any], controller_path_exists=lambda p: Path(p).is_f
     c.string("mnemos_user", allow_none=True)
     for key in ("mnemos_root", "secrets_state_path", "vault_keys_path"):
         c.path(key)
+    _check_locations(c)
+    c.path("secrets_file", allow_none=True)
     c.path("compose_plugin_binary", allow_none=True)
     if c.out.get("compose_plugin_binary") and not controller_path_exists(
         merged["compose_plugin_binary"]
@@ -366,8 +369,10 @@ def validate(data: dict[str, Any], controller_path_exists=lambda p: Path(p).is_f
             c.fail("image_archives", archive, "no such file on the machine running pyinfra (the controller)")
     c.string_list("compose_profiles", choices=LAYERS + SERVICES)
 
-    for key in ("docker_daemon_config", "tool_downloads", "supported_os", "dotenv_overrides"):
+    for key in ("docker_daemon_config", "tool_downloads"):
         c.mapping(key)
+    _check_supported_os(c)
+    _check_dotenv_overrides(c, merged)
     _check_schedule(c, merged)
     _check_bind_address(c, merged)
     _check_images(c, merged)
@@ -405,6 +410,8 @@ def _check_schedule(c: _Checker, merged: dict) -> None:
 
 def _check_bind_address(c: _Checker, merged: dict) -> None:
     value = merged["bind_address"]
+    if not isinstance(value, str):
+        return c.fail("bind_address", value, "expected an IP address such as 127.0.0.1")
     try:
         c.out["bind_address"] = str(ipaddress.ip_address(value))
     except ValueError:
@@ -446,6 +453,8 @@ def _check_subnets(c: _Checker, merged: dict) -> None:
             c.fail(key, cidr, f"unknown network{_closest(name, NETWORKS)}; expected {', '.join(NETWORKS)}")
             continue
         try:
+            if not isinstance(cidr, str):
+                raise TypeError("not a string")
             net = ipaddress.ip_network(cidr, strict=True)
         except (ValueError, TypeError) as exc:
             c.fail(key, cidr, f"expected a network in CIDR notation like 172.20.0.0/24 ({exc})")
@@ -488,11 +497,21 @@ MIN_SECRET_LENGTH = 16
 WEAK_SECRETS = {"password", "changeme", "admin", "secret", "mnemos", "letmein", "123456", "qwerty"}
 
 
+# Characters a supplied secret may hold: RFC 3986's unreserved set, so that a secret is the same
+# text unquoted in .env, in every URL of .env (user:password@host) and in shell commands.
+SECRET_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 def _check_secrets(c: _Checker, merged: dict) -> None:
     secrets = c.mapping("secrets")
     if secrets is None:
         return
     from mnemos_provision.secret_store import Secrets
+    from_file = _read_secrets_file(c, merged)
+    for name in sorted(set(from_file) & set(secrets)):
+        c.fail(f"secrets[{name!r}]", "<hidden>",
+               f"also given in secrets_file {merged['secrets_file']!r}; supply each secret once")
+    secrets = {**secrets, **from_file}
     c.out["secrets"] = Secrets(secrets)  # never shown in a repr, a traceback or a log
     for name, value in secrets.items():
         key = f"secrets[{name!r}]"
@@ -510,9 +529,10 @@ def _check_secrets(c: _Checker, merged: dict) -> None:
                    f"too weak: use at least {MIN_SECRET_LENGTH} characters, not a common word, e.g. "
                    "`openssl rand -hex 24`; or remove it and the deploy generates one")
             continue
-        if any(ch in value for ch in "$'\"\\` \n#"):
-            c.fail(key, "<hidden>", "must not contain $ ' \" \\ ` # or whitespace (it goes into .env "
-                   "and URLs unquoted)")
+        if not SECRET_CHARACTERS.fullmatch(value):
+            c.fail(key, "<hidden>", "may hold only letters, digits and . _ ~ - (it goes unquoted "
+                   "into .env and into URLs such as DATABASE_URL, where @ / ? % : # and others "
+                   "would change the URL); e.g. `openssl rand -hex 24`")
 
 
 def _check_tool_downloads(c: _Checker, merged: dict) -> None:
@@ -529,3 +549,108 @@ def _check_tool_downloads(c: _Checker, merged: dict) -> None:
             isinstance(v, str) and len(v) == 64 for v in spec["sha256"].values()
         ):
             c.fail(f"{key}['sha256']", spec["sha256"], "expected {arch: 64-hex-digit sha256}")
+
+
+def _read_secrets_file(c: _Checker, merged: dict) -> dict:
+    """The secrets of `secrets_file` (controller): a mapping of names to values, mode 0600."""
+    path = c.out.get("secrets_file")
+    if not path:
+        return {}
+    if path.startswith("~/"):
+        path = str(Path.home()) + path[1:]
+    key = "secrets_file"
+    try:
+        info = Path(path).stat()
+    except OSError as exc:
+        c.fail(key, merged[key], f"cannot be read on the machine running pyinfra ({exc.strerror})")
+        return {}
+    if info.st_mode & 0o077:
+        c.fail(key, merged[key], f"has mode {oct(info.st_mode & 0o777)[2:]}: other accounts can "
+               f"read it; run `chmod 600 {path}`")
+        return {}
+    import yaml
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        # the parser's message may quote the file's text: only its position is repeated here
+        where = getattr(exc, "problem_mark", None)
+        c.fail(key, merged[key], "is not valid YAML or JSON"
+               + (f" (line {where.line + 1})" if where else ""))
+        return {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        c.fail(key, merged[key], "expected a mapping of secret names to values, e.g. "
+               "POSTGRES_PASSWORD: <value>")
+        return {}
+    return {str(name): value for name, value in data.items()}
+
+
+# Directories the tree or the secret state may never be, nor (the first group) lie inside.
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
+                "/run", "/sbin", "/sys", "/usr")
+SYSTEM_DIRS = ("/", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var",
+               "/var/lib", "/var/tmp", "/var/log", "/dev/shm", "~")
+WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/shm", "/var/crash")
+
+
+def _check_locations(c: _Checker) -> None:
+    """mnemos_root and the state files: never /, a system directory or the home directory itself;
+    the secret state outside the tree (which is a git repository) and out of shared directories."""
+    def inside(path: str, parent: str) -> bool:
+        return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+    for key in ("mnemos_root", "secrets_state_path", "vault_keys_path"):
+        path = c.out.get(key)
+        if path is None:
+            continue
+        if path in SYSTEM_DIRS or any(inside(path, d) for d in SYSTEM_TREES):
+            c.fail(key, path, "is / , a system directory or the home directory itself; choose a "
+                   "directory of its own, e.g. ~/mnemos or /srv/mnemos")
+            continue
+        if key != "mnemos_root":
+            # a directory of its own is checked on the host (0700-like, the user's); here: never
+            # straight in a directory every account can write
+            if str(Path(path).parent) in WORLD_WRITABLE:
+                c.fail(key, path, "lies straight in a directory every account can write; keep it "
+                       "in a directory of its own, e.g. ~/.config/mnemos/")
+                continue
+            root = c.out.get("mnemos_root")
+            if root and inside(path, root):
+                c.fail(key, path, f"lies inside mnemos_root ({root}), a git repository whose files "
+                       "get copied and committed; keep it outside, e.g. ~/.config/mnemos/")
+
+
+def _check_supported_os(c: _Checker) -> None:
+    value = c.mapping("supported_os")
+    if value is None:
+        return
+    for name, versions in value.items():
+        if not isinstance(name, str) or not isinstance(versions, (list, tuple)) or not all(
+                isinstance(v, str) for v in versions):
+            c.fail(f"supported_os[{name!r}]", versions,
+                   'expected a list of version strings, e.g. {"debian": ["12"]}')
+
+
+def _check_dotenv_overrides(c: _Checker, merged: dict) -> None:
+    """Keys of .env.example only, string values on one line, no secret set or copied."""
+    from mnemos_provision import dotenv
+    overrides = c.mapping("dotenv_overrides")
+    if overrides is None:
+        return
+    secret_names = set(dotenv.SECRET_VARS) | set(dotenv.SECRET_LENGTHS)
+    for name, value in overrides.items():
+        key = f"dotenv_overrides[{name!r}]"
+        if name not in dotenv.NAMES:
+            c.fail(key, value, f"not a variable of .env.example{_closest(str(name), dotenv.NAMES)}")
+        elif name in secret_names:
+            c.fail(key, "<hidden>", "is a secret: supply it in secrets_file (or `secrets`), not as "
+                   "an override")
+        elif not isinstance(value, str):
+            c.fail(key, value, f'expected a string, e.g. "{value}"')
+        elif "\n" in value or "\r" in value or "\0" in value:
+            c.fail(key, value, "expected one line (no newline): the value is written into .env and "
+                   "into configs such as prometheus.yml")
+        elif any(ref in secret_names for ref in dotenv.references(value)):
+            c.fail(key, value, "refers to a secret; a secret may reach only .env (0600), never a "
+                   "config file or the output")

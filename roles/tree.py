@@ -1,74 +1,105 @@
 """
-The MNEMOS tree: secrets (read from the host's state file, completed, written back only when
-new), then every directory and rendered file of the design in one batched operation.
+The MNEMOS tree: secrets (read from the host's state file, recovered or refused when it is lost,
+completed, written back by compare-and-swap), then every directory and rendered file of the
+design in one batched operation.
 """
 
 from __future__ import annotations
 
 import base64
-import posixpath
+import os
 import shlex
+import socket
+import time
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import server
 
 from mnemos_provision import secret_store
-from mnemos_provision.context import HostContext, fail
+from mnemos_provision.context import HostContext, fail, run_as_operations
 from mnemos_provision.fact_batch import later
-from mnemos_provision.operations import secret_file, sync_tree
-from mnemos_provision.render import render_tree
+from mnemos_provision.operations import StateSwap, secret_file, sync_tree
+from mnemos_provision.render import RenderError, render_tree
 
 
 def read_remote_file(path: str) -> bytes | None:
     """
-    A (secret) file's bytes in one command, None when it does not exist. Run with
-    print_output=False: its text never reaches pyinfra's output, whatever the verbosity.
+    A (secret) file's bytes in one command, None when it does not exist; read with the
+    privileges of the run's operations, its text never in pyinfra's output at any verbosity.
     """
     q = shlex.quote(path)
-    ok, output = host.run_shell_command(
-        f"if [ -f {q} ]; then echo PRESENT; base64 {q}; else echo MISSING; fi",
-        print_output=False, print_input=False)
-    lines = output.stdout_lines
+    ok, lines, stderr = run_as_operations(
+        f"if [ -f {q} ]; then echo PRESENT; base64 {q}; else echo MISSING; fi")
     if not ok or not lines:
-        raise OSError(f"cannot read {path} on {host.name}: {' '.join(output.stderr_lines)}")
+        raise OSError(f"cannot read {path} on {host.name}: {' '.join(stderr)}")
     if lines[0] == "MISSING":
         return None
     return base64.b64decode("".join(lines[1:]))
 
 
-# Secrets of this run, per host: decided once (read, completed with new ones where missing) and
-# shared by every role, so that roles never generate different values for the same secret.
-_RUN_SECRETS: dict[str, dict[str, str]] = {}
+# The secret decision of this run, per host: made once (read, recovered, completed) and shared by
+# every role, so that roles never generate different values for the same secret.
+_RUN_SECRETS: dict[str, secret_store.Decision] = {}
 
 
-def load_secrets(ctx: HostContext) -> dict[str, str]:
+def load_secrets(ctx: HostContext) -> secret_store.Secrets:
+    return secret_decision(ctx).values
+
+
+def secret_decision(ctx: HostContext) -> secret_store.Decision:
     if host.name not in _RUN_SECRETS:
-        _RUN_SECRETS[host.name] = _read_and_complete(ctx)
+        _RUN_SECRETS[host.name] = _decide(ctx)
     return _RUN_SECRETS[host.name]
 
 
-def _read_and_complete(ctx: HostContext) -> dict[str, str]:
+def _decide(ctx: HostContext) -> secret_store.Decision:
+    path = ctx.secrets_state_path
+    env_path = f"{ctx.root}/.env"
+    ok, lines, stderr = run_as_operations(secret_store.read_command(
+        path, env_path, f"{ctx.root}/data/backups", ctx.settings.compose_project))
+    if not ok:
+        fail("the secret state could not be read; nothing on the host was changed:",
+             [f"{path}: {' '.join(stderr)[-300:] or 'the read command failed'}"])
+    found = secret_store.parse_read(lines)
+    problem = secret_store.state_dir_problem(found.state_dir, path, ctx.user)
+    if problem:
+        fail("the secret state cannot be kept safely; nothing on the host was changed:", [problem])
     try:
-        stored = secret_store.parse(read_remote_file(ctx.secrets_state_path))
-    except ValueError as exc:
-        fail("the secret state file cannot be read; nothing on the host was changed:",
-             [f"{ctx.secrets_state_path}: {exc}. Restore it from a backup; deleting it rotates "
-              "every secret and locks the stack out of its existing data"])
-    return secret_store.complete(stored, ctx.settings.secrets)
+        decision = secret_store.decide(found, ctx.settings.secrets, state_path=path,
+                                       env_path=env_path, project=ctx.settings.compose_project)
+    except secret_store.StateError as exc:
+        fail("the secret state cannot be used or recovered; nothing on the host was changed:",
+             exc.problems)
+        raise  # unreachable: fail() exits
+    for note in decision.notes:
+        logger.warning(f"[{host.name}] {note}")
+    return decision
+
+
+def _holder() -> str:
+    return (f"{socket.gethostname()} pid {os.getpid()} at "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
 
 
 @deploy("MNEMOS tree")
 def tree(ctx: HostContext):
-    values = load_secrets(ctx)
-    staging = posixpath.dirname(ctx.secrets_state_path)
+    decision = secret_decision(ctx)
+    values = decision.values
+    try:
+        entries = render_tree(ctx.settings, ctx.home, values)
+    except RenderError as exc:
+        fail("a rendered file would be invalid; nothing on the host was changed:", [str(exc)])
     secret_file(name="Keep the secret state file (0600, outside git)",
                 path=ctx.secrets_state_path, content=secret_store.serialize(values),
-                user=ctx.user, group=ctx.group, staging_dir=staging)
+                user=ctx.user, group=ctx.group,
+                swap=StateSwap(expected=decision.expected, lock=ctx.secrets_state_path + ".lock",
+                               holder=_holder(), keep_damaged=decision.damaged),
+                create_dirs=decision.state_dir_missing)
     sync_tree(name=f"Lay out and render the MNEMOS tree at {ctx.root}",
-              root=ctx.root, entries=render_tree(ctx.settings, ctx.home, values),
-              user=ctx.user, group=ctx.group, staging_dir=staging)
+              root=ctx.root, entries=entries,
+              user=ctx.user, group=ctx.group)
     certificates(ctx)
 
 

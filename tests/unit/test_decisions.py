@@ -6,6 +6,8 @@ Snapshot fixture: WSL or not, Docker Desktop or not, systemd or not, ports and r
 
 from __future__ import annotations
 
+import re
+
 import getpass
 import grp
 import hashlib
@@ -202,7 +204,7 @@ def test_sync_tree_noop_when_everything_matches():
              "config": PathState("directory", "755", "dev", "dev"),
              "config/a.yml": PathState("regular file", "644", "dev", "dev", _sha(b"a: 1\n"))}
     commands, noops = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
-                             entries=entries, user="dev", group="dev", staging_dir="/s")
+                             entries=entries, user="dev", group="dev")
     assert commands == [] and "all 2 managed paths up to date" in noops[0]
 
 
@@ -219,25 +221,51 @@ def test_sync_tree_repairs_only_what_drifted():
              "config/b.yml": PathState("regular file", "644", "dev", "dev", _sha(b"b: 1\n")),
              ".env": PathState("regular file", "644", "dev", "dev", _sha(b"SECRET=x\n"))}
     commands, _ = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
-                         entries=entries, user="dev", group="dev", staging_dir="/s")
+                         entries=entries, user="dev", group="dev")
+    staged = re.fullmatch(r"UPLOAD (/r/config/\.a\.yml\.mnemos-[0-9a-f]{32})", commands[1])
+    assert staged, commands[1]
+    staged = staged.group(1)
+    # uploaded under an unpredictable name beside its place, mode and owner set, then renamed
     assert commands == [
         "mkdir -p /r/logs",
-        "UPLOAD /r/config/a.yml",
+        f"UPLOAD {staged}",
         "chmod 600 /r/.env",
-        "chmod 644 /r/config/a.yml",
+        f"chmod 644 {staged}",
         "chmod 755 /r/logs",
-        "chown dev:dev /r/logs /r/config/a.yml",
+        f"chown dev:dev /r/logs {staged}",
+        f"mv -f {staged} /r/config/a.yml",
     ]
 
 
-def test_sync_tree_writes_secrets_through_the_staging_directory_and_inits_git():
+@pytest.mark.parametrize("kind,links,fragment", [
+    ("symbolic link", 1, "/r/config/a.yml is a symbolic link; the deploy never writes through one"),
+    ("directory", 2, "/r/config/a.yml should be a regular file but is a directory"),
+    ("regular file", 2, "/r/config/a.yml is a hard link (2 names for one file)"),
+])
+def test_sync_tree_refuses_a_path_it_would_write_through(kind, links, fragment):
+    entries = [TreeEntry("config", "directory", "755"),
+               TreeEntry("config/a.yml", "file", "644", b"a: 1\n")]
+    state = {".": PathState("directory", "755", "dev", "dev"),
+             ".git": PathState("directory", "755", "dev", "dev"),
+             "config": PathState("directory", "755", "dev", "dev"),
+             "config/a.yml": PathState(kind, "644", "dev", "dev", _sha(b"old"), links=links)}
+    commands, _ = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
+                         entries=entries, user="dev", group="dev")
+    assert len(commands) == 1 and commands[0].endswith(">&2; exit 1"), commands
+    assert fragment in commands[0]
+
+
+def test_sync_tree_writes_secrets_through_a_new_private_directory_and_inits_git():
     entries = [TreeEntry(".env", "file", "600", b"SECRET=x\n", secret=True)]
     state = {".": PathState("directory", "755", "dev", "dev")}
     commands, _ = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
-                         entries=entries, user="dev", group="dev", staging_dir="/s")
-    assert commands[0] == "install -d -m 700 /s"
-    assert commands[1].startswith("UPLOAD /s/.upload-")
-    assert commands[2].startswith("chmod 600 /s/.upload-") and commands[2].endswith("/r/.env")
+                         entries=entries, user="dev", group="dev")
+    stage = re.fullmatch(r"mkdir -m 700 (/r/\.\.env\.mnemos-[0-9a-f]{32})", commands[0])
+    assert stage, commands[0]
+    stage = stage.group(1)
+    assert commands[1] == f"UPLOAD {stage}/.env"
+    assert commands[2] == (f"chmod 600 {stage}/.env && chown dev:dev {stage}/.env && "
+                           f"mv -f {stage}/.env /r/.env && rmdir {stage}")
     assert commands[-1].startswith("git -C /r init -q -b main")
     assert not any("SECRET" in c for c in commands)
 
@@ -395,17 +423,20 @@ def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
     import roles.tree as tree_role
     from mnemos_provision.context import HostContext
 
-    class NoStateFile:
-        name = "fresh-host"
+    reads = []
 
-        def run_shell_command(self, command, **kwargs):
-            return True, SimpleNamespace(stdout_lines=["MISSING"], stderr_lines=[])
+    def fresh_host(command):  # what a fresh host answers to the state read: nothing at all
+        reads.append(command)
+        return True, ["== state missing", "== env missing", "== state_dir missing",
+                      "== backups 0", "== volumes docker"], []
 
-    monkeypatch.setattr(tree_role, "host", NoStateFile())
+    monkeypatch.setattr(tree_role, "host", SimpleNamespace(name="fresh-host"))
+    monkeypatch.setattr(tree_role, "run_as_operations", fresh_host)
     monkeypatch.setattr(tree_role, "_RUN_SECRETS", {})
     ctx = HostContext(validate({}), snapshot(), "dev", "dev", "/home/dev")
     first = tree_role.load_secrets(ctx)
     assert tree_role.load_secrets(ctx) == first
+    assert len(reads) == 1, "the state was read more than once in one run"
     assert first["VAULT_TOKEN"].startswith("mnemos") and len(first["VAULT_TOKEN"]) == 40
 
 

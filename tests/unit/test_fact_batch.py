@@ -122,11 +122,11 @@ from mnemos_provision.render import TreeEntry
 root, user, group = {root!r}, {user!r}, {group!r}
 entries = [TreeEntry("a.conf", "file", "644", b"one\\n")]
 sync_tree(name="first sync", root=root, entries=entries, user=user, group=group,
-          staging_dir=root, git_init=False)
+          git_init=False)
 server.shell(name="edit a.conf behind the tree's back",
              commands=["printf 'two\\\\n' > " + root + "/a.conf"], _if=lambda: {edit})
 sync_tree(name="second sync", root=root, entries=entries, user=user, group=group,
-          staging_dir=root, git_init=False)
+          git_init=False)
 '''
 
 

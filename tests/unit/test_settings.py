@@ -26,17 +26,32 @@ BAD_INPUTS = [
     (["tools=yq,trivvy"], ["tools = 'trivvy'", "unknown entry", "did you mean 'trivy'"]),
     (["compose_profiles=data,observabilty"], ["compose_profiles = 'observabilty'", "did you mean 'observability'"]),
     (["backup_schedule=daily"], ["backup_schedule = 'daily'", "5-field cron expression"]),
+    # dotenv_overrides: keys of .env.example, one-line strings, no secret set or referenced
+    (['dotenv_overrides={"LOG_LEVL": "DEBUG"}'], ["dotenv_overrides['LOG_LEVL']", "not a variable of .env.example", "did you mean 'LOG_LEVEL'"]),
+    (['dotenv_overrides={"LOG_LEVEL": 5}'], ["dotenv_overrides['LOG_LEVEL'] = 5", "expected a string"]),
+    (['dotenv_overrides={"PROMETHEUS_SCRAPE_INTERVAL": "15s\\nbad: 1"}'], ["dotenv_overrides['PROMETHEUS_SCRAPE_INTERVAL']", "expected one line"]),
+    (['dotenv_overrides={"LOKI_URL": "{POSTGRES_PASSWORD}"}'], ["dotenv_overrides['LOKI_URL']", "refers to a secret"]),
+    (['dotenv_overrides={"POSTGRES_PASSWORD": "x"}'], ["dotenv_overrides['POSTGRES_PASSWORD'] = '<hidden>'", "is a secret"]),
+    (['supported_os={"debian": 12}'], ["supported_os['debian'] = 12", "expected a list of version strings"]),
+    # where the tree and the state may be
+    (["mnemos_root=/"], ["mnemos_root = '/'", "system directory or the home directory itself"]),
+    (["mnemos_root=/etc"], ["mnemos_root = '/etc'", "system directory"]),
+    (["secrets_state_path=/tmp/mnemos-secrets.json"], ["secrets_state_path = '/tmp/mnemos-secrets.json'", "every account can write"]),
+    (["secrets_state_path=/srv/m/.config/s.json", "mnemos_root=/srv/m"], ["lies inside mnemos_root (/srv/m)"]),
+    # a supplied secret that would change every URL of .env
+    (['secrets={"POSTGRES_PASSWORD": "Zq9xW2vB7nM4kL8p@R3tY/x"}'], ["secrets['POSTGRES_PASSWORD'] = '<hidden>'", "only letters, digits and . _ ~ -"]),
 ]
 
 
 @pytest.mark.parametrize("data,fragments", BAD_INPUTS, ids=[d[0][0].split("=")[0] + ":" + d[0][0].split("=")[1] for d in BAD_INPUTS])
 def test_bad_input_stops_before_any_operation(tmp_path, data, fragments):
     root = tmp_path / "mnemos"
+    settings = {"mnemos_root": str(root), "secrets_state_path": f"{tmp_path}/state/s.json"}
+    settings.update(item.split("=", 1) for item in data)
     args = [str(REPO / ".venv/bin/pyinfra") if (REPO / ".venv/bin/pyinfra").exists() else "pyinfra",
-            "@local", "deploys/tree.py", "-y",
-            "--data", f"mnemos_root={root}", "--data", f"secrets_state_path={tmp_path}/state/s.json"]
-    for item in data:
-        args += ["--data", item]
+            "@local", "deploys/tree.py", "-y"]
+    for key, value in settings.items():
+        args += ["--data", f"{key}={value}"]
     result = run(args, cwd=REPO)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
@@ -162,3 +177,48 @@ def test_tls_certificates_are_made_once_with_private_keys(tmp_path):
     rows = parse_results(second.stdout + second.stderr)
     assert rows and not any(r["success"] for r in rows.values()), rows
     assert vault_crt.read_bytes() == before
+
+
+def test_secrets_file_is_read_by_the_deploy_and_must_be_private(tmp_path):
+    """Secrets from a 0600 file on the controller: refused while others can read it; used once
+    private; never printed, even at -vvv --debug (pyinfra prints its own data at --debug)."""
+    secret = "Zq9xW2vB7nM4kL8pR3tYa81"
+    path = tmp_path / "secrets.yml"
+    path.write_text(f"POSTGRES_PASSWORD: {secret}\n")
+    path.chmod(0o644)
+    with pytest.raises(SettingsError) as err:
+        validate({"secrets_file": str(path)})
+    assert "other accounts can read it; run `chmod 600" in str(err.value)
+    path.chmod(0o600)
+    assert validate({"secrets_file": str(path)}).secrets["POSTGRES_PASSWORD"] == secret
+    with pytest.raises(SettingsError) as err:
+        validate({"secrets_file": str(path), "secrets": {"POSTGRES_PASSWORD": secret}})
+    assert "supply each secret once" in str(err.value) and secret not in str(err.value)
+    root = tmp_path / "mnemos"
+    result = run([str(REPO / ".venv/bin/pyinfra"), "@local", "deploys/tree.py", "-y", "-vvv",
+                  "--debug", "--data", f"mnemos_root={root}", "--data",
+                  f"secrets_state_path={tmp_path}/state/s.json", "--data", f"secrets_file={path}"],
+                 cwd=REPO)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
+    assert f"POSTGRES_PASSWORD={secret}" in (root / ".env").read_text()
+    assert secret not in result.stdout + result.stderr
+
+
+def test_no_input_of_any_type_makes_a_traceback():
+    """Every setting given values of every JSON type (and bad values inside each dict setting):
+    validation either accepts it or names the problem; what it accepts renders."""
+    from mnemos_provision import render, secret_store
+    from mnemos_provision.settings import load_defaults
+    values = [None, 0, -1, 1.5, True, "", "x", "a\nb", [], ["x"], [1], {}, {"x": 1}, {"x": None}]
+    secrets = secret_store.complete({}, {})
+    for key, default in load_defaults().items():
+        cases = [{key: v} for v in values]
+        if isinstance(default, dict):
+            for inner in list(default)[:4] or ["LOG_LEVEL"]:
+                cases += [{key: {**default, inner: v}} for v in values]
+        for data in cases:
+            try:
+                settings = validate(data, controller_path_exists=lambda p: True)
+            except SettingsError:
+                continue
+            render.render_tree(settings, "/home/dev", secrets)
