@@ -201,6 +201,26 @@ def test_vault_storage_is_where_the_image_lets_vault_write_and_is_what_backups_c
         assert "/vault/data" not in text, f"{name} still names /vault/data"
 
 
+def test_vault_config_and_container_agree_on_mlock(tree):
+    """
+    Vault refuses to start when it cannot lock its memory unless `disable_mlock` is set (hashicorp/
+    vault vault/core.go, NewCore: mlock.LockMemory() fails -> "Failed to lock memory ... set the
+    `disable_mlock` configuration option"). In the image, the vault user gets mlock only from the
+    file capability the entrypoint puts on the binary (setcap cap_ipc_lock=+ep, then su-exec
+    vault): that needs IPC_LOCK in the container's capabilities, and no-new-privileges makes exec
+    ignore file capabilities, so with it Vault would exit at start.
+    """
+    if not tree["settings"].service_enabled("vault"):
+        pytest.skip("vault is not enabled here")
+    service = compose_model(tree)["services"]["vault"]
+    options = [o.replace(" ", "").replace("=", ":") for o in service.get("security_opt", [])]
+    no_new_privileges = "no-new-privileges:true" in options or "no-new-privileges" in options
+    if vault_hcl(tree).get("disable_mlock") is not True:
+        assert "IPC_LOCK" in service.get("cap_add", []), "mlock without IPC_LOCK"
+        assert not no_new_privileges, "mlock through a file capability under no-new-privileges"
+        assert "SKIP_SETCAP" not in (service.get("environment") or {})
+
+
 def test_env_and_example_have_the_same_keys_and_no_secret_in_the_example(tree):
     root = tree["root"]
 
