@@ -221,6 +221,30 @@ def test_vault_config_and_container_agree_on_mlock(tree):
         assert "SKIP_SETCAP" not in (service.get("environment") or {})
 
 
+def test_prometheus_can_scrape_vault_without_a_token(tree):
+    """
+    Vault serves /v1/sys/metrics without a token only on a listener with `telemetry {
+    unauthenticated_metrics_access = true }` (hashicorp/vault http/handler.go registers
+    handleMetricsUnauthenticated then, the token-checking handler otherwise), in Prometheus format
+    with ?format=prometheus and a non-zero prometheus_retention_time (api-docs/system/metrics).
+    The Prometheus job sends no token, so without it the target is down for good.
+    """
+    s = tree["settings"]
+    if not (s.service_enabled("vault") and s.service_enabled("prometheus")):
+        pytest.skip("vault or prometheus is not enabled here")
+    config = vault_hcl(tree)
+    listener = config["listener"][0]['"tcp"']
+    assert listener["telemetry"][0]["unauthenticated_metrics_access"] is True
+    retention = config["telemetry"][0]["prometheus_retention_time"].strip('"')
+    assert retention not in ("0", "0s", "0h")
+    prometheus = yaml.safe_load((tree["root"] / "config/prometheus/prometheus.yml").read_text())
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "vault")
+    assert job["metrics_path"] == "/v1/sys/metrics" and job["params"] == {"format": ["prometheus"]}
+    assert job["scheme"] == ("https" if s.vault_tls else "http")
+    assert job["static_configs"] == [{"targets": ["vault:8200"]}]
+    assert not {"authorization", "bearer_token", "bearer_token_file"} & set(job)
+
+
 def test_env_and_example_have_the_same_keys_and_no_secret_in_the_example(tree):
     root = tree["root"]
 
