@@ -139,6 +139,79 @@ def test_drifted_policy_and_secret_are_repaired(vault):
     assert vault_setup.plan(client, store, want) == []
 
 
+def client_with(url, token) -> hvac.Client:
+    return hvac.Client(url=url, token=token, session=host_session(HostHTTP(LocalRunner())))
+
+
+def test_simulated_vault_holds_the_scoped_token_to_its_policy(vault):
+    """The simulation is strict where the deploy relies on Vault: VAULT_TOKEN reads the services'
+    secrets (mnemos/data/*) and nothing else; a write is refused, there and elsewhere."""
+    sim, client, url = vault
+    want = desired(url)
+    vault_setup.apply(client, MemoryKeyStore(), want)
+    scoped = client_with(url, want.token_id)
+    secret = scoped.secrets.kv.v2.read_secret_version(path="postgres", mount_point="mnemos",
+                                                      raise_on_deleted_version=True)
+    assert secret["data"]["data"]["password"] == "p" * 32
+    assert scoped.auth.token.lookup_self()["data"]["policies"] == ["default", "mnemos-services"]
+    refused = [
+        lambda: scoped.secrets.kv.v2.create_or_update_secret(path="postgres", secret={"password": "x"},
+                                                             mount_point="mnemos"),
+        lambda: scoped.secrets.kv.v2.create_or_update_secret(path="elsewhere", secret={"a": "b"},
+                                                             mount_point="mnemos"),
+        lambda: scoped.sys.create_or_update_policy(name="mine", policy='path "*" { capabilities = ["sudo"] }'),
+        lambda: scoped.sys.enable_secrets_engine(backend_type="kv", path="mine"),
+        lambda: scoped.sys.read_policy(name="mnemos-services"),
+        lambda: scoped.sys.list_mounted_secrets_engines(),
+        lambda: scoped.auth.token.create(policies=["mnemos-services"]),
+    ]
+    writes = list(sim.writes)
+    for attempt in refused:
+        with pytest.raises(hvac.exceptions.Forbidden):
+            attempt()
+    assert sim.writes == writes and sim.kv["mnemos/"]["postgres"][-1]["password"] == "p" * 32
+    assert "mine" not in sim.policies and "mine/" not in sim.mounts
+
+
+def test_simulated_vault_revokes_the_children_of_a_revoked_token_but_not_orphans(vault):
+    sim, client, url = vault
+    store = MemoryKeyStore()
+    vault_setup.apply(client, store, desired(url))
+    root = client_with(url, store.data["root_token"])
+    child = root.auth.token.create(policies=["mnemos-services"])["auth"]["client_token"]
+    orphan = root.auth.token.create(policies=["mnemos-services"], no_parent=True)["auth"]["client_token"]
+    assert root.auth.token.lookup(child)["data"]["orphan"] is False
+    assert root.auth.token.lookup(orphan)["data"]["orphan"] is True
+    root.auth.token.revoke_self()
+    assert child not in sim.tokens and store.data["root_token"] not in sim.tokens
+    assert client_with(url, orphan).auth.token.lookup_self()["data"]["orphan"] is True
+
+
+def test_simulated_vault_lets_only_root_or_sudo_choose_a_token_id_or_make_an_orphan(vault):
+    sim, client, url = vault
+    store = MemoryKeyStore()
+    vault_setup.apply(client, store, desired(url))
+    root = client_with(url, store.data["root_token"])
+    root.sys.create_or_update_policy(
+        name="creator", policy='path "auth/token/create" {\n  capabilities = ["update"]\n}\n')
+    root.sys.create_or_update_policy(
+        name="creator-sudo", policy='path "auth/token/create" {\n  capabilities = ["update", "sudo"]\n}\n')
+    creator = client_with(url, root.auth.token.create(policies=["creator"])["auth"]["client_token"])
+    for options, message in (({"id": "chosen-id"}, "root or sudo privileges required to specify token id"),
+                             ({"no_parent": True}, "root or sudo privileges required to create orphan token"),
+                             ({"period": "768h"}, "root or sudo privileges required to create periodic token")):
+        with pytest.raises(hvac.exceptions.InvalidRequest) as err:
+            creator.auth.token.create(policies=["creator"], **options)
+        assert message in str(err.value)
+    with pytest.raises(hvac.exceptions.InvalidRequest) as err:
+        creator.auth.token.create(policies=["mnemos-services"])
+    assert "child policies must be subset of parent" in str(err.value)
+    assert creator.auth.token.create(policies=["creator"])["auth"]["orphan"] is False
+    sudo = client_with(url, root.auth.token.create(policies=["creator-sudo"])["auth"]["client_token"])
+    sudo.auth.token.create(id="chosen-id", no_parent=True, policies=["mnemos-services"])
+    assert sim.tokens["chosen-id"]["parent"] == ""
+
+
 def test_vault_role_over_pyinfra_local_twice_and_never_prints_a_secret(vault, tmp_path):
     """The pyinfra operation end to end on @local: first run changes, second run changes nothing."""
     sim, _, url = vault
