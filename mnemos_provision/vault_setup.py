@@ -1,8 +1,8 @@
 """
 Vault (SOUL) set-up, idempotent: init once, unseal whenever sealed, kv-v2 at the design's mount,
 the stack's service secrets, a read policy for the MNEMOS services, AppRole with a role for them,
-the scoped token of .env (VAULT_TOKEN, created with the ID the secret state holds), a file audit
-device, and optionally the root token revoked.
+the scoped token of .env (VAULT_TOKEN, created with the ID the secret state holds, as an orphan so
+that it outlives the root token), a file audit device, and optionally the root token revoked.
 
 `plan` reads only and says what differs; `apply` makes it so. Both take an hvac.Client (its
 transport is mnemos_provision.host_http: requests go out from the host) and a KeyStore (the 0600
@@ -151,12 +151,18 @@ def _role_current(client, desired: Desired) -> bool:
 
 
 def _token_state(client, desired: Desired) -> str:
-    """"valid", "wrong-policies" or "missing" for the scoped token of .env."""
+    """
+    "valid", "wrong-policies", "not-orphan" or "missing" for the scoped token of .env. It must be
+    an orphan: a token is revoked with its parent (Vault's token hierarchy), and the root token may
+    be revoked (revoke_root_token) or replaced.
+    """
     try:
         token = client.auth.token.lookup(token=desired.token_id)["data"]
     except (vault_errors.Forbidden, vault_errors.InvalidRequest, vault_errors.InvalidPath):
         return "missing"
-    return "valid" if desired.policy_name in token.get("policies", []) else "wrong-policies"
+    if desired.policy_name not in token.get("policies", []):
+        return "wrong-policies"
+    return "valid" if token.get("orphan") else "not-orphan"
 
 
 def _check_mount(mount: dict | None, desired: Desired) -> None:
@@ -254,11 +260,13 @@ def apply(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
         done.append(f"approle role {desired.approle_name}")
     if desired.token_id:
         state = _token_state(root, desired)
-        if state == "wrong-policies":
+        if state in ("wrong-policies", "not-orphan"):
             root.auth.token.revoke(token=desired.token_id)
         if state != "valid":
+            # no_parent (root or sudo only, as id and period): an orphan, which survives the
+            # revocation of the root token that creates it
             root.auth.token.create(id=desired.token_id, policies=[desired.policy_name],
-                                   period=desired.token_period, renewable=True,
+                                   period=desired.token_period, renewable=True, no_parent=True,
                                    display_name="mnemos-env", no_default_policy=False)
             done.append("created VAULT_TOKEN")
     if "file/" not in _audit_devices(root):

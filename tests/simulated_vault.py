@@ -360,7 +360,8 @@ class SimulatedVault:
 
     @staticmethod
     def _lookup(info: dict) -> dict:
-        """Token lookup's data: among others its policies and whether it is an orphan."""
+        """Token lookup's data: among others its policies, and `orphan` true when the token has no
+        parent (https://developer.hashicorp.com/vault/api-docs/auth/token#lookup-a-token)."""
         return {**{k: v for k, v in info.items() if k != "parent"}, "orphan": not info.get("parent")}
 
     def _create_token(self, method, p, body, token):

@@ -212,6 +212,39 @@ def test_simulated_vault_lets_only_root_or_sudo_choose_a_token_id_or_make_an_orp
     assert sim.tokens["chosen-id"]["parent"] == ""
 
 
+def test_revoking_the_root_token_leaves_the_scoped_token_of_env_working(vault):
+    """VAULT_TOKEN is an orphan: revoking the root token (vault_revoke_root_token), which revokes
+    the root token's children, does not take it along."""
+    sim, client, url = vault
+    store, want = MemoryKeyStore(), desired(url)
+    want.revoke_root_token = True
+    done = vault_setup.apply(client, store, want)
+    assert done[-1] == "revoked the root token" and "root_token" not in store.data
+    assert not [t for t, info in sim.tokens.items() if "root" in info["policies"]]
+    scoped = client_with(url, want.token_id)
+    assert scoped.auth.token.lookup_self()["data"]["orphan"] is True
+    secret = scoped.secrets.kv.v2.read_secret_version(path="postgres", mount_point="mnemos",
+                                                      raise_on_deleted_version=True)
+    assert secret["data"]["data"]["password"] == "p" * 32
+    sim.restart()
+    assert vault_setup.apply(client, store, want) == ["unsealed"]
+    assert vault_setup.plan(client, store, want) == []
+    assert want.token_id in sim.tokens
+
+
+def test_a_scoped_token_made_as_a_child_of_the_root_token_is_made_again_as_an_orphan(vault):
+    """Earlier deploys created VAULT_TOKEN as a child of the root token: the next run replaces it
+    with an orphan of the same ID (so .env does not change)."""
+    sim, client, url = vault
+    store, want = MemoryKeyStore(), desired(url)
+    vault_setup.apply(client, store, want)
+    sim.tokens[want.token_id]["parent"] = store.data["root_token"]
+    assert vault_setup.plan(client, store, want) == ["VAULT_TOKEN (the scoped token of .env)"]
+    assert vault_setup.apply(client, store, want) == ["created VAULT_TOKEN"]
+    assert sim.tokens[want.token_id]["parent"] == ""
+    assert vault_setup.plan(client, store, want) == []
+
+
 def test_vault_role_over_pyinfra_local_twice_and_never_prints_a_secret(vault, tmp_path):
     """The pyinfra operation end to end on @local: first run changes, second run changes nothing."""
     sim, _, url = vault
