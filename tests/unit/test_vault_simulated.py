@@ -245,6 +245,26 @@ def test_a_scoped_token_made_as_a_child_of_the_root_token_is_made_again_as_an_or
     assert vault_setup.plan(client, store, want) == []
 
 
+def host_key_store(path):
+    import getpass
+    import grp
+
+    from roles.vault_init import HostKeyStore
+    return HostKeyStore(str(path), getpass.getuser(), grp.getgrgid(os.getgid()).gr_name,
+                        runner=LocalRunner())
+
+
+def test_host_key_store_writes_a_0600_file_in_a_0700_directory_and_reads_it_back(tmp_path):
+    keys = tmp_path / "state" / "vault-keys.json"
+    store = host_key_store(keys)
+    assert store.load() is None
+    store.save({"keys_base64": ["a2V5"], "root_token": "hvs.x"})
+    assert oct(keys.stat().st_mode & 0o777) == "0o600"
+    assert oct(keys.parent.stat().st_mode & 0o777) == "0o700"
+    assert store.load() == {"keys_base64": ["a2V5"], "root_token": "hvs.x"}
+    assert sorted(p.name for p in keys.parent.iterdir()) == ["vault-keys.json"]
+
+
 def test_vault_role_over_pyinfra_local_twice_and_never_prints_a_secret(vault, tmp_path):
     """The pyinfra operation end to end on @local: first run changes, second run changes nothing."""
     sim, _, url = vault
