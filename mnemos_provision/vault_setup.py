@@ -42,13 +42,32 @@ class Desired:
 
 
 class KeyStore:
-    """The unseal keys and root token: load() -> dict | None, save(dict)."""
+    """The unseal keys and root token: load() -> dict | None, save(dict), initialize(...)."""
 
     def load(self) -> dict | None:
         raise NotImplementedError
 
     def save(self, data: dict) -> None:
         raise NotImplementedError
+
+    def initialize(self, client: hvac.Client, desired: Desired) -> dict:
+        """
+        Initialize Vault and store its answer, the only copy of the unseal keys and the root
+        token. Here the answer is saved once the controller has it; a store that can, keeps it
+        before (roles.vault_init.HostKeyStore: written on the host by the command that sends the
+        request), so that a run that dies in between does not lose it.
+        """
+        result = client.sys.initialize(secret_shares=desired.key_shares,
+                                       secret_threshold=desired.key_threshold)
+        self.save(keys_record(result, desired))
+        return result
+
+
+def keys_record(result: dict, desired: Desired) -> dict:
+    """What the keys file holds, from sys/init's answer (as the answer itself, plus the shape)."""
+    return {"keys": result["keys"], "keys_base64": result["keys_base64"],
+            "root_token": result["root_token"], "shares": desired.key_shares,
+            "threshold": desired.key_threshold}
 
 
 def policy_for(mount: str) -> str:
@@ -227,11 +246,7 @@ def apply(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
     """Converge Vault; returns what was done."""
     done = []
     if not client.sys.read_init_status()["initialized"]:
-        result = client.sys.initialize(secret_shares=desired.key_shares,
-                                       secret_threshold=desired.key_threshold)
-        store.save({"keys": result["keys"], "keys_base64": result["keys_base64"],
-                    "root_token": result["root_token"], "shares": desired.key_shares,
-                    "threshold": desired.key_threshold})
+        store.initialize(client, desired)
         done.append("initialized")
     keys = _keys(store, desired)
     if client.sys.read_seal_status()["sealed"]:

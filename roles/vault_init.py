@@ -77,6 +77,22 @@ class HostKeyStore:
         if rc != 0:
             raise OperationError(f"cannot write {self.path}")
 
+    def initialize(self, client, desired: "vault_setup.Desired") -> dict:
+        """
+        sys/init's answer is the only copy of the unseal keys and the root token: the host command
+        that sends the request also writes a 200 answer into the keys file (0600) before the
+        controller reads it, so a run that dies right after Vault initialized leaves the keys on
+        the host, and the next run unseals with them. A keys file already there is moved aside
+        (`<path>.replaced-<UTC time>`), never overwritten.
+        """
+        from mnemos_provision import vault_setup
+        from mnemos_provision.host_http import Keep, responses_kept
+        with responses_kept(client.session, Keep(self.path, f"{self.user}:{self.group}")):
+            result = client.sys.initialize(secret_shares=desired.key_shares,
+                                           secret_threshold=desired.key_threshold)
+        self.save(vault_setup.keys_record(result, desired))
+        return result
+
 
 def _client(url: str, cacert: str | None):
     import hvac

@@ -18,7 +18,7 @@ import hvac
 import pytest
 
 from mnemos_provision import vault_setup
-from mnemos_provision.host_http import HostHTTP, LocalRunner, host_session
+from mnemos_provision.host_http import HostHTTP, HostHTTPError, LocalRunner, host_session
 from tests.conftest import REPO, run
 from tests.simulated_vault import SimulatedVault
 
@@ -263,6 +263,56 @@ def test_host_key_store_writes_a_0600_file_in_a_0700_directory_and_reads_it_back
     assert oct(keys.parent.stat().st_mode & 0o777) == "0o700"
     assert store.load() == {"keys_base64": ["a2V5"], "root_token": "hvs.x"}
     assert sorted(p.name for p in keys.parent.iterdir()) == ["vault-keys.json"]
+
+
+class AnswerLostRunner(LocalRunner):
+    """Runs every command on the "host", but the answer of the one that sends PUT sys/init never
+    reaches the controller: the run dies (or its connection drops) right after Vault initialized."""
+
+    def run(self, command):
+        rc, out = super().run(command)
+        if "-X PUT" in command and "/v1/sys/init" in command:
+            raise HostHTTPError("the connection to the host was lost")
+        return rc, out
+
+
+def test_keys_are_on_the_host_before_the_controller_sees_them_and_the_next_run_unseals(vault, tmp_path):
+    sim, client, url = vault
+    keys = tmp_path / "state" / "vault-keys.json"
+    store, want = host_key_store(keys), desired(url)
+    lossy = HostHTTP(AnswerLostRunner())
+    with pytest.raises(HostHTTPError):
+        vault_setup.apply(hvac.Client(url=url, session=host_session(lossy)), store, want)
+    lossy.close()
+    assert sim.initialized and sim.sealed
+    assert oct(keys.stat().st_mode & 0o777) == "0o600"
+    assert oct(keys.parent.stat().st_mode & 0o777) == "0o700"
+    kept = json.loads(keys.read_text())
+    assert kept["root_token"] == sim.root_token and len(kept["keys_base64"]) == 3
+    assert vault_setup.plan(client, store, want)[0] == "unseal Vault"
+    done = vault_setup.apply(client, store, want)
+    assert done[0] == "unsealed" and "created VAULT_TOKEN" in done and not sim.sealed
+    assert sim.writes.count("PUT sys/init") == 1
+    assert vault_setup.plan(client, store, want) == []
+
+
+def test_initializing_keeps_an_earlier_keys_file_and_a_refused_init_touches_none(vault, tmp_path):
+    """The keys of an earlier Vault (its data lost, or to be restored from a backup) are moved
+    aside, never overwritten; an answer other than 200 is never written into the keys file."""
+    sim, client, url = vault
+    keys = tmp_path / "state" / "vault-keys.json"
+    keys.parent.mkdir(mode=0o700)
+    keys.write_text('{"keys_base64": ["ZWFybGllcg=="], "root_token": "hvs.earlier"}\n')
+    store, want = host_key_store(keys), desired(url)
+    vault_setup.apply(client, store, want)
+    aside = list(keys.parent.glob("vault-keys.json.replaced-*"))
+    assert len(aside) == 1 and json.loads(aside[0].read_text())["root_token"] == "hvs.earlier"
+    assert json.loads(keys.read_text())["root_token"] == sim.root_token
+    before = keys.read_bytes()
+    with pytest.raises(hvac.exceptions.InvalidRequest):  # Vault is already initialized: 400
+        store.initialize(client, want)
+    assert keys.read_bytes() == before
+    assert sorted(p.name for p in keys.parent.iterdir()) == ["vault-keys.json", aside[0].name]
 
 
 def test_vault_role_over_pyinfra_local_twice_and_never_prints_a_secret(vault, tmp_path):
