@@ -136,7 +136,10 @@ class HostHTTP:
             if not any(k.lower() == "content-type" for k in (headers or {})):
                 parts += ["-H", "'Content-Type:'"]  # no curl default (form-urlencoded)
         parts.append(q(url))
-        send = " ".join(parts) + "; rc=$?; " if keep is None else _send_and_keep(parts, f"{d}/{tag}", keep)
+        if keep is None:
+            send = " ".join(parts) + "; rc=$?; "
+        else:
+            send = _send_and_keep(parts, f"{d}/{tag}", keep)
         command = (send + f"cat {q(d)}/{tag}.rh 2>/dev/null; echo '@@BODY@@'; "
                    f"base64 {q(d)}/{tag}.rb 2>/dev/null | tr -d '\\n'; echo; "
                    f"rm -f {q(d)}/{tag}.*; exit $rc")
