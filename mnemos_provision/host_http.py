@@ -10,7 +10,10 @@ curl, through whatever connector pyinfra uses (@local, SSH, @docker):
   token or an unseal key is never on a command line, where `ps` or pyinfra's debug output would
   show it), curl sends them, and the response comes back base64-encoded (binary-safe);
 - `HostSession` is a requests.Session for hvac; `HostPoolManager` is the urllib3-style client the
-  minio SDK accepts as `http_client`.
+  minio SDK accepts as `http_client`;
+- an answer that must not be lost (Vault's sys/init: the only copy of the unseal keys) can be
+  written into a file on the host by the same command that sends the request (`Keep`,
+  `responses_kept`), so it is safe on the host before the controller reads it.
 
 `Runner` is the only part that touches a host: `PyinfraRunner` uses the current pyinfra host,
 `LocalRunner` runs on this machine (tests, and @local without pyinfra).
@@ -21,9 +24,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import posixpath
 import shlex
 import subprocess
 import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from io import BytesIO
 from urllib.parse import urlsplit
 
@@ -69,6 +75,19 @@ class PyinfraRunner(Runner):
         return (0 if ok else 1), "\n".join(output.stdout_lines + output.stderr_lines)
 
 
+@dataclass
+class Keep:
+    """
+    Where the body of a 200 answer is also written on the host, by the command that sent the
+    request: `path`, 0600, in a directory made 0700 (and owned by `owner`, "user:group", when
+    given) before the request is sent; the request is not sent when that fails. A file already at
+    `path` is moved aside to `<path>.replaced-<UTC time>`, never overwritten. Any other answer
+    leaves `path` alone.
+    """
+    path: str
+    owner: str | None = None
+
+
 class HostHTTP:
     """Sends one HTTP request from the host with curl; returns (status, headers, body)."""
 
@@ -97,7 +116,8 @@ class HostHTTP:
             self._made_workdir = False
 
     def request(self, method: str, url: str, headers: dict[str, str] | None = None,
-                body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+                body: bytes | None = None, keep: Keep | None = None
+                ) -> tuple[int, dict[str, str], bytes]:
         d = self._dir()
         tag = hashlib.sha256(os.urandom(16)).hexdigest()[:12]
         header_file, body_file = f"{d}/{tag}.h", f"{d}/{tag}.b"
@@ -116,7 +136,11 @@ class HostHTTP:
             if not any(k.lower() == "content-type" for k in (headers or {})):
                 parts += ["-H", "'Content-Type:'"]  # no curl default (form-urlencoded)
         parts.append(q(url))
-        command = (" ".join(parts) + f"; rc=$?; cat {q(d)}/{tag}.rh 2>/dev/null; echo '@@BODY@@'; "
+        if keep is None:
+            send = " ".join(parts) + "; rc=$?; "
+        else:
+            send = _send_and_keep(parts, f"{d}/{tag}", keep)
+        command = (send + f"cat {q(d)}/{tag}.rh 2>/dev/null; echo '@@BODY@@'; "
                    f"base64 {q(d)}/{tag}.rb 2>/dev/null | tr -d '\\n'; echo; "
                    f"rm -f {q(d)}/{tag}.*; exit $rc")
         rc, out = self.runner.run(command)
@@ -138,6 +162,22 @@ class HostHTTP:
         return status, response_headers, body_bytes
 
 
+def _send_and_keep(curl: list[str], prefix: str, keep: Keep) -> str:
+    """The shell that sends the request (curl's arguments) and keeps a 200 answer (see Keep)."""
+    q = shlex.quote
+    folder = posixpath.dirname(keep.path) or "."
+    staged = posixpath.join(folder, "." + posixpath.basename(prefix) + ".kept")
+    owned = (lambda target: f" && chown {q(keep.owner)} {q(target)}") if keep.owner else (lambda _: "")
+    return (f"umask 077; if ! {{ install -d -m 700 {q(folder)}{owned(folder)}; }}; then "
+            f"echo {q('cannot create ' + folder + ' to keep the answer in')} >&2; exit 1; fi; "
+            f"code=$({' '.join(curl)} -w '%{{http_code}}'); rc=$?; "
+            f"if [ $rc -eq 0 ] && [ \"$code\" = 200 ] && [ -s {q(prefix + '.rb')} ]; then "
+            f"{{ cp {q(prefix + '.rb')} {q(staged)}{owned(staged)} && "
+            f"{{ [ ! -e {q(keep.path)} ] || mv -f {q(keep.path)} "
+            f"{q(keep.path + '.replaced-')}\"$(date -u +%Y%m%dT%H%M%SZ)\"; }} && "
+            f"mv -f {q(staged)} {q(keep.path)}; }} 2>/dev/null; fi; ")
+
+
 def _redact(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
@@ -147,13 +187,14 @@ class _HostAdapter(requests.adapters.BaseAdapter):
     def __init__(self, http: HostHTTP):
         super().__init__()
         self.http = http
+        self.keep: Keep | None = None
 
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
         body = request.body
         if isinstance(body, str):
             body = body.encode()
         status, headers, content = self.http.request(request.method, request.url,
-                                                     dict(request.headers), body)
+                                                     dict(request.headers), body, keep=self.keep)
         response = requests.Response()
         response.status_code = status
         response.headers = requests.structures.CaseInsensitiveDict(headers)
@@ -175,6 +216,21 @@ def host_session(http: HostHTTP) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+@contextmanager
+def responses_kept(session: requests.Session, keep: Keep):
+    """Within the block, each 200 answer of `session` (a host_session) is kept on the host (Keep)."""
+    adapters = {id(a): a for a in session.adapters.values() if isinstance(a, _HostAdapter)}
+    if not adapters:
+        raise HostHTTPError("responses can be kept only by a session that sends from the host")
+    for adapter in adapters.values():
+        adapter.keep = keep
+    try:
+        yield
+    finally:
+        for adapter in adapters.values():
+            adapter.keep = None
 
 
 class HostPoolManager(urllib3.PoolManager):

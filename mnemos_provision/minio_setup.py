@@ -144,12 +144,30 @@ def _app_credentials_work(app_s3: Minio, desired: Desired) -> bool:
         raise
 
 
+def _comparable(document: dict) -> dict:
+    """
+    A policy document as MinIO means it: Action and Resource (and their Not- forms) are sets,
+    which MinIO serialises from Go maps in any order (minio/pkg policy ActionSet and ResourceSet,
+    MarshalJSON); a single string is the one-element list it stands for; statement order does not
+    matter.
+    """
+    def statement(st: dict) -> str:
+        return json.dumps({k: sorted([v] if isinstance(v, str) else v or [])
+                           if k in ("Action", "NotAction", "Resource", "NotResource") else v
+                           for k, v in st.items()}, sort_keys=True)
+    statements = document.get("Statement") or []
+    if isinstance(statements, dict):  # one statement may stand alone, as one string may
+        statements = [statements]
+    return {"Version": document.get("Version"), "Statement": sorted(map(statement, statements))}
+
+
 def _policy_current(admin: MinioAdmin, desired: Desired) -> bool:
     try:
         current = json.loads(admin.policy_info(desired.app_policy))
     except MinioAdminException:
         return False
-    return current.get("Policy", current) == app_policy_document(desired.buckets)
+    wanted = app_policy_document(desired.buckets)
+    return _comparable(current.get("Policy", current)) == _comparable(wanted)
 
 
 def user_differences(admin: MinioAdmin, app_s3: Minio, desired: Desired) -> list[str]:

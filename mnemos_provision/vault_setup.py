@@ -1,8 +1,8 @@
 """
 Vault (SOUL) set-up, idempotent: init once, unseal whenever sealed, kv-v2 at the design's mount,
 the stack's service secrets, a read policy for the MNEMOS services, AppRole with a role for them,
-the scoped token of .env (VAULT_TOKEN, created with the ID the secret state holds), a file audit
-device, and optionally the root token revoked.
+the scoped token of .env (VAULT_TOKEN, created with the ID the secret state holds, as an orphan so
+that it outlives the root token), a file audit device, and optionally the root token revoked.
 
 `plan` reads only and says what differs; `apply` makes it so. Both take an hvac.Client (its
 transport is mnemos_provision.host_http: requests go out from the host) and a KeyStore (the 0600
@@ -42,13 +42,32 @@ class Desired:
 
 
 class KeyStore:
-    """The unseal keys and root token: load() -> dict | None, save(dict)."""
+    """The unseal keys and root token: load() -> dict | None, save(dict), initialize(...)."""
 
     def load(self) -> dict | None:
         raise NotImplementedError
 
     def save(self, data: dict) -> None:
         raise NotImplementedError
+
+    def initialize(self, client: hvac.Client, desired: Desired) -> dict:
+        """
+        Initialize Vault and store its answer, the only copy of the unseal keys and the root
+        token. Here the answer is saved once the controller has it; a store that can, keeps it
+        before (roles.vault_init.HostKeyStore: written on the host by the command that sends the
+        request), so that a run that dies in between does not lose it.
+        """
+        result = client.sys.initialize(secret_shares=desired.key_shares,
+                                       secret_threshold=desired.key_threshold)
+        self.save(keys_record(result, desired))
+        return result
+
+
+def keys_record(result: dict, desired: Desired) -> dict:
+    """What the keys file holds, from sys/init's answer (as the answer itself, plus the shape)."""
+    return {"keys": result["keys"], "keys_base64": result["keys_base64"],
+            "root_token": result["root_token"], "shares": desired.key_shares,
+            "threshold": desired.key_threshold}
 
 
 def policy_for(mount: str) -> str:
@@ -151,12 +170,18 @@ def _role_current(client, desired: Desired) -> bool:
 
 
 def _token_state(client, desired: Desired) -> str:
-    """"valid", "wrong-policies" or "missing" for the scoped token of .env."""
+    """
+    "valid", "wrong-policies", "not-orphan" or "missing" for the scoped token of .env. It must be
+    an orphan: a token is revoked with its parent (Vault's token hierarchy), and the root token may
+    be revoked (revoke_root_token) or replaced.
+    """
     try:
         token = client.auth.token.lookup(token=desired.token_id)["data"]
     except (vault_errors.Forbidden, vault_errors.InvalidRequest, vault_errors.InvalidPath):
         return "missing"
-    return "valid" if desired.policy_name in token.get("policies", []) else "wrong-policies"
+    if desired.policy_name not in token.get("policies", []):
+        return "wrong-policies"
+    return "valid" if token.get("orphan") else "not-orphan"
 
 
 def _check_mount(mount: dict | None, desired: Desired) -> None:
@@ -221,11 +246,7 @@ def apply(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
     """Converge Vault; returns what was done."""
     done = []
     if not client.sys.read_init_status()["initialized"]:
-        result = client.sys.initialize(secret_shares=desired.key_shares,
-                                       secret_threshold=desired.key_threshold)
-        store.save({"keys": result["keys"], "keys_base64": result["keys_base64"],
-                    "root_token": result["root_token"], "shares": desired.key_shares,
-                    "threshold": desired.key_threshold})
+        store.initialize(client, desired)
         done.append("initialized")
     keys = _keys(store, desired)
     if client.sys.read_seal_status()["sealed"]:
@@ -254,11 +275,13 @@ def apply(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
         done.append(f"approle role {desired.approle_name}")
     if desired.token_id:
         state = _token_state(root, desired)
-        if state == "wrong-policies":
+        if state in ("wrong-policies", "not-orphan"):
             root.auth.token.revoke(token=desired.token_id)
         if state != "valid":
+            # no_parent (root or sudo only, as id and period): an orphan, which survives the
+            # revocation of the root token that creates it
             root.auth.token.create(id=desired.token_id, policies=[desired.policy_name],
-                                   period=desired.token_period, renewable=True,
+                                   period=desired.token_period, renewable=True, no_parent=True,
                                    display_name="mnemos-env", no_default_policy=False)
             done.append("created VAULT_TOKEN")
     if "file/" not in _audit_devices(root):

@@ -9,7 +9,7 @@ is reached the same way as on @local.
 
 from __future__ import annotations
 
-import io
+import base64
 import json
 import posixpath
 import shlex
@@ -19,40 +19,79 @@ from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 
 from mnemos_provision.context import HostContext, skip_setup
-from roles.tree import load_secrets, read_remote_file
+from roles.tree import load_secrets
 
 if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up time)
     from mnemos_provision import vault_setup
+    from mnemos_provision.host_http import Runner
 
 
 class HostKeyStore:
     """
     The keys file on the host (a vault_setup.KeyStore): 0600, written through a 0700 staging
-    directory, never printed.
+    directory, never printed. Commands go through a host_http Runner: the current pyinfra host's
+    connector unless another is given (tests).
     """
 
-    def __init__(self, path: str, user: str, group: str):
+    def __init__(self, path: str, user: str, group: str, runner: "Runner | None" = None):
         self.path, self.user, self.group = path, user, group
+        self._runner = runner
+
+    @property
+    def runner(self) -> "Runner":
+        if self._runner is None:
+            from mnemos_provision.host_http import PyinfraRunner
+            self._runner = PyinfraRunner(host)
+        return self._runner
 
     def load(self) -> dict | None:
-        data = read_remote_file(self.path)
+        q = shlex.quote(self.path)
+        rc, out = self.runner.run(f"if [ -f {q} ]; then echo PRESENT; base64 {q}; else echo MISSING; "
+                                  f"fi; echo @@END@@")
+        lines = out.splitlines()
+        if rc != 0 or not lines or lines[0] not in ("PRESENT", "MISSING") or "@@END@@" not in lines:
+            raise OperationError(f"cannot read {self.path}: {out.strip()[-200:]}")
+        if lines[0] == "MISSING":
+            return None
+        data = base64.b64decode("".join(lines[1:lines.index("@@END@@")]))
         return json.loads(data) if data else None
 
     def save(self, data: dict) -> None:
         from mnemos_provision import vault_setup
+        from mnemos_provision.host_http import HostHTTPError
         staging = posixpath.dirname(self.path)
         staged = posixpath.join(staging, ".upload-vault-keys")
         q = shlex.quote
-        ok, _ = host.run_shell_command(f"install -d -m 700 {q(staging)} && chown {q(self.user)}:"
-                                       f"{q(self.group)} {q(staging)}", print_output=False)
-        if not ok or not host.put_file(io.BytesIO(vault_setup.dumps_keys(data)), staged,
-                                       print_output=False):
+        rc, _ = self.runner.run(f"install -d -m 700 {q(staging)} && chown {q(self.user)}:"
+                                f"{q(self.group)} {q(staging)}")
+        try:
+            if rc == 0:
+                self.runner.put(vault_setup.dumps_keys(data), staged)
+        except HostHTTPError:
+            rc = 1
+        if rc != 0:
             raise OperationError(f"cannot write {self.path}")
-        ok, _ = host.run_shell_command(
+        rc, _ = self.runner.run(
             f"chmod 600 {q(staged)} && chown {q(self.user)}:{q(self.group)} {q(staged)} && "
-            f"mv -f {q(staged)} {q(self.path)}", print_output=False)
-        if not ok:
+            f"mv -f {q(staged)} {q(self.path)}")
+        if rc != 0:
             raise OperationError(f"cannot write {self.path}")
+
+    def initialize(self, client, desired: "vault_setup.Desired") -> dict:
+        """
+        sys/init's answer is the only copy of the unseal keys and the root token: the host command
+        that sends the request also writes a 200 answer into the keys file (0600) before the
+        controller reads it, so a run that dies right after Vault initialized leaves the keys on
+        the host, and the next run unseals with them. A keys file already there is moved aside
+        (`<path>.replaced-<UTC time>`), never overwritten.
+        """
+        from mnemos_provision import vault_setup
+        from mnemos_provision.host_http import Keep, responses_kept
+        with responses_kept(client.session, Keep(self.path, f"{self.user}:{self.group}")):
+            result = client.sys.initialize(secret_shares=desired.key_shares,
+                                           secret_threshold=desired.key_threshold)
+        self.save(vault_setup.keys_record(result, desired))
+        return result
 
 
 def _client(url: str, cacert: str | None):

@@ -9,6 +9,8 @@ not implement; only the policy document is checked here (README: Tests).
 
 from __future__ import annotations
 
+import json
+import random
 import socket
 import subprocess
 import sys
@@ -92,3 +94,48 @@ def test_application_policy_reaches_only_the_declared_buckets():
     actions = {a for statement in doc["Statement"] for a in statement["Action"]}
     assert not any(a.startswith("admin:") or a == "s3:*" for a in actions)
     assert "s3:DeleteBucket" not in actions and "s3:PutBucketPolicy" not in actions
+
+
+class FakeAdmin:
+    """MinIO's admin API as far as the user and policy checks read it."""
+
+    def __init__(self, policy: dict):
+        self.policy, self.added = policy, []
+
+    def user_info(self, user):
+        return json.dumps({"status": "enabled", "policyName": "mnemos-app"})
+
+    def policy_info(self, name):
+        return json.dumps(self.policy)
+
+    def policy_add(self, name, policy):
+        self.added.append(name)
+
+
+class FakeAppS3:
+    def bucket_exists(self, name):
+        return True
+
+
+def test_the_application_policy_as_minio_returns_it_in_any_order_is_not_applied_again():
+    """MinIO serialises Action and Resource from Go maps (minio/pkg policy/actionset.go and
+    resourceset.go, MarshalJSON over a map): they come back in any order. A single string is the
+    one-element list it stands for."""
+    shuffled = json.loads(json.dumps(minio_setup.app_policy_document(DESIRED.buckets)))
+    rng = random.Random(7)
+    for statement in shuffled["Statement"]:
+        rng.shuffle(statement["Action"])
+        statement["Resource"] = list(reversed(statement["Resource"]))
+    shuffled["Statement"].reverse()
+    assert shuffled != minio_setup.app_policy_document(DESIRED.buckets)
+    admin = FakeAdmin(shuffled)
+    assert minio_setup.user_differences(admin, FakeAppS3(), DESIRED) == []
+    assert minio_setup.apply_user(admin, FakeAppS3(), DESIRED) == [] and admin.added == []
+    one = minio_setup.Desired(buckets=DESIRED.buckets[:1], app_user="mnemos-app", app_secret="s" * 40)
+    single = minio_setup.app_policy_document(one.buckets)
+    single["Statement"][0]["Resource"] = single["Statement"][0]["Resource"][0]
+    assert minio_setup.user_differences(FakeAdmin(single), FakeAppS3(), one) == []
+    wider = json.loads(json.dumps(shuffled))
+    wider["Statement"][0]["Action"].append("s3:PutBucketPolicy")
+    assert minio_setup.user_differences(FakeAdmin(wider), FakeAppS3(), DESIRED) == ["policy mnemos-app"]
+

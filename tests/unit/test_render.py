@@ -152,18 +152,98 @@ def test_yaml_and_json_parse(tree):
         (json.loads if path.suffix == ".json" else yaml.safe_load)(text)
 
 
-def test_vault_hcl_parses(tree):
+def vault_hcl(tree) -> dict:
     import hcl2
     with open(tree["root"] / "docker/vault/config/vault.hcl") as f:
-        config = hcl2.load(f)
+        return hcl2.load(f)
+
+
+def compose_model(tree) -> dict:
+    result = run([compose_binary(), "config", "--format", "json"], cwd=tree["root"])
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_vault_hcl_parses(tree):
+    config = vault_hcl(tree)
     # python-hcl2 8 keeps the quotes of labels and strings
     listener = config["listener"][0]['"tcp"']
-    assert config["storage"][0]['"file"']["path"].strip('"') == "/vault/data"
+    assert config["storage"][0]['"file"']["path"].strip('"') == VAULT_STORAGE
     assert listener["address"].strip('"') == "0.0.0.0:8200"
     if tree["settings"].vault_tls:
         assert listener["tls_cert_file"].strip('"') == "/vault/tls/vault.crt"
     else:
         assert listener["tls_disable"] is True
+
+
+# The hashicorp/vault image (Dockerfile and .release/docker/docker-entrypoint.sh of
+# hashicorp/vault): the Dockerfile creates /vault/config, /vault/logs and /vault/file owned by
+# vault (VOLUME /vault/logs and /vault/file); the entrypoint chowns exactly these three to vault
+# when they are not its own, then drops to the vault user with su-exec. Any other path, such as a
+# fresh named volume mounted elsewhere, stays root's and Vault cannot write its storage there.
+VAULT_PREPARED = ("/vault/config", "/vault/logs", "/vault/file")
+VAULT_STORAGE = "/vault/file"
+
+
+def test_vault_storage_is_where_the_image_lets_vault_write_and_is_what_backups_copy(tree):
+    if not tree["settings"].service_enabled("vault"):
+        pytest.skip("vault is not enabled here")
+    path = vault_hcl(tree)["storage"][0]['"file"']["path"].strip('"')
+    assert path in VAULT_PREPARED, f"{path} is not a directory the image's entrypoint prepares"
+    mounts = {m["target"]: m for m in compose_model(tree)["services"]["vault"]["volumes"]}
+    assert mounts[path]["type"] == "volume" and mounts[path]["source"] == "vault-data"
+    root = tree["root"]
+    backup = (root / "scripts/backup/backup-all.sh").read_text()
+    restore = (root / "scripts/backup/restore-all.sh").read_text()
+    assert f'paused_copy "$PROJECT-vault" {path} ' in backup
+    assert f'replace_dir "$PROJECT-vault" {path} ' in restore
+    for name, text in (("docker-compose.yml", (root / "docker-compose.yml").read_text()),
+                       ("backup-all.sh", backup), ("restore-all.sh", restore)):
+        assert "/vault/data" not in text, f"{name} still names /vault/data"
+
+
+def test_vault_config_and_container_agree_on_mlock(tree):
+    """
+    Vault refuses to start when it cannot lock its memory unless `disable_mlock` is set (hashicorp/
+    vault vault/core.go, NewCore: mlock.LockMemory() fails -> "Failed to lock memory ... set the
+    `disable_mlock` configuration option"). In the image, the vault user gets mlock only from the
+    file capability the entrypoint puts on the binary (setcap cap_ipc_lock=+ep, then su-exec
+    vault): that needs IPC_LOCK in the container's capabilities, and no-new-privileges makes exec
+    ignore file capabilities, so with it Vault would exit at start.
+    """
+    if not tree["settings"].service_enabled("vault"):
+        pytest.skip("vault is not enabled here")
+    service = compose_model(tree)["services"]["vault"]
+    options = [o.replace(" ", "").replace("=", ":") for o in service.get("security_opt", [])]
+    no_new_privileges = "no-new-privileges:true" in options or "no-new-privileges" in options
+    if vault_hcl(tree).get("disable_mlock") is not True:
+        assert "IPC_LOCK" in service.get("cap_add", []), "mlock without IPC_LOCK"
+        assert not no_new_privileges, "mlock through a file capability under no-new-privileges"
+        assert "SKIP_SETCAP" not in (service.get("environment") or {})
+
+
+def test_prometheus_can_scrape_vault_without_a_token(tree):
+    """
+    Vault serves /v1/sys/metrics without a token only on a listener with `telemetry {
+    unauthenticated_metrics_access = true }` (hashicorp/vault http/handler.go registers
+    handleMetricsUnauthenticated then, the token-checking handler otherwise), in Prometheus format
+    with ?format=prometheus and a non-zero prometheus_retention_time (api-docs/system/metrics).
+    The Prometheus job sends no token, so without it the target is down for good.
+    """
+    s = tree["settings"]
+    if not (s.service_enabled("vault") and s.service_enabled("prometheus")):
+        pytest.skip("vault or prometheus is not enabled here")
+    config = vault_hcl(tree)
+    listener = config["listener"][0]['"tcp"']
+    assert listener["telemetry"][0]["unauthenticated_metrics_access"] is True
+    retention = config["telemetry"][0]["prometheus_retention_time"].strip('"')
+    assert retention not in ("0", "0s", "0h")
+    prometheus = yaml.safe_load((tree["root"] / "config/prometheus/prometheus.yml").read_text())
+    job = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "vault")
+    assert job["metrics_path"] == "/v1/sys/metrics" and job["params"] == {"format": ["prometheus"]}
+    assert job["scheme"] == ("https" if s.vault_tls else "http")
+    assert job["static_configs"] == [{"targets": ["vault:8200"]}]
+    assert not {"authorization", "bearer_token", "bearer_token_file"} & set(job)
 
 
 def test_env_and_example_have_the_same_keys_and_no_secret_in_the_example(tree):

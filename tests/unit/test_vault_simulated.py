@@ -18,7 +18,7 @@ import hvac
 import pytest
 
 from mnemos_provision import vault_setup
-from mnemos_provision.host_http import HostHTTP, LocalRunner, host_session
+from mnemos_provision.host_http import HostHTTP, HostHTTPError, LocalRunner, host_session
 from tests.conftest import REPO, run
 from tests.simulated_vault import SimulatedVault
 
@@ -137,6 +137,182 @@ def test_drifted_policy_and_secret_are_repaired(vault):
     assert set(vault_setup.plan(client, store, want)) == {"policy mnemos-services", "secret mnemos/redis"}
     assert set(vault_setup.apply(client, store, want)) == {"policy mnemos-services", "wrote mnemos/redis"}
     assert vault_setup.plan(client, store, want) == []
+
+
+def client_with(url, token) -> hvac.Client:
+    return hvac.Client(url=url, token=token, session=host_session(HostHTTP(LocalRunner())))
+
+
+def test_simulated_vault_holds_the_scoped_token_to_its_policy(vault):
+    """The simulation is strict where the deploy relies on Vault: VAULT_TOKEN reads the services'
+    secrets (mnemos/data/*) and nothing else; a write is refused, there and elsewhere."""
+    sim, client, url = vault
+    want = desired(url)
+    vault_setup.apply(client, MemoryKeyStore(), want)
+    scoped = client_with(url, want.token_id)
+    secret = scoped.secrets.kv.v2.read_secret_version(path="postgres", mount_point="mnemos",
+                                                      raise_on_deleted_version=True)
+    assert secret["data"]["data"]["password"] == "p" * 32
+    assert scoped.auth.token.lookup_self()["data"]["policies"] == ["default", "mnemos-services"]
+    refused = [
+        lambda: scoped.secrets.kv.v2.create_or_update_secret(path="postgres", secret={"password": "x"},
+                                                             mount_point="mnemos"),
+        lambda: scoped.secrets.kv.v2.create_or_update_secret(path="elsewhere", secret={"a": "b"},
+                                                             mount_point="mnemos"),
+        lambda: scoped.sys.create_or_update_policy(name="mine", policy='path "*" { capabilities = ["sudo"] }'),
+        lambda: scoped.sys.enable_secrets_engine(backend_type="kv", path="mine"),
+        lambda: scoped.sys.read_policy(name="mnemos-services"),
+        lambda: scoped.sys.list_mounted_secrets_engines(),
+        lambda: scoped.auth.token.create(policies=["mnemos-services"]),
+    ]
+    writes = list(sim.writes)
+    for attempt in refused:
+        with pytest.raises(hvac.exceptions.Forbidden):
+            attempt()
+    assert sim.writes == writes and sim.kv["mnemos/"]["postgres"][-1]["password"] == "p" * 32
+    assert "mine" not in sim.policies and "mine/" not in sim.mounts
+
+
+def test_simulated_vault_revokes_the_children_of_a_revoked_token_but_not_orphans(vault):
+    sim, client, url = vault
+    store = MemoryKeyStore()
+    vault_setup.apply(client, store, desired(url))
+    root = client_with(url, store.data["root_token"])
+    child = root.auth.token.create(policies=["mnemos-services"])["auth"]["client_token"]
+    orphan = root.auth.token.create(policies=["mnemos-services"], no_parent=True)["auth"]["client_token"]
+    assert root.auth.token.lookup(child)["data"]["orphan"] is False
+    assert root.auth.token.lookup(orphan)["data"]["orphan"] is True
+    root.auth.token.revoke_self()
+    assert child not in sim.tokens and store.data["root_token"] not in sim.tokens
+    assert client_with(url, orphan).auth.token.lookup_self()["data"]["orphan"] is True
+
+
+def test_simulated_vault_lets_only_root_or_sudo_choose_a_token_id_or_make_an_orphan(vault):
+    sim, client, url = vault
+    store = MemoryKeyStore()
+    vault_setup.apply(client, store, desired(url))
+    root = client_with(url, store.data["root_token"])
+    root.sys.create_or_update_policy(
+        name="creator", policy='path "auth/token/create" {\n  capabilities = ["update"]\n}\n')
+    root.sys.create_or_update_policy(
+        name="creator-sudo", policy='path "auth/token/create" {\n  capabilities = ["update", "sudo"]\n}\n')
+    creator = client_with(url, root.auth.token.create(policies=["creator"])["auth"]["client_token"])
+    for options, message in (({"id": "chosen-id"}, "root or sudo privileges required to specify token id"),
+                             ({"no_parent": True}, "root or sudo privileges required to create orphan token"),
+                             ({"period": "768h"}, "root or sudo privileges required to create periodic token")):
+        with pytest.raises(hvac.exceptions.InvalidRequest) as err:
+            creator.auth.token.create(policies=["creator"], **options)
+        assert message in str(err.value)
+    with pytest.raises(hvac.exceptions.InvalidRequest) as err:
+        creator.auth.token.create(policies=["mnemos-services"])
+    assert "child policies must be subset of parent" in str(err.value)
+    assert creator.auth.token.create(policies=["creator"])["auth"]["orphan"] is False
+    sudo = client_with(url, root.auth.token.create(policies=["creator-sudo"])["auth"]["client_token"])
+    sudo.auth.token.create(id="chosen-id", no_parent=True, policies=["mnemos-services"])
+    assert sim.tokens["chosen-id"]["parent"] == ""
+
+
+def test_revoking_the_root_token_leaves_the_scoped_token_of_env_working(vault):
+    """VAULT_TOKEN is an orphan: revoking the root token (vault_revoke_root_token), which revokes
+    the root token's children, does not take it along."""
+    sim, client, url = vault
+    store, want = MemoryKeyStore(), desired(url)
+    want.revoke_root_token = True
+    done = vault_setup.apply(client, store, want)
+    assert done[-1] == "revoked the root token" and "root_token" not in store.data
+    assert not [t for t, info in sim.tokens.items() if "root" in info["policies"]]
+    scoped = client_with(url, want.token_id)
+    assert scoped.auth.token.lookup_self()["data"]["orphan"] is True
+    secret = scoped.secrets.kv.v2.read_secret_version(path="postgres", mount_point="mnemos",
+                                                      raise_on_deleted_version=True)
+    assert secret["data"]["data"]["password"] == "p" * 32
+    sim.restart()
+    assert vault_setup.apply(client, store, want) == ["unsealed"]
+    assert vault_setup.plan(client, store, want) == []
+    assert want.token_id in sim.tokens
+
+
+def test_a_scoped_token_made_as_a_child_of_the_root_token_is_made_again_as_an_orphan(vault):
+    """Earlier deploys created VAULT_TOKEN as a child of the root token: the next run replaces it
+    with an orphan of the same ID (so .env does not change)."""
+    sim, client, url = vault
+    store, want = MemoryKeyStore(), desired(url)
+    vault_setup.apply(client, store, want)
+    sim.tokens[want.token_id]["parent"] = store.data["root_token"]
+    assert vault_setup.plan(client, store, want) == ["VAULT_TOKEN (the scoped token of .env)"]
+    assert vault_setup.apply(client, store, want) == ["created VAULT_TOKEN"]
+    assert sim.tokens[want.token_id]["parent"] == ""
+    assert vault_setup.plan(client, store, want) == []
+
+
+def host_key_store(path):
+    import getpass
+    import grp
+
+    from roles.vault_init import HostKeyStore
+    return HostKeyStore(str(path), getpass.getuser(), grp.getgrgid(os.getgid()).gr_name,
+                        runner=LocalRunner())
+
+
+def test_host_key_store_writes_a_0600_file_in_a_0700_directory_and_reads_it_back(tmp_path):
+    keys = tmp_path / "state" / "vault-keys.json"
+    store = host_key_store(keys)
+    assert store.load() is None
+    store.save({"keys_base64": ["a2V5"], "root_token": "hvs.x"})
+    assert oct(keys.stat().st_mode & 0o777) == "0o600"
+    assert oct(keys.parent.stat().st_mode & 0o777) == "0o700"
+    assert store.load() == {"keys_base64": ["a2V5"], "root_token": "hvs.x"}
+    assert sorted(p.name for p in keys.parent.iterdir()) == ["vault-keys.json"]
+
+
+class AnswerLostRunner(LocalRunner):
+    """Runs every command on the "host", but the answer of the one that sends PUT sys/init never
+    reaches the controller: the run dies (or its connection drops) right after Vault initialized."""
+
+    def run(self, command):
+        rc, out = super().run(command)
+        if "-X PUT" in command and "/v1/sys/init" in command:
+            raise HostHTTPError("the connection to the host was lost")
+        return rc, out
+
+
+def test_keys_are_on_the_host_before_the_controller_sees_them_and_the_next_run_unseals(vault, tmp_path):
+    sim, client, url = vault
+    keys = tmp_path / "state" / "vault-keys.json"
+    store, want = host_key_store(keys), desired(url)
+    lossy = HostHTTP(AnswerLostRunner())
+    with pytest.raises(HostHTTPError):
+        vault_setup.apply(hvac.Client(url=url, session=host_session(lossy)), store, want)
+    lossy.close()
+    assert sim.initialized and sim.sealed
+    assert oct(keys.stat().st_mode & 0o777) == "0o600"
+    assert oct(keys.parent.stat().st_mode & 0o777) == "0o700"
+    kept = json.loads(keys.read_text())
+    assert kept["root_token"] == sim.root_token and len(kept["keys_base64"]) == 3
+    assert vault_setup.plan(client, store, want)[0] == "unseal Vault"
+    done = vault_setup.apply(client, store, want)
+    assert done[0] == "unsealed" and "created VAULT_TOKEN" in done and not sim.sealed
+    assert sim.writes.count("PUT sys/init") == 1
+    assert vault_setup.plan(client, store, want) == []
+
+
+def test_initializing_keeps_an_earlier_keys_file_and_a_refused_init_touches_none(vault, tmp_path):
+    """The keys of an earlier Vault (its data lost, or to be restored from a backup) are moved
+    aside, never overwritten; an answer other than 200 is never written into the keys file."""
+    sim, client, url = vault
+    keys = tmp_path / "state" / "vault-keys.json"
+    keys.parent.mkdir(mode=0o700)
+    keys.write_text('{"keys_base64": ["ZWFybGllcg=="], "root_token": "hvs.earlier"}\n')
+    store, want = host_key_store(keys), desired(url)
+    vault_setup.apply(client, store, want)
+    aside = list(keys.parent.glob("vault-keys.json.replaced-*"))
+    assert len(aside) == 1 and json.loads(aside[0].read_text())["root_token"] == "hvs.earlier"
+    assert json.loads(keys.read_text())["root_token"] == sim.root_token
+    before = keys.read_bytes()
+    with pytest.raises(hvac.exceptions.InvalidRequest):  # Vault is already initialized: 400
+        store.initialize(client, want)
+    assert keys.read_bytes() == before
+    assert sorted(p.name for p in keys.parent.iterdir()) == ["vault-keys.json", aside[0].name]
 
 
 def test_vault_role_over_pyinfra_local_twice_and_never_prints_a_secret(vault, tmp_path):
