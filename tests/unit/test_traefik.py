@@ -20,7 +20,8 @@ import http.client
 import http.server
 import json
 import re
-import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -167,6 +168,7 @@ class TraefikRun:
 
     def __init__(self, settings, root: Path, work: Path):
         self.settings, self.root, self.work = settings, root, work
+        self.env = settings.environment  # the fixture names it after its group_data
         self.compose = yaml.safe_load((root / "docker-compose.yml").read_text())
         self.static = yaml.safe_load((root / "config/traefik/traefik.yml").read_text())
         self.ports: dict[str, int] = {}
@@ -192,6 +194,34 @@ def http_get(port: int, host: str, path: str) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def https_get(port: int, server_name: str | None, host: str, path: str,
+              cafile: Path | None = None) -> tuple[int, bytes, bytes]:
+    """
+    GET over TLS from 127.0.0.1:port, sending `server_name` as SNI (None: no SNI). With `cafile`
+    the certificate must chain to it and be valid for server_name. Returns (status, body, the
+    presented certificate in DER).
+    """
+    if cafile:
+        context = ssl.create_default_context(cafile=str(cafile))
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            der = tls.getpeercert(binary_form=True)
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            response = http.client.HTTPResponse(tls)
+            response.begin()
+            return response.status, response.read(), der
+
+
+def common_name(der: bytes) -> str:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    return x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
 
 
 @contextlib.contextmanager
@@ -285,6 +315,7 @@ def wait_until_routed(run: TraefikRun, routers: set[str], timeout: float = 60) -
 def traefik(request, tmp_path_factory):
     settings = validate(env_data(request.param))
     with running_traefik(settings, tmp_path_factory.mktemp(f"traefik-{request.param}")) as run:
+        run.env = request.param
         yield run
 
 
@@ -323,3 +354,33 @@ def test_every_labelled_router_answers_over_http(traefik):
         assert status == 200, f"http://{route['host']}{path} via web: {status} {body[:200]!r}"
         if route["body"]:
             assert body.decode() == route["body"]
+
+
+def rendered_certificate(traefik: TraefikRun) -> tuple[Path, bytes]:
+    if not traefik.settings.traefik_tls:
+        pytest.skip(f"traefik_tls is off in {traefik.env}")
+    crt = traefik.root / "config/traefik/certs/mnemos.crt"
+    return crt, ssl.PEM_cert_to_DER_cert(crt.read_text())
+
+
+def test_every_labelled_router_answers_over_https_with_the_rendered_certificate(traefik):
+    """traefik_tls: the labels carry no tls=true; the websecure entry point's default TLS applies."""
+    crt, rendered = rendered_certificate(traefik)
+    for route in traefik.routes:
+        path = "/api/version" if route["service"] == "api@internal" else "/"
+        # Verified against the rendered certificate, for the route's host name (its SANs).
+        status, body, der = https_get(traefik.ports["websecure"], route["host"], route["host"], path,
+                                      cafile=crt)
+        assert status == 200, f"https://{route['host']}{path} via websecure: {status} {body[:200]!r}"
+        if route["body"]:
+            assert body.decode() == route["body"]
+        assert der == rendered
+        assert common_name(der) == TRAEFIK_CERT_CN
+
+
+@pytest.mark.parametrize("server_name", ["unknown.invalid", None], ids=["unknown-sni", "no-sni"])
+def test_an_unknown_host_name_gets_the_rendered_certificate(traefik, server_name):
+    """Not Traefik's generated TRAEFIK DEFAULT CERT: the default store's certificate is the tree's."""
+    _, rendered = rendered_certificate(traefik)
+    _, _, der = https_get(traefik.ports["websecure"], server_name, "unknown.invalid", "/")
+    assert der == rendered, f"presented {common_name(der)!r}, not the rendered {TRAEFIK_CERT_CN!r}"
