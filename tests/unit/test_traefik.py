@@ -384,3 +384,27 @@ def test_an_unknown_host_name_gets_the_rendered_certificate(traefik, server_name
     _, rendered = rendered_certificate(traefik)
     _, _, der = https_get(traefik.ports["websecure"], server_name, "unknown.invalid", "/")
     assert der == rendered, f"presented {common_name(der)!r}, not the rendered {TRAEFIK_CERT_CN!r}"
+
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "fixtures" / "schemastore"
+
+
+def test_the_rendered_configs_follow_traefiks_published_json_schemas(traefik):
+    """Static and dynamic config, as rendered, against SchemaStore's Traefik v3 schemas
+    (tests/fixtures/schemastore/SOURCE.md: where they come from, pinned by commit)."""
+    import jsonschema
+
+    def check(schema_file: str, path: Path) -> list[str]:
+        schema = json.loads((SCHEMAS / schema_file).read_text())
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        config = yaml.safe_load(path.read_text())
+        return [f"{path.name}: {'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+                for e in validator.iter_errors(config)]
+
+    config = traefik.root / "config/traefik"
+    problems = check("traefik-v3.json", config / "traefik.yml")
+    dynamic = sorted((config / "dynamic").glob("*.yml"))
+    assert dynamic
+    for path in dynamic:
+        problems += check("traefik-v3-file-provider.json", path)
+    assert not problems, "\n".join(problems)
