@@ -116,6 +116,7 @@ def dotenv_context(settings: Settings, home: str) -> dict[str, str]:
         "compose_project": settings.compose_project,
         "minio_app_user": settings.minio_app_user,
         "compose_profiles": ",".join(settings.compose_profiles),
+        "traefik_log_level": settings.traefik_log_level,
     }
 
 

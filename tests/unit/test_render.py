@@ -86,6 +86,10 @@ def test_compose_model(tree):
             assert "healthcheck" in service, f"{name} has no healthcheck"
         assert service["logging"]["options"] == {"max-size": "10m", "max-file": "3"}
         assert service["labels"]["mnemos.service"] == name
+    if "traefik" in model["services"]:
+        # With a static config file, Traefik ignores TRAEFIK_* variables: the level is in traefik.yml.
+        environment = model["services"]["traefik"].get("environment") or {}
+        assert not [k for k in environment if k.startswith("TRAEFIK_")], environment
     if s.publish_ports:
         assert model["services"]["postgres"]["ports"][0]["published"] == str(s.ports["postgres"])
     else:

@@ -334,6 +334,18 @@ def test_traefik_starts_on_the_rendered_config_without_warning_and_answers_ping(
     levels = traefik.levels()
     assert levels, f"no Traefik log line read:\n{traefik.log()}"
     assert not {"WRN", "ERR", "FTL", "PNC"} & set(levels), traefik.log()
+    assert traefik.settings.traefik_log_level == "INFO" and "DBG" not in levels
+
+
+def test_the_log_level_setting_reaches_traefik(tmp_path):
+    """traefik_log_level is traefik.yml's log.level (Traefik ignores TRAEFIK_LOG_LEVEL in its
+    environment once it reads a config file); .env's TRAEFIK_LOG_LEVEL mirrors it."""
+    settings = validate({**env_data("dev"), "traefik_log_level": "DEBUG"})
+    with running_traefik(settings, tmp_path) as run:
+        pass
+    assert run.static["log"]["level"] == "DEBUG"
+    assert "TRAEFIK_LOG_LEVEL=DEBUG" in (run.root / ".env").read_text().splitlines()
+    assert "DBG" in run.levels(), run.log()
 
 
 def test_every_router_and_service_is_enabled(traefik):
