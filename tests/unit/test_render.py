@@ -155,6 +155,38 @@ def test_yaml_and_json_parse(tree):
         (json.loads if path.suffix == ".json" else yaml.safe_load)(text)
 
 
+# Component types the rendered collector config may use, as the pinned collector
+# (otel/opentelemetry-collector-contrib:0.158.0) names them: `type:` of each component's
+# metadata.yaml (opentelemetry-collector at tag v0.158.0: otlp, batch, memory_limiter, debug,
+# otlp_grpc, otlp_http; opentelemetry-collector-contrib: prometheus, health_check). The exporters'
+# old names are only deprecated aliases there (`deprecated_type:`), logged as such at start-up.
+COLLECTOR_TYPES = {
+    "receivers": {"otlp"},
+    "processors": {"batch", "memory_limiter"},
+    "exporters": {"otlp_grpc", "otlp_http", "prometheus", "debug"},
+    "extensions": {"health_check"},
+}
+DEPRECATED_EXPORTER_TYPES = {"otlp": "otlp_grpc", "otlphttp": "otlp_http"}  # since v0.144.0
+
+
+def test_collector_config_uses_current_component_types_consistently(tree):
+    config = yaml.safe_load((tree["root"] / "config/otel-collector.yaml").read_text())
+    for kind, known in COLLECTOR_TYPES.items():
+        for component in config.get(kind) or {}:
+            ctype = component.split("/", 1)[0]
+            if kind == "exporters" and ctype in DEPRECATED_EXPORTER_TYPES:
+                pytest.fail(f"exporter {component}: {ctype!r} is a deprecated alias, the type is "
+                            f"{DEPRECATED_EXPORTER_TYPES[ctype]!r}")
+            assert ctype in known, f"{kind} {component}: not a type this test knows of the pinned collector"
+    service = config["service"]
+    for extension in service.get("extensions", []):
+        assert extension in config["extensions"], f"service.extensions: {extension} is not defined"
+    for name, pipeline in service["pipelines"].items():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(kind, []):
+                assert component in config[kind], f"pipeline {name}: {kind} {component} is not defined"
+
+
 def test_vault_hcl_parses(tree):
     import hcl2
     with open(tree["root"] / "docker/vault/config/vault.hcl") as f:
