@@ -6,6 +6,7 @@ configs, an HCL2 parser for vault.hcl, YAML and JSON parsers for the rest.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import pwd
@@ -13,6 +14,8 @@ import re
 import runpy
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -351,3 +354,98 @@ def test_redis_loads_the_rendered_config_with_the_password_on_stdin(dev_tree):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# ------------------------------------------------------------ the collector's health, from outside
+
+FAKE_DOCKER = """#!{python}
+# docker, as far as scripts/health-check.sh uses it: every container running (healthy where its
+# image has a healthcheck; the collector's has none); `docker exec <peer> wget URL` asks the
+# collector's stand-in health endpoint for http://otel-collector:13133/ (Docker's DNS name).
+import os, sys, urllib.request
+args = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(" ".join(args) + "\\n")
+if args[0] == "inspect":
+    print("running " if args[-1].endswith("-otel") else "running healthy")
+elif args[0] == "exec" and args[2] == "wget":
+    url = args[-1]
+    if not url.startswith("http://otel-collector:13133/"):
+        sys.exit(1)
+    try:
+        urllib.request.urlopen(url.replace("otel-collector:13133", os.environ["FAKE_OTEL_HEALTH"]), timeout=5)
+    except Exception:
+        sys.exit(1)
+elif args[0] == "exec" and "redis-cli" in " ".join(args):
+    print("PONG")
+"""
+
+
+class CollectorHealth(http.server.BaseHTTPRequestHandler):
+    """The health_check extension: 200 while the collector is available, 503 otherwise."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.send_response(self.server.status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("env", [e for e in ENVIRONMENTS
+                                 if validate(env_data(e)).service_enabled("otel-collector")])
+def test_make_health_asks_the_collectors_health_endpoint(env, tmp_path):
+    """
+    The collector's image is FROM scratch: nothing inside it can run a check. `make health`
+    (scripts/health-check.sh) must ask its health_check extension from outside, through the
+    published port where there is one, else from a container on one of its networks, and report
+    it unhealthy when the extension does not answer 200, whatever the container's state.
+    """
+    need("make")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CollectorHealth)
+    server.status = 200
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    data = env_data(env)
+    data["ports"] = {**validate(data).ports, "otel_health": port}
+    settings = validate(data)
+    root = tmp_path / "mnemos"
+    write_tree(root, render.render_tree(settings, "/home/dev", secret_store.complete({}, {})))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
+    (bin_dir / "docker").chmod(0o755)
+    calls = tmp_path / "docker-calls"
+    environ = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_DOCKER_LOG=str(calls),
+                   FAKE_OTEL_HEALTH=f"127.0.0.1:{port}")
+
+    def collector_line() -> str:
+        result = run(["make", "health"], cwd=root, env=environ)
+        lines = [line for line in result.stdout.splitlines() if "Checking OTEL Collector" in line]
+        assert len(lines) == 1, result.stdout + result.stderr
+        return lines[0]
+
+    try:
+        line = collector_line()
+        assert "Healthy" in line and "Unhealthy" not in line, line
+        server.status = 503
+        line = collector_line()
+        assert "Unhealthy" in line and ("13133" in line or str(port) in line), line
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # A peer that asked must share a network with the collector and have wget (its own
+    # healthcheck uses it).
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for call in calls.read_text().splitlines():
+        words = call.split()
+        if words[0] == "exec" and words[2] == "wget":
+            peer = words[1].removeprefix(settings.compose_project + "-")
+            assert set(services[peer]["networks"]) & set(services["otel-collector"]["networks"]), peer
+            assert "wget" in services[peer]["healthcheck"]["test"], peer
+    # Compose cannot wait for a collector health it cannot see: dependants wait for it started.
+    for name, service in services.items():
+        condition = (service.get("depends_on") or {}).get("otel-collector", {}).get("condition")
+        assert condition in (None, "service_started"), f"{name} waits for the collector {condition}"
