@@ -19,6 +19,7 @@ import contextlib
 import http.client
 import http.server
 import json
+import os
 import re
 import socket
 import ssl
@@ -225,8 +226,9 @@ def common_name(der: bytes) -> str:
 
 
 @contextlib.contextmanager
-def running_traefik(settings, base: Path):
-    """Render the tree for `settings` under `base`, start traefik on it, yield a TraefikRun."""
+def running_traefik(settings, base: Path, environment: dict[str, str] | None = None):
+    """Render the tree for `settings` under `base`, start traefik on it (with `environment` added
+    to its own), yield a TraefikRun."""
     root = base / "mnemos"
     write_tree(root, render.render_tree(settings, "/home/dev", secret_store.complete({}, {})))
     if settings.traefik_tls:
@@ -276,7 +278,8 @@ def running_traefik(settings, base: Path):
 
         with open(run.log_path, "w") as log:
             run.process = subprocess.Popen([str(traefik_binary()), f"--configFile={work / 'traefik.yml'}"],
-                                           stdout=log, stderr=subprocess.STDOUT, cwd=work)
+                                           stdout=log, stderr=subprocess.STDOUT, cwd=work,
+                                           env={**os.environ, **(environment or {})})
         try:
             wait_until_routed(run, set(routers))
             yield run
@@ -346,6 +349,11 @@ def test_the_log_level_setting_reaches_traefik(tmp_path):
     assert run.static["log"]["level"] == "DEBUG"
     assert "TRAEFIK_LOG_LEVEL=DEBUG" in (run.root / ".env").read_text().splitlines()
     assert "DBG" in run.levels(), run.log()
+    # What the compose file used to set: with a config file read, the variable changes nothing.
+    info = validate(env_data("dev"))
+    with running_traefik(info, tmp_path / "env", {"TRAEFIK_LOG_LEVEL": "DEBUG"}) as run:
+        pass
+    assert "DBG" not in run.levels(), run.log()
 
 
 def test_every_router_and_service_is_enabled(traefik):
