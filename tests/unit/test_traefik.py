@@ -183,9 +183,6 @@ class TraefikRun:
     def levels(self) -> list[str]:
         return LOG_LINE.findall(self.log())
 
-    def url(self, entry_point: str, path: str) -> str:
-        return f"http://127.0.0.1:{self.ports[entry_point]}{path}"
-
 
 def http_get(port: int, host: str, path: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -243,13 +240,13 @@ def running_traefik(settings, base: Path, environment: dict[str, str] | None = N
     run = TraefikRun(settings, root, work)
     mounts = mounts_of(run.compose, root)
 
-    static = run.static
-    docker = static["providers"].pop("docker")
+    docker = run.static["providers"]["docker"]
     assert docker["exposedByDefault"] is False
     assert docker["endpoint"] == "unix:///var/run/docker.sock"
     assert "/var/run/docker.sock:/var/run/docker.sock:ro" in run.compose["services"]["traefik"]["volumes"]
     network = docker["network"].removeprefix(settings.compose_project + "_")
-    static = rewrite_paths(static, mounts)
+    static = rewrite_paths(run.static, mounts)  # a copy: run.static stays as rendered
+    del static["providers"]["docker"]
     for name, entry_point in static["entryPoints"].items():
         run.ports[name] = free_port()
         entry_point["address"] = f"127.0.0.1:{run.ports[name]}"
