@@ -397,7 +397,12 @@ def test_every_labelled_router_answers_over_https_with_the_rendered_certificate(
 
 @pytest.mark.parametrize("server_name", ["unknown.invalid", None], ids=["unknown-sni", "no-sni"])
 def test_an_unknown_host_name_gets_the_rendered_certificate(traefik, server_name):
-    """Not Traefik's generated TRAEFIK DEFAULT CERT: the default store's certificate is the tree's."""
+    """
+    Not Traefik's generated TRAEFIK DEFAULT CERT: the default store's certificate is the tree's.
+    Without SNI Traefik matches the address the client reached (pkg/tls/certificate_store.go):
+    here 127.0.0.1, which the certificate's SANs name, so that case passes with or without the
+    default store; in the container the address is the container's own, in no SAN.
+    """
     _, rendered = rendered_certificate(traefik)
     _, _, der = https_get(traefik.ports["websecure"], server_name, "unknown.invalid", "/")
     assert der == rendered, f"presented {common_name(der)!r}, not the rendered {TRAEFIK_CERT_CN!r}"
