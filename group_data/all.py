@@ -94,6 +94,7 @@ ports = {  # host ports (published on bind_address)
 }
 vault_tls = False  # Vault listener TLS (self-signed in the tree); False = tls_disable, for development only
 traefik_tls = False  # self-signed certificate for Traefik's websecure entrypoint in config/traefik/certs
+traefik_log_level = "INFO"  # TRACE | DEBUG | INFO | WARN | ERROR | FATAL | PANIC: log.level in config/traefik/traefik.yml (Traefik ignores TRAEFIK_LOG_LEVEL there)
 launch_stack = True  # start the compose stack and wait until it is healthy
 stack_wait_timeout = 300  # seconds to wait for every enabled service to be healthy
 dotenv_overrides = {}  # values for non-secret .env variables (e.g. {"LOG_LEVEL": "DEBUG"}); keys must exist in .env.example

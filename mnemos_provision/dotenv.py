@@ -130,7 +130,7 @@ SECTIONS: list[tuple[str, list[Var]]] = [
         Var("GRAFANA_URL", "http://grafana:3000"),
     ]),
     ("TRAEFIK (RELAY)", [
-        Var("TRAEFIK_LOG_LEVEL", "INFO", "DEBUG, INFO, WARN, ERROR"),
+        Var("TRAEFIK_LOG_LEVEL", "{traefik_log_level}", "set from the deploy's traefik_log_level; Traefik reads it from config/traefik/traefik.yml, not from here"),
         Var("TRAEFIK_ACCESS_LOG", "true"),
         Var("TRAEFIK_DASHBOARD", "true"),
     ]),

@@ -118,6 +118,7 @@ def dotenv_context(settings: Settings, home: str) -> dict[str, str]:
         "compose_project": settings.compose_project,
         "minio_app_user": settings.minio_app_user,
         "compose_profiles": ",".join(settings.compose_profiles),
+        "traefik_log_level": settings.traefik_log_level,
     }
 
 
@@ -137,6 +138,23 @@ def _health_checks(settings: Settings) -> list[dict]:
         ]
 
     p = settings.compose_project
+
+    def collector() -> list[str]:
+        """
+        The collector's image is FROM scratch: no check can run inside it, so its health_check
+        extension (0.0.0.0:13133 in the container) is asked from outside: through the published
+        port, else from a container on one of its networks whose image has wget (Prometheus and
+        Grafana: their own healthchecks use it), by the collector's name on Docker's DNS.
+        """
+        if "otel_health" in published:
+            return http("otel_health", "/")
+        for peer in ("prometheus", "grafana"):  # both share the data network with the collector
+            if settings.service_enabled(peer):
+                url = "http://otel-collector:13133/"
+                return [f"docker exec {p}-{peer} wget -q -T 5 -O /dev/null {url} 2>/dev/null "
+                        f'|| {{ echo "{url} did not answer 200 (asked from {p}-{peer})"; return 1; }}']
+        return []  # no peer with wget enabled: the container state is the check
+
     catalogue = {
         "postgres": ("PostgreSQL", "postgres", [
             f"docker exec {p}-postgres sh -c 'pg_isready -q -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"' "
@@ -153,7 +171,7 @@ def _health_checks(settings: Settings) -> list[dict]:
             *http("vault", "/v1/sys/health", "200|429"),
         ]),
         "minio": ("MinIO", "minio", http("minio_api", "/minio/health/live")),
-        "otel-collector": ("OTEL Collector", "otel", http("otel_health", "/")),
+        "otel-collector": ("OTEL Collector", "otel", collector()),
         "prometheus": ("Prometheus", "prometheus", http("prometheus", "/-/healthy")),
         "loki": ("Loki", "loki", http("loki", "/ready")),
         "grafana": ("Grafana", "grafana", http("grafana", "/api/health")),

@@ -35,6 +35,9 @@ SERVICE_LAYERS = {
     "traefik": "gateway",
 }
 LAYERS = ("data", "observability", "gateway")
+# Traefik's log levels (cmd/traefik/logger.go reads them case-insensitively; an unknown one becomes
+# ERROR with no more than a log line).
+TRAEFIK_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "PANIC")
 NETWORKS = ("frontend", "backend", "data", "hostaccess")
 FRONTEND_SERVICES = ("grafana", "traefik")  # on the non-internal frontend network by design
 PORT_SERVICES = {  # which service publishes each port key
@@ -134,6 +137,7 @@ class Settings:
     ports: dict
     vault_tls: bool
     traefik_tls: bool
+    traefik_log_level: str
     launch_stack: bool
     stack_wait_timeout: int
     vault_init: bool
@@ -374,6 +378,7 @@ def validate(data: dict[str, Any], controller_path_exists=lambda p: Path(p).is_f
     _check_supported_os(c)
     _check_dotenv_overrides(c, merged)
     _check_schedule(c, merged)
+    _check_traefik_log_level(c, merged)
     _check_bind_address(c, merged)
     _check_images(c, merged)
     _check_subnets(c, merged)
@@ -406,6 +411,21 @@ def _check_schedule(c: _Checker, merged: dict) -> None:
     value = merged["backup_schedule"]
     if isinstance(value, str) and len(value.split()) != 5:
         c.fail("backup_schedule", value, "expected a 5-field cron expression like '0 3 * * *'")
+
+
+def _check_traefik_log_level(c: _Checker, merged: dict) -> None:
+    value = merged["traefik_log_level"]
+    if isinstance(value, str) and value.upper() in TRAEFIK_LOG_LEVELS:
+        c.out["traefik_log_level"] = value.upper()
+    else:
+        c.fail("traefik_log_level", value, f"expected one of {', '.join(TRAEFIK_LOG_LEVELS)}"
+               f"{_closest(str(value).upper(), TRAEFIK_LOG_LEVELS)}")
+    # .env's TRAEFIK_LOG_LEVEL only mirrors the setting: an override there would change nothing.
+    overrides = merged["dotenv_overrides"]
+    if isinstance(overrides, dict) and "TRAEFIK_LOG_LEVEL" in overrides:
+        c.fail("dotenv_overrides['TRAEFIK_LOG_LEVEL']", overrides["TRAEFIK_LOG_LEVEL"],
+               "set traefik_log_level instead (Traefik reads its level from "
+               "config/traefik/traefik.yml, not from its environment)")
 
 
 def _check_bind_address(c: _Checker, merged: dict) -> None:

@@ -108,6 +108,18 @@ def tree(ctx: HostContext):
 VAULT_IMAGE_GID = 1000
 
 
+# Traefik's self-signed certificate (traefik_tls): every *.mnemos.local router host, and localhost.
+TRAEFIK_CERT_CN = "mnemos.local"
+TRAEFIK_CERT_SANS = "DNS:mnemos.local,DNS:*.mnemos.local,DNS:localhost,IP:127.0.0.1"
+
+
+def openssl_self_signed(crt: str, key: str, cn: str, sans: str) -> str:
+    """The openssl command that writes a self-signed certificate (the unit tests run it too)."""
+    q = shlex.quote
+    return (f"openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj {q('/CN=' + cn)} "
+            f"-addext {q('subjectAltName=' + sans)} -keyout {q(key)} -out {q(crt)} 2>/dev/null")
+
+
 def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str, key_group: str,
                 key_mode: str) -> None:
     crt, key = f"{directory}/{name}.crt", f"{directory}/{name}.key"
@@ -117,8 +129,7 @@ def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str,
         name=f"Self-signed certificate {crt}",
         commands=[
             f"install -d -m 755 -o {q(ctx.user)} -g {q(ctx.group)} {q(directory)} && "
-            f"openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj {q('/CN=' + cn)} "
-            f"-addext {q('subjectAltName=' + sans)} -keyout {q(key)} -out {q(crt)} 2>/dev/null && "
+            f"{openssl_self_signed(crt, key, cn, sans)} && "
             f"chown {q(ctx.user)}:{q(ctx.group)} {q(crt)} && chmod 644 {q(crt)} && "
             f"chown {q(ctx.user)}:{key_group} {q(key)} && chmod {key_mode} {q(key)}"
         ],
@@ -133,6 +144,5 @@ def certificates(ctx: HostContext):
         self_signed(ctx, f"{ctx.root}/config/vault/tls", "vault", "vault",
                     "DNS:vault,DNS:localhost,IP:127.0.0.1", str(VAULT_IMAGE_GID), "640")
     if s.traefik_tls:
-        self_signed(ctx, f"{ctx.root}/config/traefik/certs", "mnemos", "mnemos.local",
-                    "DNS:mnemos.local,DNS:*.mnemos.local,DNS:localhost,IP:127.0.0.1",
-                    shlex.quote(ctx.group), "600")
+        self_signed(ctx, f"{ctx.root}/config/traefik/certs", "mnemos", TRAEFIK_CERT_CN,
+                    TRAEFIK_CERT_SANS, shlex.quote(ctx.group), "600")

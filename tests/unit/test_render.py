@@ -6,6 +6,7 @@ configs, an HCL2 parser for vault.hcl, YAML and JSON parsers for the rest.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import pwd
@@ -14,6 +15,8 @@ import runpy
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -87,6 +90,10 @@ def test_compose_model(tree):
             assert "healthcheck" in service, f"{name} has no healthcheck"
         assert service["logging"]["options"] == {"max-size": "10m", "max-file": "3"}
         assert service["labels"]["mnemos.service"] == name
+    if "traefik" in model["services"]:
+        # With a static config file, Traefik ignores TRAEFIK_* variables: the level is in traefik.yml.
+        environment = model["services"]["traefik"].get("environment") or {}
+        assert not [k for k in environment if k.startswith("TRAEFIK_")], environment
     if s.publish_ports:
         assert model["services"]["postgres"]["ports"][0]["published"] == str(s.ports["postgres"])
     else:
@@ -150,6 +157,38 @@ def test_yaml_and_json_parse(tree):
     for path in files:
         text = path.read_text()
         (json.loads if path.suffix == ".json" else yaml.safe_load)(text)
+
+
+# Component types the rendered collector config may use, as the pinned collector
+# (otel/opentelemetry-collector-contrib:0.158.0) names them: `type:` of each component's
+# metadata.yaml (opentelemetry-collector at tag v0.158.0: otlp, batch, memory_limiter, debug,
+# otlp_grpc, otlp_http; opentelemetry-collector-contrib: prometheus, health_check). The exporters'
+# old names are only deprecated aliases there (`deprecated_type:`), logged as such at start-up.
+COLLECTOR_TYPES = {
+    "receivers": {"otlp"},
+    "processors": {"batch", "memory_limiter"},
+    "exporters": {"otlp_grpc", "otlp_http", "prometheus", "debug"},
+    "extensions": {"health_check"},
+}
+DEPRECATED_EXPORTER_TYPES = {"otlp": "otlp_grpc", "otlphttp": "otlp_http"}  # since v0.144.0
+
+
+def test_collector_config_uses_current_component_types_consistently(tree):
+    config = yaml.safe_load((tree["root"] / "config/otel-collector.yaml").read_text())
+    for kind, known in COLLECTOR_TYPES.items():
+        for component in config.get(kind) or {}:
+            ctype = component.split("/", 1)[0]
+            if kind == "exporters" and ctype in DEPRECATED_EXPORTER_TYPES:
+                pytest.fail(f"exporter {component}: {ctype!r} is a deprecated alias, the type is "
+                            f"{DEPRECATED_EXPORTER_TYPES[ctype]!r}")
+            assert ctype in known, f"{kind} {component}: not a type this test knows of the pinned collector"
+    service = config["service"]
+    for extension in service.get("extensions", []):
+        assert extension in config["extensions"], f"service.extensions: {extension} is not defined"
+    for name, pipeline in service["pipelines"].items():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(kind, []):
+                assert component in config[kind], f"pipeline {name}: {kind} {component} is not defined"
 
 
 def vault_hcl(tree) -> dict:
@@ -430,3 +469,98 @@ def test_redis_runs_the_rendered_compose_command_with_the_password_off_every_com
     finally:
         os.killpg(server.pid, signal.SIGKILL)  # a throwaway server: no shutdown save
         server.wait(timeout=30)
+
+
+# ------------------------------------------------------------ the collector's health, from outside
+
+FAKE_DOCKER = """#!{python}
+# docker, as far as scripts/health-check.sh uses it: every container running (healthy where its
+# image has a healthcheck; the collector's has none); `docker exec <peer> wget URL` asks the
+# collector's stand-in health endpoint for http://otel-collector:13133/ (Docker's DNS name).
+import os, sys, urllib.request
+args = sys.argv[1:]
+with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+    log.write(" ".join(args) + "\\n")
+if args[0] == "inspect":
+    print("running " if args[-1].endswith("-otel") else "running healthy")
+elif args[0] == "exec" and args[2] == "wget":
+    url = args[-1]
+    if not url.startswith("http://otel-collector:13133/"):
+        sys.exit(1)
+    try:
+        urllib.request.urlopen(url.replace("otel-collector:13133", os.environ["FAKE_OTEL_HEALTH"]), timeout=5)
+    except Exception:
+        sys.exit(1)
+elif args[0] == "exec" and "redis-cli" in " ".join(args):
+    print("PONG")
+"""
+
+
+class CollectorHealth(http.server.BaseHTTPRequestHandler):
+    """The health_check extension: 200 while the collector is available, 503 otherwise."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.send_response(self.server.status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("env", [e for e in ENVIRONMENTS
+                                 if validate(env_data(e)).service_enabled("otel-collector")])
+def test_make_health_asks_the_collectors_health_endpoint(env, tmp_path):
+    """
+    The collector's image is FROM scratch: nothing inside it can run a check. `make health`
+    (scripts/health-check.sh) must ask its health_check extension from outside, through the
+    published port where there is one, else from a container on one of its networks, and report
+    it unhealthy when the extension does not answer 200, whatever the container's state.
+    """
+    need("make")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CollectorHealth)
+    server.status = 200
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    data = env_data(env)
+    data["ports"] = {**validate(data).ports, "otel_health": port}
+    settings = validate(data)
+    root = tmp_path / "mnemos"
+    write_tree(root, render.render_tree(settings, "/home/dev", secret_store.complete({}, {})))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
+    (bin_dir / "docker").chmod(0o755)
+    calls = tmp_path / "docker-calls"
+    environ = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_DOCKER_LOG=str(calls),
+                   FAKE_OTEL_HEALTH=f"127.0.0.1:{port}")
+
+    def collector_line() -> str:
+        result = run(["make", "health"], cwd=root, env=environ)
+        lines = [line for line in result.stdout.splitlines() if "Checking OTEL Collector" in line]
+        assert len(lines) == 1, result.stdout + result.stderr
+        return lines[0]
+
+    try:
+        line = collector_line()
+        assert "Healthy" in line and "Unhealthy" not in line, line
+        server.status = 503
+        line = collector_line()
+        assert "Unhealthy" in line and ("13133" in line or str(port) in line), line
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # A peer that asked must share a network with the collector and have wget (its own
+    # healthcheck uses it).
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for call in calls.read_text().splitlines():
+        words = call.split()
+        if words[0] == "exec" and words[2] == "wget":
+            peer = words[1].removeprefix(settings.compose_project + "-")
+            assert set(services[peer]["networks"]) & set(services["otel-collector"]["networks"]), peer
+            assert "wget" in services[peer]["healthcheck"]["test"], peer
+    # Compose cannot wait for a collector health it cannot see: dependants wait for it started.
+    for name, service in services.items():
+        condition = (service.get("depends_on") or {}).get("otel-collector", {}).get("condition")
+        assert condition in (None, "service_started"), f"{name} waits for the collector {condition}"

@@ -40,6 +40,7 @@ BAD_INPUTS = [
     (["secrets_state_path=/srv/m/.config/s.json", "mnemos_root=/srv/m"], ["lies inside mnemos_root (/srv/m)"]),
     # a supplied secret that would change every URL of .env
     (['secrets={"POSTGRES_PASSWORD": "Zq9xW2vB7nM4kL8p@R3tY/x"}'], ["secrets['POSTGRES_PASSWORD'] = '<hidden>'", "only letters, digits and . _ ~ -"]),
+    (["traefik_log_level=WARNING"], ["traefik_log_level = 'WARNING'", "expected one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL, PANIC", "did you mean 'WARN'"]),
 ]
 
 
@@ -120,6 +121,18 @@ def test_weak_supplied_secret_is_refused_without_printing_it():
 def test_strings_from_the_command_line_are_parsed():
     s = validate({"launch_stack": "false", "stack_wait_timeout": "60", "tools": "yq,trivy"})
     assert s.launch_stack is False and s.stack_wait_timeout == 60 and s.tools == ["yq", "trivy"]
+
+
+def test_traefik_log_level_is_read_in_any_case():
+    assert validate({"traefik_log_level": "debug"}).traefik_log_level == "DEBUG"
+
+
+def test_traefik_log_level_is_not_a_dotenv_override():
+    """Traefik reads its level from config/traefik/traefik.yml; .env only mirrors the setting."""
+    with pytest.raises(SettingsError) as err:
+        validate({"dotenv_overrides": {"TRAEFIK_LOG_LEVEL": "DEBUG"}})
+    assert "dotenv_overrides['TRAEFIK_LOG_LEVEL']" in str(err.value)
+    assert "set traefik_log_level instead" in str(err.value)
 
 
 def test_pyinfra_connection_keys_are_not_settings():
