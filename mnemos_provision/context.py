@@ -42,12 +42,17 @@ def run_as_operations(command: str) -> tuple[bool, list[str], list[str]]:
     `host.run_shell_command` alone gets none of them: under --sudo it would read as the
     connecting account what root wrote.
     """
-    from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
-    global_kwargs, _ = pop_global_arguments(host.state, host, {})
-    connector_kwargs = {k: v for k, v in global_kwargs.items() if k in CONNECTOR_ARGUMENT_KEYS}
     ok, output = host.run_shell_command(command, print_output=False, print_input=False,
-                                        **connector_kwargs)
+                                        **connector_arguments(host))
     return ok, output.stdout_lines, output.stderr_lines
+
+
+def connector_arguments(target) -> dict:
+    """The connector arguments (_sudo, _sudo_user, _su_user, _sudo_password...) that pyinfra gives
+    the operations and facts of `target` (a pyinfra Host), for a direct command or upload."""
+    from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
+    global_kwargs, _ = pop_global_arguments(target.state, target, {})
+    return {k: v for k, v in global_kwargs.items() if k in CONNECTOR_ARGUMENT_KEYS}
 
 
 def fail(title: str, problems: list[str], code: int = 2) -> None:

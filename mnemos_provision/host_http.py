@@ -66,12 +66,18 @@ class PyinfraRunner(Runner):
     def __init__(self, host):
         self.host = host
 
+    # With the privileges of the run's operations (--sudo and the like): the keys file and the
+    # answers kept belong where only the operations can write.
     def put(self, data: bytes, remote: str) -> None:
-        if not self.host.put_file(BytesIO(data), remote, print_output=False, print_input=False):
+        from mnemos_provision.context import connector_arguments
+        if not self.host.put_file(BytesIO(data), remote, print_output=False, print_input=False,
+                                  **connector_arguments(self.host)):
             raise HostHTTPError(f"cannot upload a request file to {remote} on {self.host.name}")
 
     def run(self, command: str) -> tuple[int, str]:
-        ok, output = self.host.run_shell_command(command, print_output=False, print_input=False)
+        from mnemos_provision.context import connector_arguments
+        ok, output = self.host.run_shell_command(command, print_output=False, print_input=False,
+                                                 **connector_arguments(self.host))
         return (0 if ok else 1), "\n".join(output.stdout_lines + output.stderr_lines)
 
 
@@ -168,7 +174,8 @@ def _send_and_keep(curl: list[str], prefix: str, keep: Keep) -> str:
     folder = posixpath.dirname(keep.path) or "."
     staged = posixpath.join(folder, "." + posixpath.basename(prefix) + ".kept")
     owned = (lambda target: f" && chown {q(keep.owner)} {q(target)}") if keep.owner else (lambda _: "")
-    return (f"umask 077; if ! {{ install -d -m 700 {q(folder)}{owned(folder)}; }}; then "
+    # the folder is made 0700 when missing; an existing one is never changed (README: Secrets)
+    return (f"umask 077; if ! {{ [ -d {q(folder)} ] || {{ mkdir -m 700 {q(folder)}{owned(folder)}; }}; }}; then "
             f"echo {q('cannot create ' + folder + ' to keep the answer in')} >&2; exit 1; fi; "
             f"code=$({' '.join(curl)} -w '%{{http_code}}'); rc=$?; "
             f"if [ $rc -eq 0 ] && [ \"$code\" = 200 ] && [ -s {q(prefix + '.rb')} ]; then "

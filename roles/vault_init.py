@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import posixpath
+import secrets
 import shlex
 from typing import TYPE_CHECKING
 
@@ -59,22 +60,29 @@ class HostKeyStore:
     def save(self, data: dict) -> None:
         from mnemos_provision import vault_setup
         from mnemos_provision.host_http import HostHTTPError
-        staging = posixpath.dirname(self.path)
-        staged = posixpath.join(staging, ".upload-vault-keys")
+        # a new 0700 directory under an unpredictable name beside the file (never a chmod of an
+        # existing directory, never a name another account could plant), then a rename
+        stage = posixpath.join(posixpath.dirname(self.path),
+                               f".{posixpath.basename(self.path)}.mnemos-{secrets.token_hex(16)}")
+        staged = posixpath.join(stage, posixpath.basename(self.path))
         q = shlex.quote
-        rc, _ = self.runner.run(f"install -d -m 700 {q(staging)} && chown {q(self.user)}:"
-                                f"{q(self.group)} {q(staging)}")
+        folder = q(posixpath.dirname(self.path))
+        rc, _ = self.runner.run(
+            f"{{ [ -d {folder} ] || {{ mkdir -p -m 700 {folder} && chown {q(self.user)}:"
+            f"{q(self.group)} {folder}; }}; }} && mkdir -m 700 {q(stage)}")
         try:
             if rc == 0:
                 self.runner.put(vault_setup.dumps_keys(data), staged)
         except HostHTTPError:
             rc = 1
         if rc != 0:
+            self.runner.run(f"rm -rf {q(stage)}")
             raise OperationError(f"cannot write {self.path}")
         rc, _ = self.runner.run(
             f"chmod 600 {q(staged)} && chown {q(self.user)}:{q(self.group)} {q(staged)} && "
-            f"mv -f {q(staged)} {q(self.path)}")
+            f"mv -f {q(staged)} {q(self.path)} && rmdir {q(stage)}")
         if rc != 0:
+            self.runner.run(f"rm -rf {q(stage)}")
             raise OperationError(f"cannot write {self.path}")
 
     def initialize(self, client, desired: "vault_setup.Desired") -> dict:
