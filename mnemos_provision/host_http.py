@@ -70,8 +70,20 @@ class PyinfraRunner(Runner):
     # answers kept belong where only the operations can write.
     def put(self, data: bytes, remote: str) -> None:
         from mnemos_provision.context import connector_arguments
-        if not self.host.put_file(BytesIO(data), remote, print_output=False, print_input=False,
-                                  **connector_arguments(self.host)):
+        from mnemos_provision.operations import make_private_upload_dir, private_upload_dir
+        private = private_upload_dir(self.host)  # over SSH with sudo: the login account's own
+        try:
+            if private:
+                make_private_upload_dir(None, self.host, private)
+            done = self.host.put_file(BytesIO(data), remote, print_output=False, print_input=False,
+                                      remote_temp_filename=f"{private}/upload" if private else None,
+                                      **connector_arguments(self.host))
+        except OSError:
+            done = False
+        finally:
+            if private:
+                self.host.run_shell_command(f"rm -rf {shlex.quote(private)}", print_output=False)
+        if not done:
             raise HostHTTPError(f"cannot upload a request file to {remote} on {self.host.name}")
 
     def run(self, command: str) -> tuple[int, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from pyinfra import host, logger
-from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand, operation
 from pyinfra.operations.util.files import generate_color_diff
 from pyinfra.facts.files import FileContents
 
@@ -52,6 +52,27 @@ def _fact(cls, **kwargs):
     return fact_batch.read(host, cls, **kwargs)
 
 
+def private_upload_dir(target) -> str | None:
+    """For an SSH host whose operations run under sudo/su/doas: a new directory name (128 random
+    bits) in /tmp for the login account's own uploads; None where uploads need none."""
+    from pyinfra.connectors.ssh import SSHConnector
+    from mnemos_provision.context import connector_arguments
+    if not isinstance(getattr(target, "connector", None), SSHConnector):
+        return None
+    args = connector_arguments(target)
+    if not any(args.get(k) for k in ("_sudo", "_su_user", "_doas", "_dzdo")):
+        return None
+    return f"/tmp/mnemos-upload-{secrets.token_hex(16)}"
+
+
+def make_private_upload_dir(state, host, path: str) -> None:
+    """mkdir -m 700 as the login account itself (no sudo): only it and root can enter."""
+    ok, output = host.run_shell_command(StringCommand("mkdir", "-m", "700", path),
+                                        print_output=False, print_input=False)
+    if not ok:
+        raise OSError(f"cannot create {path} on {host.name}: {' '.join(output.stderr_lines)}")
+
+
 def _staged_name(directory: str, dest: str) -> str:
     """An unpredictable name beside nothing anyone could have planted: 128 random bits."""
     return posixpath.join(directory, f".{posixpath.basename(dest)}.mnemos-{secrets.token_hex(16)}")
@@ -70,7 +91,15 @@ def _secret_upload(content: bytes, dest: str, user: str, group: str, swap: State
     stage = _staged_name(posixpath.dirname(dest), dest)
     staged = posixpath.join(stage, posixpath.basename(dest))
     yield StringCommand(f"mkdir -m 700 {q(stage)}")
-    yield FileUploadCommand(BytesIO(content), staged)
+    private = private_upload_dir(host)
+    if private:
+        # over SSH with sudo, pyinfra uploads as the login account first (to /tmp/pyinfra-<sha1>,
+        # the server's default mode): into a 0700 directory of that account instead
+        yield FunctionCommand(make_private_upload_dir, (private,), {})
+    yield FileUploadCommand(BytesIO(content), staged,
+                            remote_temp_filename=f"{private}/upload" if private else None)
+    if private:
+        yield StringCommand(f"rm -rf {q(private)}")
     prepare = f"chmod 600 {q(staged)} && chown {q(user)}:{q(group)} {q(staged)}"
     if swap is None:
         yield StringCommand(f"{prepare} && mv -f {q(staged)} {q(dest)} && rmdir {q(stage)}")
@@ -98,6 +127,29 @@ class StateSwap:
     holder: str  # who writes (shown to a run that waits or loses)
     keep_damaged: bool = False  # move the file read aside instead of replacing it
     wait: int = 60  # seconds a run waits for the lock
+
+
+def make_dirs(path: str, user: str, group: str, last_mode: str, private: bool) -> StringCommand:
+    """
+    Each missing directory down to `path`, top down, made for `user` (parents 0755, `path` itself
+    `last_mode`): unlike `mkdir -p` under sudo, no directory the deploy makes in a home is root's.
+    An existing directory is never changed. With `private`, `path` (also one another run made
+    meanwhile) must end up a directory of `user` that no other account can write.
+    """
+    q = shlex.quote
+    check = (
+        'if [ -L "$last" ] || [ ! -d "$last" ] || '
+        f'[ "$(stat -c %U "$last")" != {q(user)} ] || '
+        '[ $(( 0$(stat -c %a "$last") & 022 )) -ne 0 ]; then '
+        'echo "mnemos: $last appeared meanwhile and is not a directory of '
+        f'{user} that only {user} can write; nothing was written" >&2; exit 1; fi'
+    ) if private else "true"
+    return StringCommand(
+        f"d={q(path)}; last=$d; set --; "
+        'while [ ! -e "$d" ] && [ ! -L "$d" ]; do set -- "$d" "$@"; d=$(dirname "$d"); done; '
+        f'for d; do if [ "$d" = "$last" ]; then m={last_mode}; else m=755; fi; '
+        'if mkdir -m $m "$d" 2>/dev/null; then '
+        f'chown {q(user)}:{q(group)} "$d" || exit 1; fi; done; {check}')
 
 
 def _secret_file_facts(path: str, **_):
@@ -137,19 +189,7 @@ def secret_file(path: str, content: bytes, user: str, group: str,
         yield StringCommand(f"chmod 600 {q(path)} && chown {q(user)}:{q(group)} {q(path)}")
         return
     if create_dirs:
-        # each missing directory, top down, for the user: parents 0755, the file's own 0700. A
-        # directory that another run created meanwhile is taken only as the user's, 0700-like.
-        yield StringCommand(
-            f"d={q(posixpath.dirname(path))}; last=$d; set --; "
-            'while [ ! -e "$d" ] && [ ! -L "$d" ]; do set -- "$d" "$@"; d=$(dirname "$d"); done; '
-            'for d; do if [ "$d" = "$last" ]; then m=700; else m=755; fi; '
-            'if mkdir -m $m "$d" 2>/dev/null; then '
-            f'chown {q(user)}:{q(group)} "$d" || exit 1; fi; done; '
-            'if [ -L "$last" ] || [ ! -d "$last" ] || '
-            f'[ "$(stat -c %U "$last")" != {q(user)} ] || '
-            '[ $(( 0$(stat -c %a "$last") & 022 )) -ne 0 ]; then '
-            'echo "mnemos: $last appeared meanwhile and is not a directory of '
-            f'{user} that only {user} can write; nothing was written" >&2; exit 1; fi')
+        yield make_dirs(posixpath.dirname(path), user, group, last_mode="700", private=True)
     yield from _secret_upload(content, path, user, group, swap)
 
 
@@ -243,10 +283,8 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str,
         if (current.owner, current.group) != (user, group):
             chowns.append(full)
 
-    if "." not in state:
-        mkdirs.append(root)
-        chowns.append(root)
-    else:
+    make_root = "." not in state
+    if not make_root:
         want(".", state["."].mode)  # the root keeps its mode; only the owner is ours
     foreign = [reason for entry in entries if entry.path in state
                for reason in [_foreign_path(posixpath.join(root, entry.path), entry.kind,
@@ -273,13 +311,15 @@ def sync_tree(root: str, entries: list[TreeEntry], user: str, group: str,
 
     needs_git = git_init and ".git" not in state
 
-    if not (mkdirs or uploads or chmods or chowns or needs_git):
+    if not (make_root or mkdirs or uploads or chmods or chowns or needs_git):
         host.noop(f"tree {root}: all {len(entries)} managed paths up to date")
         return
 
     if host.state.config.DIFF:
         _print_diffs(root, uploads, state)
 
+    if make_root:
+        yield make_dirs(root, user, group, last_mode="755", private=False)
     if mkdirs:
         yield StringCommand("mkdir -p " + " ".join(q(p) for p in mkdirs))
     # Every file is uploaded under an unpredictable name beside its place, given its mode and
