@@ -5,7 +5,7 @@ The whole converge of a MNEMOS Phase 1 host:
 Settings are validated and the host checked before the first operation.
 """
 
-from mnemos_provision.context import host_context
+from mnemos_provision.context import for_each_host, host_context
 from roles.backup import backup
 from roles.docker_engine import docker_engine
 from roles.minio_init import minio_init
@@ -16,13 +16,14 @@ from roles.tools import tools
 from roles.tree import tree
 from roles.vault_init import vault_init
 
-ctx = host_context()
-preflight(ctx)
-packages(ctx)
-docker_engine(ctx)
-tools(ctx)
-tree(ctx)
-stack(ctx)
-vault_init(ctx)
-minio_init(ctx)
-backup(ctx)
+with for_each_host():  # a host that cannot go on is named and left out; the others go on
+    ctx = host_context()
+    preflight(ctx)
+    packages(ctx)
+    docker_engine(ctx)
+    tools(ctx)
+    tree(ctx)
+    stack(ctx)
+    vault_init(ctx)
+    minio_init(ctx)
+    backup(ctx)

@@ -3,7 +3,8 @@ Lay out and render the MNEMOS tree only (no packages, no Docker):
     pyinfra @local deploys/tree.py -y --data mnemos_root=/some/dir
 """
 
-from mnemos_provision.context import host_context
+from mnemos_provision.context import for_each_host, host_context
 from roles.tree import tree
 
-tree(host_context())
+with for_each_host():  # a host that cannot go on is named and left out; the others go on
+    tree(host_context())

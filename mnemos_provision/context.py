@@ -6,6 +6,7 @@ operation: validated settings plus one snapshot of the host (one command).
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyinfra import host, logger
@@ -55,12 +56,33 @@ def connector_arguments(target) -> dict:
     return {k: v for k, v in global_kwargs.items() if k in CONNECTOR_ARGUMENT_KEYS}
 
 
+class HostStopped(Exception):
+    """This host's deploy stopped before any of its operations ran; the others go on."""
+
+
 def fail(title: str, problems: list[str], code: int = 2) -> None:
-    """Print every problem for this host and stop the run before any operation executes."""
+    """
+    Print every problem for this host and stop this host before any of its operations executes.
+    With other hosts still in the run, only this one is left out (pyinfra's failed hosts: the run
+    ends non-zero, naming it); alone, the run exits with `code`.
+    """
     logger.error(f"[{host.name}] {title}")
     for problem in problems:
         logger.error(f"  - {problem}")
+    state = host.state
+    if state.active_hosts - {host}:
+        state.fail_hosts({host})
+        raise HostStopped(host.name)
     sys.exit(code)
+
+
+@contextmanager
+def for_each_host():
+    """The body of a deploy file: a host stopped by fail() ends its part, not the others'."""
+    try:
+        yield
+    except HostStopped:
+        pass
 
 
 def load_settings() -> Settings:

@@ -237,6 +237,10 @@ class _Checker:
         if value is None and allow_none:
             self.out[key] = None
             return
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return self.fail(key, value, "expected a string; pyinfra's --data reads a value that "
+                             "looks like a number as one (20.10 becomes 20.1): quote it as JSON, "
+                             f"e.g. --data '{key}=\"{value}\"'")
         if not isinstance(value, str) or not value:
             kind = "a non-empty string" + (" or None" if allow_none else "")
             return self.fail(key, value, f"expected {kind}")

@@ -104,24 +104,47 @@ def ensure_host_image() -> None:
     sh(["docker", "build", "-q", "-t", HOST_IMAGE, "-"], input=HOST_DOCKERFILE.format(base=BASE_IMAGE))
 
 
-def ensure_standin_archive() -> Path:
-    """Build the stand-ins (Docker's cache makes a rebuild a no-op) and save them once per build."""
+def ensure_standin_archive(names: tuple[str, ...] = tuple(STANDINS)) -> Path:
+    """Build the stand-ins (Docker's cache makes a rebuild a no-op) and `docker save` the named
+    ones into an archive named after their image IDs: made once per build of those images."""
     ensure_base_image()
     ids = []
-    for name, ref in STANDINS.items():
+    for name in names:
+        ref = STANDINS[name]
         sh(["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", ref,
             str(REPO / "tests/standins" / name)])
         ids.append(sh(["docker", "image", "inspect", "-f", "{{.Id}}", ref]).stdout.strip())
     digest = hashlib.sha256("".join(ids).encode()).hexdigest()[:16]
-    archive = CACHE / f"standins-{digest}.tar"
+    label = "-".join(names) if tuple(names) != tuple(STANDINS) else "all"
+    archive = CACHE / f"standins-{label}-{digest}.tar"
     if not archive.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        for old in CACHE.glob("standins-*.tar"):
+        for old in CACHE.glob(f"standins-{label}-*.tar"):
             old.unlink()
         tmp = archive.with_suffix(".partial")
-        sh(["docker", "save", "-o", str(tmp), *STANDINS.values()])
+        sh(["docker", "save", "-o", str(tmp), *(STANDINS[n] for n in names)])
         tmp.rename(archive)
     return archive
+
+
+# A staging-like host: sshd, sudo, a deploy account that logs in with a key (its sudo rule is
+# set per host when it starts), and an unprivileged `watcher` account that tries to read secrets.
+SSH_DOCKERFILE = """FROM {base}
+RUN apt-get update -q \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server sudo \\
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \\
+ && mkdir -p /run/sshd \\
+ && useradd -m -s /bin/bash deploy && useradd -m -s /bin/sh watcher
+"""  # sshd is started by the test (`/usr/sbin/sshd`), so that a test can keep a host unreachable
+
+
+def ssh_host_image() -> str:
+    ensure_host_image()
+    dockerfile = SSH_DOCKERFILE.format(base=HOST_IMAGE)
+    ref = "mnemos-test/ssh-host:" + recipe_tag(HOST_IMAGE, dockerfile)
+    if not image_exists(ref):
+        sh(["docker", "build", "-q", "-t", ref, "-"], input=dockerfile)
+    return ref
 
 
 def compose_binary() -> str:
@@ -184,16 +207,23 @@ class FreshHost:
         self.name = name
         self.archive: Path | None = None
 
-    def start(self) -> "FreshHost":
-        ensure_host_image()
+    def start(self, image: str | None = None, apt_cache: Path | None = None,
+              extra: tuple[str, ...] = ()) -> "FreshHost":
+        if image is None:
+            ensure_host_image()
         sh(["docker", "rm", "-f", self.name], check=False)
-        apt_cache = CACHE / "apt-archives"
+        apt_cache = apt_cache or CACHE / "apt-archives"
         (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
-        sh(["docker", "run", "-d", "--name", self.name, "--hostname", "mnemos-test",
+        sh(["docker", "run", "-d", "--name", self.name, "--hostname", self.name,
             # keep downloaded .deb files between test machines (apt still installs every package)
             "-v", f"{apt_cache}:/var/cache/apt/archives",
-            *ENGINE_FLAGS, HOST_IMAGE])
+            *ENGINE_FLAGS, *extra, image or HOST_IMAGE])
         return self
+
+    def published_port(self, port: int) -> int:
+        """The port of 127.0.0.1 that `port` of the machine is published on."""
+        out = sh(["docker", "port", self.name, f"{port}/tcp"]).stdout.split()
+        return int([o for o in out if o.startswith("127.0.0.1:")][0].rsplit(":", 1)[1])
 
     def remove(self) -> None:
         sh(["docker", "rm", "-f", "-v", self.name], check=False)

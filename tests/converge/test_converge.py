@@ -110,6 +110,9 @@ def test_no_secret_in_pyinfra_output_even_with_diff(provisioned):
     for value in secrets:
         assert value not in output, "a secret was printed by pyinfra"
         assert value not in first.output, "a secret was printed by the first run"
+    for path in (STATE, f"{ROOT}/.env"):  # as the deploy reads them: base64, 76 per line
+        encoded = machine.exec(f"head -c 57 {path} | base64").stdout.strip()
+        assert len(encoded) == 76 and encoded not in output, f"{path} was printed as read"
     assert parse_results(output)
 
 

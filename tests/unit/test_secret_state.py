@@ -9,6 +9,7 @@ the real `pyinfra @local deploys/tree.py` into a temporary tree, every run at it
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ PYINFRA = str(REPO / ".venv/bin/pyinfra") if (REPO / ".venv/bin/pyinfra").exists
 VERBOSE = ("-vvv", "--debug", "--diff")
 OUTPUTS: list[str] = []  # every run's output, searched for every secret value at the end
 SECRETS_SEEN: set[str] = set()
+SECRET_FILES_B64: set[str] = set()
 
 
 class Site:
@@ -54,6 +56,11 @@ class Site:
         return result
 
     def remember(self) -> None:
+        for path in (self.state, self.env):
+            try:  # a file's text as the deploy reads it (base64): its first line of 76 characters
+                SECRET_FILES_B64.add(base64.b64encode(path.read_bytes()[:57]).decode())
+            except OSError:
+                pass
         for path in (self.state, *self.state_dir.glob("secrets.json.damaged-*")):
             try:
                 SECRETS_SEEN.update(v for v in json.loads(path.read_text()).values()
@@ -305,3 +312,5 @@ def test_zz_no_secret_value_appears_in_any_output_of_this_file():
     for output in OUTPUTS:
         for value in SECRETS_SEEN:
             assert value not in output, "a secret value was printed"
+        for encoded in SECRET_FILES_B64:
+            assert encoded not in output, "a secret file was printed as the deploy reads it"

@@ -40,6 +40,8 @@ BAD_INPUTS = [
     (["secrets_state_path=/srv/m/.config/s.json", "mnemos_root=/srv/m"], ["lies inside mnemos_root (/srv/m)"]),
     # a supplied secret that would change every URL of .env
     (['secrets={"POSTGRES_PASSWORD": "Zq9xW2vB7nM4kL8p@R3tY/x"}'], ["secrets['POSTGRES_PASSWORD'] = '<hidden>'", "only letters, digits and . _ ~ -"]),
+    # pyinfra's --data reads 20.10 as the number 20.1: the message says how to quote it
+    (["docker_min_version=20.10"], ["docker_min_version = 20.1", "quote it as JSON", "--data 'docker_min_version=\"20.1\"'"]),
     (["traefik_log_level=WARNING"], ["traefik_log_level = 'WARNING'", "expected one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL, PANIC", "did you mean 'WARN'"]),
 ]
 
