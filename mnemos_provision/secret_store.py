@@ -195,7 +195,6 @@ def parse_read(lines: list[str]) -> HostState:
 @dataclass
 class Decision:
     values: Secrets
-    write: bool  # the state file must be (re)written
     expected: str  # sha256 of the file this run read ("absent"): the compare-and-swap's condition
     damaged: bool  # the file read is kept aside before the new one replaces it
     notes: list[str]  # one line each, names only, for the user
@@ -285,8 +284,7 @@ def decide(host_state: HostState, supplied: dict[str, str], *, state_path: str, 
         if damaged:
             parts.append(f"the damaged file is kept as {state_path}.damaged-<time>")
         notes.append("; ".join(parts) + "; the state is written back")
-    content = serialize(values)
-    return Decision(values=values, write=raw != content, expected=sha256(raw), damaged=damaged,
+    return Decision(values=values, expected=sha256(raw), damaged=damaged,
                     notes=notes, state_dir_missing=host_state.state_dir == "missing")
 
 

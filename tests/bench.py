@@ -61,7 +61,39 @@ def fmt(values: list[float]) -> str:
     return f"{min(values):6.2f} s  {statistics.median(values):6.2f} s"
 
 
+def fleet_rows() -> list[str]:
+    """Over SSH with sudo (tests/fleet's machines): one host versus four, first and no-op runs."""
+    from tests.fleet.test_fleet import Fleet
+    work = Path(tempfile.mkdtemp(prefix="mnemos-bench-fleet-"))
+    names = ["bench-solo", "bench-1", "bench-2", "bench-3", "bench-4"]
+    fleet = Fleet(work, names, unreachable=None)
+    fleet.archive = harness.ensure_standin_archive(("redis",))
+    try:
+        fleet.start()
+        one = fleet.write_inventory(names=names[:1], path=work / "one" / "fleet.py")
+        four = fleet.write_inventory(names=names[1:], path=work / "four" / "fleet.py")
+        env = fleet.env()
+        first_one = [timed(fleet.deploy_args(one), env)]
+        first_four = [timed(fleet.deploy_args(four), env)]
+        noop = dict(env, BENCH_PHASE="noop")
+        noop_one, noop_four = interleaved([(fleet.deploy_args(one), noop),
+                                           (fleet.deploy_args(four), noop)])
+    finally:
+        fleet.remove()
+    ratio = statistics.median(noop_four) / statistics.median(noop_one)
+    return [
+        f"\nover SSH with --sudo (deploys/bootstrap.py, Redis only)     1 host min  median   "
+        "4 hosts min  median   4 / 1",
+        f"{'first converge':58} {fmt(first_one)}   {fmt(first_four)}  "
+        f"{statistics.median(first_four) / statistics.median(first_one):5.2f}x",
+        f"{'no-op converge':58} {fmt(noop_one)}   {fmt(noop_four)}  {ratio:5.2f}x   target 1.5x",
+    ]
+
+
 def main() -> None:
+    if os.environ.get("BENCH_ONLY") == "fleet":
+        print("\n".join(fleet_rows()))
+        return
     work = Path(tempfile.mkdtemp(prefix="mnemos-bench-"))
     one_op = work / "one_op.py"
     one_op.write_text(ONE_OP)
@@ -128,6 +160,7 @@ def main() -> None:
         ("no-op deploys/bootstrap.py", noop_boot_local, noop_boot_docker, "2x @local, 3x @docker"),
     ):
         print(f"{label:46} {statistics.median(local) / s_l:6.2f}x  {statistics.median(docker) / s_d:6.2f}x   {target}")
+    print("\n".join(fleet_rows()))
 
 
 if __name__ == "__main__":
