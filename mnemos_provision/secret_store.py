@@ -24,7 +24,7 @@ import posixpath
 import secrets as csprng
 import shlex
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mnemos_provision import dotenv
 from mnemos_provision.dotenv import SECRET_LENGTHS
@@ -55,6 +55,10 @@ class Secrets(dict):
         return f"<{len(self)} secrets: {', '.join(sorted(self))}>"
 
     __str__ = __repr__
+
+
+class VolumesNeeded(Exception):
+    """The decision needs the project's volumes, which this read did not list."""
 
 
 class StateError(Exception):
@@ -132,12 +136,13 @@ class HostState:
     env: HostFile
     state_dir: str  # "missing" or "<kind>|<mode>|<owner>" of the state file's directory
     backups: int = 0  # encrypted backup archives in the tree
-    volumes: set = field(default_factory=set)  # the project's volumes, when they can be listed
-    volumes_known: bool = True
+    volumes: set | None = None  # the project's volumes (None: not asked for)
+    volumes_known: bool = True  # False: asked for, but Docker could not tell
 
 
-def read_command(state: str, env: str, backups: str, project: str) -> str:
-    """One POSIX sh command: both files (base64), the state directory, backups and volumes."""
+def read_command(state: str, env: str, backups: str, project: str, volumes: bool = False) -> str:
+    """One POSIX sh command: both files (base64), the state directory, backups and, with
+    `volumes` (only when a secret is missing: it costs a `docker info`), the project's volumes."""
     q = shlex.quote
     return f"""
 part() {{
@@ -151,12 +156,16 @@ part() {{
 }}
 part state {q(state)}; part env {q(env)}
 printf '== state_dir '; stat -c '%F|%a|%U' -- {q(posixpath.dirname(state))} 2>/dev/null || echo missing
-printf '== backups '; ls -- {q(backups)} 2>/dev/null | grep -c '\\.gpg$'
+printf '== backups '; ls -- {q(backups)} 2>/dev/null | grep -c '\\.gpg$' || true
+{_VOLUMES.format(project=q(project), prefix=q(project + "_")) if volumes else ""}"""
+
+
+_VOLUMES = """
 if docker info >/dev/null 2>&1; then
   echo '== volumes docker'
-  docker volume ls -q --filter label=com.docker.compose.project={q(project)}
+  docker volume ls -q --filter label=com.docker.compose.project={project}
 elif [ -r /var/lib/docker/volumes ]; then
-  echo '== volumes directory'; ls /var/lib/docker/volumes | grep '^'{q(project + "_")} || true
+  echo '== volumes directory'; ls /var/lib/docker/volumes | grep '^'{prefix} || true
 else
   echo '== volumes unknown'
 fi
@@ -179,14 +188,14 @@ def parse_read(lines: list[str]) -> HostState:
         data = base64.b64decode("".join(body)) if kind == "file" else None
         return HostFile(kind, data)
 
-    volumes_how, volume_lines = sections.get("volumes", ("unknown", []))
+    volumes_how, volume_lines = sections.get("volumes", (None, []))
     backups = sections.get("backups", ("0", []))[0]
     return HostState(
         state=host_file("state"), env=host_file("env"),
         state_dir=sections.get("state_dir", ("missing", []))[0] or "missing",
         backups=int(backups) if backups.isdigit() else 0,
-        volumes={v.strip() for v in volume_lines if v.strip()},
-        volumes_known=volumes_how in ("docker", "directory"),
+        volumes=None if volumes_how is None else {v.strip() for v in volume_lines if v.strip()},
+        volumes_known=volumes_how in (None, "docker", "directory"),
     )
 
 
@@ -203,6 +212,8 @@ class Decision:
 
 def data_evidence(name: str, host_state: HostState, project: str) -> str | None:
     """Why existing data depends on secret `name` (None: no data uses it yet)."""
+    if host_state.volumes is None and DATA_VOLUMES.get(name):
+        raise VolumesNeeded(name)
     for volume in DATA_VOLUMES.get(name, ()):
         full = f"{project}_{volume}"
         if full in host_state.volumes:
@@ -214,7 +225,8 @@ def data_evidence(name: str, host_state: HostState, project: str) -> str | None:
 
 def decide(host_state: HostState, supplied: dict[str, str], *, state_path: str, env_path: str,
            project: str) -> Decision:
-    """The run's secrets from what the host holds; StateError when the run must stop."""
+    """The run's secrets from what the host holds; StateError when the run must stop,
+    VolumesNeeded when it must know the project's volumes (read them, decide again)."""
     problems: list[str] = []
     kind = host_state.state.kind
     if kind in ("directory", "symlink", "other"):
@@ -248,9 +260,9 @@ def decide(host_state: HostState, supplied: dict[str, str], *, state_path: str, 
             current, source = from_env, env_path
             recovered.append(name)
         wanted = supplied.get(name)
-        evidence = data_evidence(name, host_state, project)
         if wanted is not None:
-            if current is not None and wanted != current and evidence:
+            if current is not None and wanted != current and (
+                    evidence := data_evidence(name, host_state, project)):
                 problems.append(
                     f"the supplied {name} differs from the one in {source}, and {evidence}: "
                     "rotation is never implicit. Change it in the service first (e.g. ALTER ROLE "
@@ -259,7 +271,7 @@ def decide(host_state: HostState, supplied: dict[str, str], *, state_path: str, 
             values[name] = wanted
         elif current is not None:
             values[name] = current
-        elif evidence:
+        elif evidence := data_evidence(name, host_state, project):
             if how is None:
                 how = "incomplete"
             problems.append(

@@ -6,7 +6,6 @@ design in one batched operation.
 
 from __future__ import annotations
 
-import base64
 import os
 import shlex
 import socket
@@ -22,21 +21,6 @@ from mnemos_provision.context import HostContext, fail, run_as_operations
 from mnemos_provision.fact_batch import later
 from mnemos_provision.operations import StateSwap, secret_file, sync_tree
 from mnemos_provision.render import RenderError, render_tree
-
-
-def read_remote_file(path: str) -> bytes | None:
-    """
-    A (secret) file's bytes in one command, None when it does not exist; read with the
-    privileges of the run's operations, its text never in pyinfra's output at any verbosity.
-    """
-    q = shlex.quote(path)
-    ok, lines, stderr = run_as_operations(
-        f"if [ -f {q} ]; then echo PRESENT; base64 {q}; else echo MISSING; fi")
-    if not ok or not lines:
-        raise OSError(f"cannot read {path} on {host.name}: {' '.join(stderr)}")
-    if lines[0] == "MISSING":
-        return None
-    return base64.b64decode("".join(lines[1:]))
 
 
 # The secret decision of this run, per host: made once (read, recovered, completed) and shared by
@@ -57,18 +41,28 @@ def secret_decision(ctx: HostContext) -> secret_store.Decision:
 def _decide(ctx: HostContext) -> secret_store.Decision:
     path = ctx.secrets_state_path
     env_path = f"{ctx.root}/.env"
-    ok, lines, stderr = run_as_operations(secret_store.read_command(
-        path, env_path, f"{ctx.root}/data/backups", ctx.settings.compose_project))
-    if not ok:
-        fail("the secret state could not be read; nothing on the host was changed:",
-             [f"{path}: {' '.join(stderr)[-300:] or 'the read command failed'}"])
-    found = secret_store.parse_read(lines)
+
+    def read(volumes: bool) -> secret_store.HostState:
+        ok, lines, stderr = run_as_operations(secret_store.read_command(
+            path, env_path, f"{ctx.root}/data/backups", ctx.settings.compose_project, volumes))
+        if not ok:
+            fail("the secret state could not be read; nothing on the host was changed:",
+                 [f"{path}: {' '.join(stderr)[-300:] or 'the read command failed'}"])
+        return secret_store.parse_read(lines)
+
+    def decide(found: secret_store.HostState) -> secret_store.Decision:
+        return secret_store.decide(found, ctx.settings.secrets, state_path=path,
+                                   env_path=env_path, project=ctx.settings.compose_project)
+
+    found = read(volumes=False)  # a converged host: one command, no Docker call
     problem = secret_store.state_dir_problem(found.state_dir, path, ctx.user)
     if problem:
         fail("the secret state cannot be kept safely; nothing on the host was changed:", [problem])
     try:
-        decision = secret_store.decide(found, ctx.settings.secrets, state_path=path,
-                                       env_path=env_path, project=ctx.settings.compose_project)
+        try:
+            decision = decide(found)
+        except secret_store.VolumesNeeded:  # a secret is missing: which data depends on it?
+            decision = decide(read(volumes=True))
     except secret_store.StateError as exc:
         fail("the secret state cannot be used or recovered; nothing on the host was changed:",
              exc.problems)
