@@ -114,7 +114,10 @@ done
 [ -d /mnt/wsl/docker-desktop ] && echo "desktop_integration=1"
 if command -v docker >/dev/null 2>&1; then
   echo "docker_cli=$(readlink -f "$(command -v docker)")"
-  docker info --format 'docker_server_version={{{{.ServerVersion}}}}{{{{"\\n"}}}}docker_operating_system={{{{.OperatingSystem}}}}' 2>/dev/null
+  # `docker version` (the /version endpoint) costs a tenth of `docker info` on a busy engine.
+  # Server.Platform.Name is "Docker Desktop <version> (<build>)" on Docker Desktop, as
+  # `docker info`'s OperatingSystem says "Docker Desktop"; empty or "Docker Engine - ..." otherwise.
+  docker version --format 'docker_server_version={{{{.Server.Version}}}}{{{{"\\n"}}}}docker_operating_system={{{{.Server.Platform.Name}}}}' 2>/dev/null
   {compose_version}
   ids=$(docker network ls -q 2>/dev/null)
   [ -n "$ids" ] && docker network inspect --format 'network={{{{.Id}}}},{{{{.Name}}}},{{{{range .IPAM.Config}}}}{{{{.Subnet}}}} {{{{end}}}}' $ids 2>/dev/null
@@ -336,10 +339,10 @@ class AptPackages(FactBase):
 
 
 class DockerAnswers(FactBase):
-    """Whether `docker info` answers (the engine is up and reachable)."""
+    """Whether the engine is up and reachable: `docker version` answers (cheaper than `docker info`)."""
 
     def command(self):
-        return "docker info >/dev/null 2>&1 && echo yes || echo no"
+        return "docker version --format x >/dev/null 2>&1 && echo yes || echo no"
 
     def process(self, output):
         return bool(output) and output[0] == "yes"
@@ -367,7 +370,7 @@ class DockerImagesPresent(FactBase):
 
     def command(self, images: list[str]):
         quoted = " ".join(shlex.quote(i) for i in images)
-        return ("docker info >/dev/null 2>&1 || { echo DOCKER_DOWN; exit 0; }; "
+        return ("docker version --format x >/dev/null 2>&1 || { echo DOCKER_DOWN; exit 0; }; "
                 f"for i in {quoted}; do docker image inspect \"$i\" >/dev/null 2>&1 && echo \"$i\"; done; true")
 
     def process(self, output):

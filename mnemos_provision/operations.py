@@ -440,7 +440,7 @@ def apt_refresh(max_age_seconds: int, force: bool | Callable[[], bool] = False):
 @operation()
 def ensure_docker_running(systemd: bool, timeout: int):
     """
-    Start Docker Engine and wait until `docker info` answers. Under systemd it is enabled and
+    Start Docker Engine and wait until `docker version` answers. Under systemd it is enabled and
     started; without systemd (WSL's default) dockerd is started detached with its log in
     /var/log/dockerd.log. A daemon that does not answer is an error with its last log lines.
 
@@ -458,7 +458,7 @@ def ensure_docker_running(systemd: bool, timeout: int):
         log = "tail -n 20 /var/log/dockerd.log"
     yield StringCommand(
         f"{start}\n"
-        f"i=0; while [ $i -lt {int(timeout)} ]; do docker info >/dev/null 2>&1 && exit 0; "
+        f"i=0; while [ $i -lt {int(timeout)} ]; do docker version --format x >/dev/null 2>&1 && exit 0; "
         f"i=$((i+1)); sleep 1; done; "
         f"echo 'Docker Engine did not answer within {int(timeout)} s; last log lines:' >&2; "
         f"{log} >&2; exit 1"

@@ -8,6 +8,7 @@ roles/tree.py hands the entries to the sync_tree operation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,11 +190,20 @@ class RenderError(ValueError):
     """A rendered file that its own format does not accept (a bad setting made it invalid)."""
 
 
+# Texts already parsed in this run: hosts with the same settings render the same configs, and a
+# fleet run parses each once (libyaml's parser when PyYAML has it, the pure-Python one otherwise).
+_PARSED: set[tuple[str, str]] = set()
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _check_format(rel: str, text: str) -> None:
     """Parse each rendered YAML and JSON file before it can be written."""
+    key = (rel, hashlib.sha256(text.encode()).hexdigest())
+    if key in _PARSED:
+        return
     try:
         if rel.endswith((".yml", ".yaml")):
-            yaml.safe_load(text)
+            yaml.load(text, Loader=_YAML_LOADER)  # a safe loader: libyaml or Python
         elif rel.endswith(".json"):
             json.loads(text)
     except (yaml.YAMLError, ValueError) as exc:
@@ -202,6 +212,7 @@ def _check_format(rel: str, text: str) -> None:
             f" (line {mark})" if isinstance(mark, int) else "")
         raise RenderError(f"{rel} would not be valid {'JSON' if rel.endswith('.json') else 'YAML'}"
                           f"{where}: check the settings it renders (e.g. dotenv_overrides)") from None
+    _PARSED.add(key)
 
 
 def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[TreeEntry]:

@@ -142,7 +142,7 @@ class HostState:
 
 def read_command(state: str, env: str, backups: str, project: str, volumes: bool = False) -> str:
     """One POSIX sh command: both files (base64), the state directory, backups and, with
-    `volumes` (only when a secret is missing: it costs a `docker info`), the project's volumes."""
+    `volumes` (only when a secret is missing: it asks the engine), the project's volumes."""
     q = shlex.quote
     return f"""
 part() {{
@@ -161,7 +161,7 @@ printf '== backups '; ls -- {q(backups)} 2>/dev/null | grep -c '\\.gpg$' || true
 
 
 _VOLUMES = """
-if docker info >/dev/null 2>&1; then
+if docker version --format x >/dev/null 2>&1; then
   echo '== volumes docker'
   docker volume ls -q --filter label=com.docker.compose.project={project}
 elif [ -r /var/lib/docker/volumes ]; then
