@@ -44,6 +44,34 @@ def test_host_suite_passes_after_the_first_run(provisioned):
     machine, _ = provisioned
     suite = machine.host_suite()
     assert suite.returncode == 0, suite.stdout[-4000:]
+    # the design's checklist: the item of each service that runs here passes; the others are
+    # skipped, each naming its service
+    import runpy
+    from mnemos_provision.settings import validate
+    ci = validate({k: v for k, v in runpy.run_path("group_data/ci.py").items() if not k.startswith("__")
+                   and not hasattr(v, "__spec__")}, controller_path_exists=lambda p: True)
+    for service, item in CHECKLIST_SERVICE_ITEMS.items():
+        if ci.service_enabled(service):
+            assert f"[x] {item}\n" in suite.stdout, f"{item}: not passed\n{suite.stdout[-4000:]}"
+        else:
+            assert f"[-] {item}  -- skipped: " in suite.stdout and f"({service}) is not run on this host" \
+                in suite.stdout, f"{item}: not skipped naming {service}\n{suite.stdout[-4000:]}"
+    for item in ("Volumes created and data persisting across restarts", "Can restart individual services",
+                 "Can view logs with `make logs`", "All services passing health checks (`make health` succeeds)"):
+        assert f"[x] {item}\n" in suite.stdout, f"{item}: not passed\n{suite.stdout[-4000:]}"
+
+
+CHECKLIST_SERVICE_ITEMS = {
+    "postgres": "PostgreSQL container running and accepting connections",
+    "redis": "Redis container running and responding to PING",
+    "vault": "Vault container running (dev mode for now)",
+    "minio": "MinIO container running with console accessible",
+    "prometheus": "Prometheus container running and scraping targets",
+    "loki": "Loki container running and accepting logs",
+    "grafana": "Grafana container running with dashboards accessible",
+    "traefik": "Traefik container running with dashboard accessible",
+    "otel-collector": "OTEL Collector running and accepting traces",
+}
 
 
 def test_second_run_changes_nothing(provisioned):
