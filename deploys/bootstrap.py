@@ -6,6 +6,7 @@ Settings are validated and the host checked before the first operation.
 """
 
 from mnemos_provision.context import for_each_host, host_context
+from mnemos_provision.where import announce
 from roles.backup import backup
 from roles.docker_engine import docker_engine
 from roles.minio_init import minio_init
@@ -27,3 +28,4 @@ with for_each_host():  # a host that cannot go on is named and left out; the oth
     vault_init(ctx)
     minio_init(ctx)
     backup(ctx)
+    announce(ctx)  # after the last operation: where things are, when something changed

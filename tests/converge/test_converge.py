@@ -36,8 +36,13 @@ def test_first_run_provisions_the_machine(provisioned):
                "Docker Engine | Install the distribution's Docker Engine",
                "Docker Engine | Start Docker Engine",
                "MNEMOS tree | Lay out and render the MNEMOS tree at /home/dev/mnemos",
-               "MNEMOS stack | Converge the compose stack (postgres, redis, prometheus)"):
+               "MNEMOS stack | Converge the compose stack (postgres, redis, prometheus, traefik)"):
         assert op in first.changed, f"{op} did not change anything:\n{first.rows}"
+    # where things are, once, after the last operation (mnemos_provision/where.py)
+    assert first.output.count("Where things are") == 1, first.output[-3000:]
+    block = first.output[first.output.index("Where things are"):]
+    assert "redis://127.0.0.1:6379" in block and "dashboard http://127.0.0.1:8080/dashboard/" in block
+    assert "/home/dev/mnemos/.env (0600)" in block and "make health" in block
 
 
 def test_host_suite_passes_after_the_first_run(provisioned):
@@ -80,6 +85,7 @@ def test_second_run_changes_nothing(provisioned):
     assert second.returncode == 0, second.output[-3000:]
     assert second.rows, "no result table in the output"
     assert second.changed == [], f"a converged host changed: {second.changed}"
+    assert "Where things are" not in second.output, "a no-op run printed the where block"
     # and costs a handful of round trips, whatever the number of operations and files: the host
     # snapshot (plan time) and one batch of every fact the operations read (plus the secret state
     # file, read outside pyinfra's fact output)

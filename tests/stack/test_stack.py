@@ -42,7 +42,7 @@ def test_a_stopped_service_is_named_and_started_by_the_next_converge(provisioned
     assert "1 service(s) unhealthy" in check.stdout
     run = machine.deploy()
     assert run.returncode == 0, run.output[-3000:]
-    assert run.changed == ["MNEMOS stack | Converge the compose stack (postgres, redis, prometheus)"]
+    assert run.changed == ["MNEMOS stack | Converge the compose stack (postgres, redis, prometheus, traefik)"]
     assert machine.exec(f"cd {ROOT} && sh scripts/health-check.sh", check=False).returncode == 0
 
 

@@ -70,12 +70,17 @@ def routed_services(compose: dict, network: str) -> dict[str, dict]:
         if labels.get("traefik.enable") != "true":
             continue
         networks = service.get("networks", [])
-        assert network in networks, (
-            f"{name} is routed by Traefik but not on {network!r}, the Docker provider's network")
+        # traefik.docker.network overrides the provider's network for this container.
+        reach = labels.get("traefik.docker.network", f"{compose['name']}_{network}")
+        reach = reach.removeprefix(compose["name"] + "_")
+        assert reach in networks, (
+            f"{name} is routed by Traefik over {reach!r} but is not on that network")
+        assert reach in compose["services"]["traefik"].get("networks", []), (
+            f"{name} is routed over {reach!r}, a network Traefik is not on")
         routers: dict[str, dict] = {}
         services: dict[str, int] = {}
         for key, value in labels.items():
-            if not key.startswith("traefik.") or key == "traefik.enable":
+            if not key.startswith("traefik.") or key in ("traefik.enable", "traefik.docker.network"):
                 continue
             if m := ROUTER_LABEL.fullmatch(key):
                 router, attr = m.groups()
@@ -106,9 +111,14 @@ def routed_services(compose: dict, network: str) -> dict[str, dict]:
 
 
 def rule_host(rule: str) -> str:
-    m = re.fullmatch(r"Host\(`([^`]+)`\)", rule)
-    assert m, f"rule {rule!r}: this test knows only Host(`...`) rules"
+    """The host of a rule `Host(`h`)`, alone or followed by `&& !PathPrefix(`/p`)` exclusions."""
+    m = re.fullmatch(r"Host\(`([^`]+)`\)((?: && !PathPrefix\(`/[^`]*`\))*)", rule)
+    assert m, f"rule {rule!r}: this test knows only Host(`...`) [&& !PathPrefix(`...`)] rules"
     return m.group(1)
+
+
+def rule_excluded_paths(rule: str) -> list[str]:
+    return re.findall(r"!PathPrefix\(`(/[^`]*)`\)", rule)
 
 
 class StandIn(http.server.BaseHTTPRequestHandler):
@@ -267,6 +277,7 @@ def running_traefik(settings, base: Path, environment: dict[str, str] | None = N
             for router, r in spec["routers"].items():
                 routers[router] = r
                 run.routes.append({"router": router, "host": rule_host(r["rule"]),
+                                   "excluded": rule_excluded_paths(r["rule"]),
                                    "service": r["service"],
                                    "body": None if "@" in r["service"] else f"stand-in for {name}"})
         labels = {"http": {"routers": routers, "services": services}}
@@ -364,13 +375,25 @@ def test_every_router_and_service_is_enabled(traefik):
 
 
 def test_every_labelled_router_answers_over_http(traefik):
-    assert {r["router"] for r in traefik.routes} == {"grafana", "dashboard"}
+    assert {r["router"] for r in traefik.routes} == {"grafana", "dashboard", "prometheus"}
     for route in traefik.routes:
         path = "/api/version" if route["service"] == "api@internal" else "/"
         status, body = http_get(traefik.ports["web"], route["host"], path)
         assert status == 200, f"http://{route['host']}{path} via web: {status} {body[:200]!r}"
         if route["body"]:
             assert body.decode() == route["body"]
+
+
+def test_prometheus_is_routed_but_not_its_lifecycle_endpoints(traefik):
+    """--web.enable-lifecycle opens /-/quit and /-/reload without authentication: the gateway
+    routes Prometheus's UI, never those (the stand-in behind it answers every path with 200)."""
+    route = next(r for r in traefik.routes if r["router"] == "prometheus")
+    assert route["host"] == "prometheus.mnemos.local"
+    assert sorted(route["excluded"]) == ["/-/quit", "/-/reload"]
+    assert http_get(traefik.ports["web"], route["host"], "/-/healthy")[0] == 200
+    for path in ("/-/quit", "/-/reload", "/-/quit/", "/-/./quit", "/x/../-/reload"):
+        status, body = http_get(traefik.ports["web"], route["host"], path)
+        assert status == 404, f"{path} through Traefik: {status} {body[:100]!r}"
 
 
 def rendered_certificate(traefik: TraefikRun) -> tuple[Path, bytes]:
