@@ -51,7 +51,19 @@ STANDIN_RUNS_AS = {
     "postgres": ("postgres", ["/usr/lib/postgresql/15/bin/postgres", "--version"]),
     "redis": ("redis", ["/usr/bin/redis-server", "--version"]),
     "prometheus": ("nobody", ["/usr/bin/prometheus", "--version"]),
+    # the interpreter copy that runs the stand-in's `vault` (and gets cap_ipc_lock), as vault
+    "vault": ("vault", ["/bin/vault", "version"]),
+    # MinIO's image runs as root; `--version` imports moto's server and the minio SDK's crypto
+    "minio": ("root", ["/usr/bin/minio", "--version"]),
 }
+# Stand-ins of Vault and MinIO (tests/standins/vault, tests/standins/minio): built on demand,
+# not part of the default archive (only the converge test that enables Vault and MinIO loads them).
+SERVICE_STANDINS = {
+    "vault": "mnemos-standin/vault:debian12",
+    "minio": "mnemos-standin/minio:debian12",
+}
+# Files a stand-in's build context takes from elsewhere in the repository.
+STANDIN_EXTRA_FILES = {"vault": ("tests/simulated_vault.py",)}
 ENGINE_FLAGS = [
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
     "--cap-add", "MKNOD", "--cap-add", "SYS_PTRACE", "--cap-add", "IPC_LOCK",
@@ -109,10 +121,15 @@ def ensure_standin_archive(names: tuple[str, ...] = tuple(STANDINS)) -> Path:
     ones into an archive named after their image IDs: made once per build of those images."""
     ensure_base_image()
     ids = []
+    refs = {**STANDINS, **SERVICE_STANDINS}
     for name in names:
-        ref = STANDINS[name]
-        sh(["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", ref,
-            str(REPO / "tests/standins" / name)])
+        ref = refs[name]
+        context = standin_context(name)
+        try:
+            sh(["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", ref, str(context)])
+        finally:
+            if context != REPO / "tests/standins" / name:
+                shutil.rmtree(context, ignore_errors=True)
         ids.append(sh(["docker", "image", "inspect", "-f", "{{.Id}}", ref]).stdout.strip())
     digest = hashlib.sha256("".join(ids).encode()).hexdigest()[:16]
     label = "-".join(names) if tuple(names) != tuple(STANDINS) else "all"
@@ -122,9 +139,43 @@ def ensure_standin_archive(names: tuple[str, ...] = tuple(STANDINS)) -> Path:
         for old in CACHE.glob(f"standins-{label}-*.tar"):
             old.unlink()
         tmp = archive.with_suffix(".partial")
-        sh(["docker", "save", "-o", str(tmp), *(STANDINS[n] for n in names)])
+        sh(["docker", "save", "-o", str(tmp), *(refs[n] for n in names)])
         tmp.rename(archive)
     return archive
+
+
+def standin_wheels(requirements: Path) -> Path:
+    """Wheels of every pinned line of `requirements`, built once on this machine with pip (PyPI
+    is reachable here, not inside an image build on a test machine): the image installs them
+    with `pip install --no-index`."""
+    import sys
+    dest = CACHE / ("wheels-" + recipe_tag(requirements.read_text(), sys.version.split()[0]))
+    if not dest.exists():
+        tmp = Path(tempfile.mkdtemp(prefix="wheels-", dir=CACHE))
+        try:
+            sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp),
+                "-r", str(requirements)])
+            tmp.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def standin_context(name: str) -> Path:
+    """A stand-in's build context: its directory, plus (for Vault and MinIO) the files it takes
+    from elsewhere and the wheels of its requirements.txt, in a temporary copy."""
+    src = REPO / "tests/standins" / name
+    extra = STANDIN_EXTRA_FILES.get(name, ())
+    if not extra and not (src / "requirements.txt").exists():
+        return src
+    CACHE.mkdir(parents=True, exist_ok=True)
+    context = Path(tempfile.mkdtemp(prefix=f"context-{name}-", dir=CACHE))
+    shutil.copytree(src, context, dirs_exist_ok=True)
+    for path in extra:
+        shutil.copy2(REPO / path, context)
+    if (src / "requirements.txt").exists():
+        shutil.copytree(standin_wheels(src / "requirements.txt"), context / "wheels")
+    return context
 
 
 # A staging-like host: sshd, sudo, a deploy account that logs in with a key (its sudo rule is
@@ -206,6 +257,8 @@ class FreshHost:
     def __init__(self, name: str):
         self.name = name
         self.archive: Path | None = None
+        # --data items every run on this machine passes (and --mnemos-data of its host suite)
+        self.data: tuple[str, ...] = ()
 
     def start(self, image: str | None = None, apt_cache: Path | None = None,
               extra: tuple[str, ...] = ()) -> "FreshHost":
@@ -245,7 +298,7 @@ class FreshHost:
         pyinfra = REPO / ".venv/bin/pyinfra"
         args = [str(pyinfra) if pyinfra.exists() else "pyinfra", "inventories/ci.py", deploy, "-y",
                 *flags]
-        for item in data:
+        for item in (*self.data, *data):
             args += ["--data", item]
         return args
 
@@ -272,9 +325,25 @@ class FreshHost:
             "done; [ -z \"$found\" ] && break; sleep 1; done", check=False)
         return output
 
+    def deploy_killed_when(self, condition: str, timeout: int = 900,
+                           deploy: str = "deploys/bootstrap.py") -> str:
+        """Start a deploy and SIGKILL pyinfra as soon as the shell test `condition` holds on the
+        machine (a waiting loop inside the machine, so the kill follows within a few tens of ms)."""
+        with tempfile.TemporaryFile("w+") as out:  # a file, not a pipe nobody reads meanwhile
+            proc = subprocess.Popen(self.pyinfra_args(deploy), cwd=REPO, env=self.env(),
+                                    stdout=out, stderr=subprocess.STDOUT, text=True)
+            try:
+                self.exec(f"i=0; until {condition}; do sleep 0.02; i=$((i+1)); "
+                          f"[ $i -lt {timeout * 50} ] || exit 1; done", check=True)
+            finally:
+                proc.kill()
+                proc.wait()
+            out.seek(0)
+            return out.read()
+
     def host_suite(self, *extra: str) -> subprocess.CompletedProcess:
         """The user-facing testinfra suite (tests/host) against this machine."""
         python = REPO / ".venv/bin/python"
         return sh([str(python) if python.exists() else "python3", "-m", "pytest", "tests/host",
                    f"--hosts=docker://{self.name}", "--mnemos-group=ci", "-p", "no:cacheprovider",
-                   "-q", *extra], check=False, cwd=REPO, env=self.env())
+                   "-q", *(f"--mnemos-data={item}" for item in self.data), *extra], check=False, cwd=REPO, env=self.env())
