@@ -147,12 +147,13 @@ true
                 net_id, name, subnets = (value.split(",", 2) + ["", ""])[:3]
                 snap.docker_networks.append((net_id, name, subnets.split()))
             elif key == "project_ports":
-                # "127.0.0.1:5432->5432/tcp, 127.0.0.1:6379->6379/tcp"
+                # "127.0.0.1:5432->5432/tcp, 127.0.0.1:6379->6379/tcp"; consecutive ports of one
+                # container come as a range: "127.0.0.1:9000-9001->9000-9001/tcp" (MinIO)
                 for part in value.split(","):
                     host_side = part.strip().split("->")[0]
-                    port = host_side.rsplit(":", 1)[-1]
-                    if port.isdigit():
-                        snap.project_ports.add(int(port))
+                    first, _, last = host_side.rsplit(":", 1)[-1].partition("-")
+                    if first.isdigit() and (last.isdigit() or not last):
+                        snap.project_ports.update(range(int(first), int(last or first) + 1))
             elif key in ("wsl_interop", "systemd", "user_exists", "desktop_integration"):
                 setattr(snap, key, value == "1")
             elif key in ("mem_kib", "cpus", "disk_free_kib"):

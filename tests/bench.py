@@ -90,9 +90,46 @@ def fleet_rows() -> list[str]:
     ]
 
 
+def vault_minio_rows() -> list[str]:
+    """Over @docker, the converge tier's second machine: Vault and MinIO enabled (their STAND-IN
+    images, tests/standins/vault and tests/standins/minio, not the real servers): the first
+    converge, then no-op converges against pyinfra's start-up, with the host commands of one
+    no-op counted at --debug (every command pyinfra runs to reach the host)."""
+    from tests.converge.test_converge import VAULT_MINIO_DATA, VAULT_MINIO_PROFILES
+    machine = harness.FreshHost("mnemos-bench-vault-minio")
+    machine.archive = harness.ensure_standin_archive(tuple(VAULT_MINIO_PROFILES))
+    machine.data = VAULT_MINIO_DATA
+    one_op = Path(tempfile.mkdtemp(prefix="mnemos-bench-vm-")) / "one_op.py"
+    one_op.write_text(ONE_OP)
+    machine.start()
+    try:
+        env = machine.env()
+        first = [timed(machine.pyinfra_args("deploys/bootstrap.py"), env)]
+        noop_env = dict(env, BENCH_PHASE="noop")
+        start, noop = interleaved([
+            ([PYINFRA, f"@docker/{machine.name}", str(one_op), "-y"], env),
+            (machine.pyinfra_args("deploys/bootstrap.py"), noop_env),
+        ])
+        debug = machine.deploy(flags=("--debug",))
+        commands = sum("Running command on localhost:" in line for line in debug.output.splitlines())
+    finally:
+        machine.remove()
+    return [
+        "\n@docker, Vault and MinIO enabled (stand-ins)   min      median",
+        f"{'pyinfra start-up (one no-op operation)':42} {fmt(start)}",
+        f"{'first converge (deploys/bootstrap.py)':42} {fmt(first)}",
+        f"{'no-op deploys/bootstrap.py':42} {fmt(noop)}   "
+        f"{statistics.median(noop) / statistics.median(start):5.2f}x start-up, "
+        f"{commands} host commands (target: at most 5)",
+    ]
+
+
 def main() -> None:
     if os.environ.get("BENCH_ONLY") == "fleet":
         print("\n".join(fleet_rows()))
+        return
+    if os.environ.get("BENCH_ONLY") == "vault-minio":
+        print("\n".join(vault_minio_rows()))
         return
     work = Path(tempfile.mkdtemp(prefix="mnemos-bench-"))
     one_op = work / "one_op.py"
@@ -160,6 +197,7 @@ def main() -> None:
         ("no-op deploys/bootstrap.py", noop_boot_local, noop_boot_docker, "2x @local, 3x @docker"),
     ):
         print(f"{label:46} {statistics.median(local) / s_l:6.2f}x  {statistics.median(docker) / s_d:6.2f}x   {target}")
+    print("\n".join(vault_minio_rows()))
     print("\n".join(fleet_rows()))
 
 

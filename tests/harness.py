@@ -54,7 +54,19 @@ STANDIN_RUNS_AS = {
     "redis": ("redis", ["/usr/bin/redis-server", "--version"]),
     "prometheus": ("nobody", ["/usr/bin/prometheus", "--version"]),
     "traefik": ("root", ["/usr/local/bin/traefik", "version"]),
+    # the interpreter copy that runs the stand-in's `vault` (and gets cap_ipc_lock), as vault
+    "vault": ("vault", ["/bin/vault", "version"]),
+    # MinIO's image runs as root; `--version` imports moto's server and the minio SDK's crypto
+    "minio": ("root", ["/usr/bin/minio", "--version"]),
 }
+# Stand-ins of Vault and MinIO (tests/standins/vault, tests/standins/minio): built on demand,
+# not part of the default archive (only the converge test that enables Vault and MinIO loads them).
+SERVICE_STANDINS = {
+    "vault": "mnemos-standin/vault:debian12",
+    "minio": "mnemos-standin/minio:debian12",
+}
+# Files a stand-in's build context takes from elsewhere in the repository.
+STANDIN_EXTRA_FILES = {"vault": ("tests/simulated_vault.py",)}
 ENGINE_FLAGS = [
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
     "--cap-add", "MKNOD", "--cap-add", "SYS_PTRACE", "--cap-add", "IPC_LOCK",
@@ -133,15 +145,23 @@ STANDIN_CONTEXT_FILES = {"traefik": {"traefik": traefik_wheel_binary}}
 
 
 def standin_context(name: str, work: Path) -> Path:
-    """The directory to build `name` from: its tests/standins directory, plus its extra files."""
+    """The directory to build `name` from: its tests/standins directory, or a copy in `work` with
+    the files it takes from elsewhere (the traefik binary of the wheel, Vault's simulated API) and
+    the wheels of its requirements.txt (MinIO's moto, built on the host, installed offline)."""
     source = REPO / "tests/standins" / name
-    extra = STANDIN_CONTEXT_FILES.get(name)
-    if not extra:
+    made = STANDIN_CONTEXT_FILES.get(name, {})
+    copied = STANDIN_EXTRA_FILES.get(name, ())
+    requirements = source / "requirements.txt"
+    if not made and not copied and not requirements.exists():
         return source
     context = work / name
     shutil.copytree(source, context)
-    for file, origin in extra.items():
+    for file, origin in made.items():
         shutil.copy2(origin(), context / file)
+    for path in copied:
+        shutil.copy2(REPO / path, context)
+    if requirements.exists():
+        shutil.copytree(standin_wheels(requirements), context / "wheels")
     return context
 
 
@@ -150,10 +170,11 @@ def ensure_standin_archive(names: tuple[str, ...] = tuple(STANDINS)) -> Path:
     ones into an archive named after their image IDs: made once per build of those images."""
     ensure_base_image()
     ids = []
+    refs = {**STANDINS, **SERVICE_STANDINS}
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="standin-context-", dir=CACHE) as work:
         for name in names:
-            ref = STANDINS[name]
+            ref = refs[name]
             sh(["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", ref,
                 str(standin_context(name, Path(work)))])
             ids.append(sh(["docker", "image", "inspect", "-f", "{{.Id}}", ref]).stdout.strip())
@@ -165,9 +186,26 @@ def ensure_standin_archive(names: tuple[str, ...] = tuple(STANDINS)) -> Path:
         for old in CACHE.glob(f"standins-{label}-*.tar"):
             old.unlink()
         tmp = archive.with_suffix(".partial")
-        sh(["docker", "save", "-o", str(tmp), *(STANDINS[n] for n in names)])
+        sh(["docker", "save", "-o", str(tmp), *(refs[n] for n in names)])
         tmp.rename(archive)
     return archive
+
+
+def standin_wheels(requirements: Path) -> Path:
+    """Wheels of every pinned line of `requirements`, built once on this machine with pip (PyPI
+    is reachable here, not inside an image build on a test machine): the image installs them
+    with `pip install --no-index`."""
+    import sys
+    dest = CACHE / ("wheels-" + recipe_tag(requirements.read_text(), sys.version.split()[0]))
+    if not dest.exists():
+        tmp = Path(tempfile.mkdtemp(prefix="wheels-", dir=CACHE))
+        try:
+            sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp),
+                "-r", str(requirements)])
+            tmp.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 # A staging-like host: sshd, sudo, a deploy account that logs in with a key (its sudo rule is
@@ -249,6 +287,8 @@ class FreshHost:
     def __init__(self, name: str):
         self.name = name
         self.archive: Path | None = None
+        # --data items every run on this machine passes (and --mnemos-data of its host suite)
+        self.data: tuple[str, ...] = ()
 
     def start(self, image: str | None = None, apt_cache: Path | None = None,
               extra: tuple[str, ...] = ()) -> "FreshHost":
@@ -288,7 +328,7 @@ class FreshHost:
         pyinfra = REPO / ".venv/bin/pyinfra"
         args = [str(pyinfra) if pyinfra.exists() else "pyinfra", "inventories/ci.py", deploy, "-y",
                 *flags]
-        for item in data:
+        for item in (*self.data, *data):
             args += ["--data", item]
         return args
 
@@ -315,9 +355,25 @@ class FreshHost:
             "done; [ -z \"$found\" ] && break; sleep 1; done", check=False)
         return output
 
+    def deploy_killed_when(self, condition: str, timeout: int = 900,
+                           deploy: str = "deploys/bootstrap.py") -> str:
+        """Start a deploy and SIGKILL pyinfra as soon as the shell test `condition` holds on the
+        machine (a waiting loop inside the machine, so the kill follows within a few tens of ms)."""
+        with tempfile.TemporaryFile("w+") as out:  # a file, not a pipe nobody reads meanwhile
+            proc = subprocess.Popen(self.pyinfra_args(deploy), cwd=REPO, env=self.env(),
+                                    stdout=out, stderr=subprocess.STDOUT, text=True)
+            try:
+                self.exec(f"i=0; until {condition}; do sleep 0.02; i=$((i+1)); "
+                          f"[ $i -lt {timeout * 50} ] || exit 1; done", check=True)
+            finally:
+                proc.kill()
+                proc.wait()
+            out.seek(0)
+            return out.read()
+
     def host_suite(self, *extra: str) -> subprocess.CompletedProcess:
         """The user-facing testinfra suite (tests/host) against this machine."""
         python = REPO / ".venv/bin/python"
         return sh([str(python) if python.exists() else "python3", "-m", "pytest", "tests/host",
                    f"--hosts=docker://{self.name}", "--mnemos-group=ci", "-p", "no:cacheprovider",
-                   "-q", *extra], check=False, cwd=REPO, env=self.env())
+                   "-q", *(f"--mnemos-data={item}" for item in self.data), *extra], check=False, cwd=REPO, env=self.env())

@@ -9,6 +9,7 @@ drift repaired exactly, .env restored byte for byte, no secret in any output.
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -150,21 +151,114 @@ def test_no_secret_in_pyinfra_output_even_with_diff(provisioned):
     assert parse_results(output)
 
 
-def test_a_killed_first_run_is_finished_by_the_next_run():
-    """SIGKILL pyinfra part-way through a first run on another fresh machine, then run again."""
+# The second machine runs the whole stack the stand-ins allow: PostgreSQL, Redis and Prometheus,
+# plus Vault and MinIO from their STAND-IN images (tests/standins/vault, tests/standins/minio;
+# not HashiCorp's or MinIO's servers, see the README), enabled by the settings every run on it
+# passes (--data) rather than by group_data/ci.py, so the first machine and the stack tier keep
+# the CI profile.
+VAULT_MINIO_PROFILES = ["postgres", "redis", "prometheus", "vault", "minio"]
+VAULT_MINIO_DATA = (
+    "compose_profiles=" + json.dumps(VAULT_MINIO_PROFILES),
+    "images=" + json.dumps({
+        "postgres": "mnemos-standin/postgres:debian12",
+        "redis": "mnemos-standin/redis:debian12",
+        "prometheus": "mnemos-standin/prometheus:debian12",
+        "vault": "mnemos-standin/vault:debian12",
+        "minio": "mnemos-standin/minio:debian12",
+        "otel-collector": "otel/opentelemetry-collector-contrib:0.158.0",
+        "loki": "grafana/loki:3.7.0",
+        "grafana": "grafana/grafana:13.0.0",
+        "traefik": "traefik:v3.6.2",
+    }, separators=(",", ":")),
+)
+KEYS = "/home/dev/.config/mnemos/vault-keys.json"
+VAULT_OP = "Vault | Initialize, unseal and configure Vault"
+
+
+@pytest.fixture(scope="module")
+def second_machine():
+    """A second fresh machine, Vault and MinIO (stand-ins) enabled on every run."""
     from tests import harness
     machine = harness.FreshHost("mnemos-interrupted")
-    machine.archive = harness.ensure_standin_archive()
+    machine.archive = harness.ensure_standin_archive(tuple(VAULT_MINIO_PROFILES))
+    machine.data = VAULT_MINIO_DATA
     machine.start()
     try:
-        killed = machine.deploy_killed_after(25)
-        assert "--> Results:" not in killed, "the run finished before it was killed: kill it earlier"
-        after = machine.deploy()
-        assert after.returncode == 0, after.output[-4000:]
-        suite = machine.host_suite()
-        assert suite.returncode == 0, suite.stdout[-4000:]
-        again = machine.deploy()
-        assert again.changed == [], again.rows
+        yield machine
     finally:
         if not os.environ.get("MNEMOS_KEEP_TEST_HOST"):
             machine.remove()
+
+
+def vault_status(machine) -> str:
+    """`vault status` in the Vault container: 0 unsealed, 2 sealed, 1 error."""
+    return machine.exec("docker exec mnemos-vault vault status >/dev/null 2>&1; echo $?").stdout.strip()
+
+
+def test_a_killed_first_run_is_finished_by_the_next_run(second_machine):
+    """SIGKILL pyinfra part-way through a first run on the second fresh machine, then the whole
+    bootstrap with Vault and MinIO (stand-ins), the host suite, and a run with zero changes."""
+    machine = second_machine
+    killed = machine.deploy_killed_after(25)
+    assert "--> Results:" not in killed, "the run finished before it was killed: kill it earlier"
+    after = machine.deploy()
+    assert after.returncode == 0, after.output[-4000:]
+    for op in (VAULT_OP, "MinIO | Buckets, versioning, lifecycle and the application user of MinIO"):
+        assert op in after.changed, f"{op} did not run:\n{after.rows}"
+    suite = machine.host_suite()
+    assert suite.returncode == 0, suite.stdout[-4000:]
+    again = machine.deploy()
+    assert again.returncode == 0, again.output[-3000:]
+    assert again.changed == [], again.rows
+
+
+def test_vault_standin_is_unsealed_and_env_token_reads_only_its_secrets(second_machine):
+    machine = second_machine
+    assert vault_status(machine) == "0", "Vault is not unsealed after the converge"
+    assert machine.exec(f"stat -c '%a %U' {KEYS}").stdout.split() == ["600", "dev"]
+    # VAULT_TOKEN of .env, through a header file (never on a command line), from the host
+    machine.exec(f"umask 077; printf 'X-Vault-Token: %s\n' \"$(sed -n 's/^VAULT_TOKEN=//p' {ROOT}/.env)\" "
+                 "> /root/vault-header")
+    read = machine.exec("curl -s -o /dev/null -w '%{http_code}' -H @/root/vault-header "
+                        "http://127.0.0.1:8200/v1/mnemos/data/postgres").stdout
+    write = machine.exec("curl -s -o /dev/null -w '%{http_code}' -H @/root/vault-header -X POST "
+                         "-d '{\"data\":{\"x\":\"y\"}}' http://127.0.0.1:8200/v1/mnemos/data/postgres").stdout
+    machine.exec("rm -f /root/vault-header")
+    assert (read, write) == ("200", "403"), (read, write)
+
+
+def test_a_restarted_vault_is_only_unsealed(second_machine):
+    machine = second_machine
+    machine.exec("docker restart mnemos-vault >/dev/null && for i in $(seq 1 60); do "
+                 "[ \"$(docker inspect -f '{{.State.Health.Status}}' mnemos-vault)\" = healthy ] && break; "
+                 "sleep 1; done")
+    assert vault_status(machine) == "2", "a restarted Vault should come back sealed"
+    run = machine.deploy(flags=("-v",))
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.changed == [VAULT_OP], run.rows
+    assert "Vault: unsealed\n" in run.output or run.output.rstrip().count("Vault: unsealed") == 1, run.output[-3000:]
+    assert "Vault: unsealed," not in run.output, "more than unsealing was done"
+    assert vault_status(machine) == "0"
+
+
+def test_a_run_killed_after_vault_initialized_still_unseals(second_machine):
+    """Vault's data and the keys file removed (a new Vault); a run killed the moment the keys
+    file appears on the host (written by the host command that sent sys/init, before the
+    controller has the answer), then a run that unseals with those keys."""
+    machine = second_machine
+    machine.exec(f"docker rm -f -v mnemos-vault >/dev/null && docker volume rm mnemos_vault-data "
+                 f">/dev/null && rm -f {KEYS}")
+    machine.deploy_killed_when(f"[ -s {KEYS} ]")
+    keys = json.loads(machine.exec(f"cat {KEYS}").stdout)
+    assert "shares" not in keys, "the controller saved the keys before the kill: kill earlier"
+    assert keys.get("keys_base64") and keys.get("root_token")
+    assert machine.exec(f"stat -c %a {KEYS}").stdout.strip() == "600"
+    init = machine.exec("curl -s http://127.0.0.1:8200/v1/sys/init").stdout
+    assert json.loads(init) == {"initialized": True}
+    assert vault_status(machine) == "2", "the killed run got as far as unsealing"
+    run = machine.deploy()
+    assert run.returncode == 0, run.output[-3000:]
+    assert VAULT_OP in run.changed
+    assert vault_status(machine) == "0"
+    again = machine.deploy()
+    assert again.changed == [], again.rows

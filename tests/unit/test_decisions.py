@@ -79,6 +79,18 @@ def test_port_in_use_by_another_process_is_refused_but_ours_is_fine():
     assert not any("9090" in p for p in problems)
 
 
+def test_a_port_range_of_our_own_container_is_ours():
+    """docker ps shows consecutive published ports of one container as a range (MinIO's 9000 and
+    9001): the converge tier's second run with MinIO enabled was refused as "port in use"."""
+    from mnemos_provision.facts import HostSnapshot
+    snap = HostSnapshot().process(["project_ports=127.0.0.1:9000-9001->9000-9001/tcp, "
+                                   "127.0.0.1:8200->8200/tcp"])
+    assert snap.project_ports == {9000, 9001, 8200}
+    problems, _ = evaluate(validate({"compose_profiles": ["minio"]}),
+                           snapshot(listening_ports={9000, 9001}, project_ports=snap.project_ports))
+    assert problems == []
+
+
 def test_ports_of_disabled_services_are_not_checked():
     problems, _ = evaluate(validate({"compose_profiles": ["postgres"]}), snapshot(listening_ports={3000}))
     assert problems == []

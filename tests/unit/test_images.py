@@ -91,9 +91,26 @@ def test_the_base_image_root_directory_is_0755(standin_archive):
         "user cannot start under the vfs storage driver")
 
 
+@pytest.fixture(scope="module")
+def service_standin_archive() -> Path:
+    """The Vault and MinIO stand-ins' archive (the one the converge tier's second machine loads)."""
+    need("docker")
+    if os.geteuid() != 0:
+        pytest.skip("unpacking images with their owners needs root (CI runs as root)")
+    return harness.ensure_standin_archive(tuple(harness.STANDINS) + tuple(harness.SERVICE_STANDINS))
+
+
 @pytest.mark.parametrize("name", sorted(harness.STANDINS))
 def test_each_standin_server_runs_as_its_own_account_on_vfs_layers(standin_archive, name):
-    ref = harness.STANDINS[name]
+    run_as_its_account(standin_archive, harness.STANDINS[name], name)
+
+
+@pytest.mark.parametrize("name", sorted(harness.SERVICE_STANDINS))
+def test_vault_and_minio_standins_run_as_their_account_on_vfs_layers(service_standin_archive, name):
+    run_as_its_account(service_standin_archive, harness.SERVICE_STANDINS[name], name)
+
+
+def run_as_its_account(standin_archive: Path, ref: str, name: str) -> None:
     user, argv = harness.STANDIN_RUNS_AS[name]
     work = Path(tempfile.mkdtemp(prefix=f"vfs-{name}-", dir=harness.CACHE))
     rootfs = work / "rootfs"

@@ -1,0 +1,288 @@
+"""
+STAND-IN for the MinIO server inside the MinIO stand-in image (not MinIO).
+
+`minio server /data --console-address :9001`: S3 on :9000 is moto's server (a real S3-protocol
+implementation, its objects in memory) behind a front that answers, like MinIO on the same port,
+/minio/health/{live,ready,cluster} and the admin API calls this project makes:
+  PUT  /minio/admin/v3/add-user?accessKey=        (body encrypted with the root secret, madmin)
+  GET  /minio/admin/v3/user-info?accessKey=       (404 XMinioAdminNoSuchUser when unknown)
+  PUT  /minio/admin/v3/add-canned-policy?name=    (the policy JSON)
+  GET  /minio/admin/v3/info-canned-policy?name=   (the document, shuffled: MinIO writes Action
+       and Resource out of Go maps, minio/pkg policy/actionset.go and resourceset.go)
+  POST /minio/admin/v3/idp/builtin/policy/attach  (encrypted both ways)
+Users and policies are kept in /data/.minio.sys/standin-iam.json. Requests are told apart by
+the access key of their SigV4 Authorization header (admin calls: the root user only; S3: the
+root user or an enabled user, else InvalidAccessKeyId). Signatures are not verified and user
+policies are not enforced on S3 requests: a stand-in's limits, said in the README.
+`mc ready <alias>`: GET <alias>/minio/health/cluster, exit 0 when it answers 200.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import re
+import sys
+import threading
+import urllib.request
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+MOTO_PORT = 19000
+IAM_FILE = ".minio.sys/standin-iam.json"
+
+
+class _Body:
+    """What minio.crypto.decrypt reads from: read(), close(), release_conn()."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self.data[self.pos:] if n < 0 else self.data[self.pos:self.pos + n]
+        self.pos += len(chunk)
+        return chunk
+
+    def close(self):
+        pass
+
+    def release_conn(self):
+        pass
+
+
+def shuffled(document: dict) -> dict:
+    """The document with its statements and their Action/Resource lists in a random order."""
+    doc = json.loads(json.dumps(document))
+    statements = doc.get("Statement") or []
+    if isinstance(statements, list):
+        random.shuffle(statements)
+        for st in statements:
+            for key in ("Action", "NotAction", "Resource", "NotResource"):
+                if isinstance(st.get(key), list):
+                    random.shuffle(st[key])
+    return doc
+
+
+class IAM:
+    def __init__(self, data_dir: str, root: tuple[str, str]):
+        self.root = root
+        self.path = os.path.join(data_dir, IAM_FILE)
+        self.lock = threading.Lock()
+        self.users: dict[str, dict] = {}
+        self.policies: dict[str, dict] = {}
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                saved = json.load(f)
+            self.users, self.policies = saved["users"], saved["policies"]
+
+    def save(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"users": self.users, "policies": self.policies}, f)
+        os.replace(tmp, self.path)
+
+
+def access_key(headers) -> str:
+    m = re.search(r"Credential=([^/]+)/", headers.get("Authorization", ""))
+    if m:
+        return m.group(1)
+    return parse_qs(urlsplit(headers.get("X-Original-Url", "")).query).get("X-Amz-Credential", [""])[0].split("/")[0]
+
+
+def _error_xml(code: str, message: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>").encode()
+
+
+def serve(args: list[str]) -> int:
+    from minio.crypto import decrypt, encrypt
+    from moto.server import ThreadedMotoServer
+
+    if not args or args[0] != "server":
+        sys.stderr.write("The MinIO stand-in runs only `minio server <dir> [--console-address :port]`\n")
+        return 1
+    rest = args[1:]
+    console = ":9001"
+    if "--console-address" in rest:
+        i = rest.index("--console-address")
+        console = rest[i + 1]
+        del rest[i:i + 2]
+    address = ":9000"
+    if "--address" in rest:
+        i = rest.index("--address")
+        address = rest[i + 1]
+        del rest[i:i + 2]
+    data_dir = rest[0] if rest else "/data"
+    user = os.environ.get("MINIO_ROOT_USER", "minioadmin")
+    password = os.environ.get("MINIO_ROOT_PASSWORD", "minioadmin")
+    if len(user) < 3 or len(password) < 8:
+        sys.stderr.write("FATAL Unable to validate credentials inherited from the shell environment: "
+                         "Invalid credentials (MINIO_ROOT_USER at least 3 characters, "
+                         "MINIO_ROOT_PASSWORD at least 8)\n")
+        return 1
+    os.makedirs(os.path.join(data_dir, ".minio.sys"), exist_ok=True)  # fails as MinIO on a bad /data
+    iam = IAM(data_dir, (user, password))
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=MOTO_PORT, verbose=False)
+    moto.start()
+
+    class Front(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def _reply(self, status: int, body: bytes = b"", ctype: str = "application/json",
+                   headers: dict | None = None):
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _admin_error(self, status: int, code: str, message: str):
+            self._reply(status, json.dumps({"Code": code, "Message": message}).encode())
+
+        def _do(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            url = urlsplit(self.path)
+            if url.path.startswith("/minio/health/"):
+                return self._reply(200, b"", headers={"X-Minio-Server-Status": "online"})
+            if url.path.startswith("/minio/admin/v3/"):
+                return self._admin(url.path[len("/minio/admin/v3/"):], parse_qs(url.query), body)
+            key = access_key(self.headers)
+            if key and key != user and iam.users.get(key, {}).get("status") != "enabled":
+                return self._reply(403, _error_xml("InvalidAccessKeyId", "The Access Key Id you "
+                                                   "provided does not exist in our records."),
+                                   "application/xml")
+            conn = http.client.HTTPConnection("127.0.0.1", MOTO_PORT, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
+            headers["Content-Length"] = str(len(body))
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            passed = {k: v for k, v in resp.getheaders()
+                      if k.lower() not in ("content-length", "content-type", "transfer-encoding",
+                                           "connection", "server", "date")}
+            self._reply(resp.status, data, resp.getheader("Content-Type", "application/xml"), passed)
+            conn.close()
+
+        def _admin(self, command: str, query: dict, body: bytes):
+            if access_key(self.headers) != user:
+                return self._admin_error(403, "AccessDenied", "Access Denied.")
+            q = {k: v[0] for k, v in query.items()}
+            now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            with iam.lock:
+                if command == "add-user" and self.command == "PUT":
+                    info = json.loads(decrypt(_Body(body), password))
+                    old = iam.users.get(q["accessKey"], {})
+                    iam.users[q["accessKey"]] = {"secretKey": info["secretKey"],
+                                                 "status": info.get("status", "enabled"),
+                                                 "policies": old.get("policies", []), "updatedAt": now}
+                    iam.save()
+                    return self._reply(200)
+                if command == "user-info" and self.command == "GET":
+                    u = iam.users.get(q.get("accessKey", ""))
+                    if u is None:
+                        return self._admin_error(404, "XMinioAdminNoSuchUser",
+                                                 "The specified user does not exist. (Specified user does not exist)")
+                    return self._reply(200, json.dumps({"policyName": ",".join(u["policies"]),
+                                                        "status": u["status"], "memberOf": None,
+                                                        "updatedAt": u["updatedAt"]}).encode())
+                if command == "add-canned-policy" and self.command == "PUT":
+                    try:
+                        iam.policies[q["name"]] = json.loads(body)
+                    except ValueError:
+                        return self._admin_error(400, "XMinioMalformedJSON", "The JSON you provided was not well-formed")
+                    iam.save()
+                    return self._reply(200)
+                if command == "info-canned-policy" and self.command == "GET":
+                    doc = iam.policies.get(q.get("name", ""))
+                    if doc is None:
+                        return self._admin_error(404, "XMinioAdminNoSuchPolicy",
+                                                 "The canned policy does not exist. (Specified canned policy does not exist)")
+                    if q.get("v") == "2":
+                        return self._reply(200, json.dumps({"PolicyName": q["name"], "Policy": shuffled(doc),
+                                                            "CreateDate": now, "UpdateDate": now}).encode())
+                    return self._reply(200, json.dumps(shuffled(doc)).encode())
+                if command == "idp/builtin/policy/attach" and self.command == "POST":
+                    req = json.loads(decrypt(_Body(body), password))
+                    target = iam.users.get(req.get("user", ""))
+                    if target is None:
+                        return self._admin_error(404, "XMinioAdminNoSuchUser",
+                                                 "The specified user does not exist. (Specified user does not exist)")
+                    missing = [p for p in req["policies"] if p not in iam.policies]
+                    if missing:
+                        return self._admin_error(404, "XMinioAdminNoSuchPolicy",
+                                                 f"The canned policy does not exist. ({missing[0]})")
+                    new = [p for p in req["policies"] if p not in target["policies"]]
+                    if not new:
+                        return self._admin_error(400, "XMinioAdminPolicyChangeAlreadyApplied",
+                                                 "The specified policy change is already in effect.")
+                    target["policies"] += new
+                    target["updatedAt"] = now
+                    iam.save()
+                    answer = json.dumps({"policiesAttached": new, "user": req["user"],
+                                         "updatedAt": now}).encode()
+                    return self._reply(200, encrypt(answer, password), "application/octet-stream")
+            return self._admin_error(501, "NotImplemented",
+                                     f"the MinIO stand-in does not implement {self.command} {command}")
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _do
+
+    class Console(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            body = b"<html><body>MinIO console STAND-IN (no console here)</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def bind(addr: str) -> tuple[str, int]:
+        host, port = addr.rsplit(":", 1)
+        return host or "0.0.0.0", int(port)
+
+    console_server = ThreadingHTTPServer(bind(console), Console)
+    threading.Thread(target=console_server.serve_forever, daemon=True).start()
+    front = ThreadingHTTPServer(bind(address), Front)
+    print(f"MinIO Object Storage Server (STAND-IN: tests/standins/minio, not MinIO)\n"
+          f"API: http://{bind(address)[0]}:{bind(address)[1]}\nWebUI: {console}", flush=True)
+    front.serve_forever()
+    return 0
+
+
+def mc(args: list[str]) -> int:
+    if len(args) < 2 or args[0] != "ready":
+        sys.stderr.write("The mc stand-in knows only `mc ready <alias>`\n")
+        return 1
+    aliases = {"local": "http://localhost:9000"}
+    url = aliases.get(args[1], args[1])
+    try:
+        with urllib.request.urlopen(f"{url}/minio/health/cluster", timeout=5) as r:
+            ok = r.status == 200
+    except OSError as exc:
+        print(f"mc: <ERROR> {exc}", file=sys.stderr)
+        return 1
+    print(f"The cluster '{args[1]}' is ready" if ok else f"The cluster '{args[1]}' is not ready")
+    return 0 if ok else 1
+
+
+def main(args: list[str]) -> int:
+    if args and args[0] in ("--version", "-v", "version"):
+        import minio.crypto  # noqa: F401  (the image's packages are whole)
+        import moto.server  # noqa: F401
+        print("minio version RELEASE.2025-09-07T16-13-09Z (STAND-IN: tests/standins/minio, not MinIO)")
+        return 0
+    return serve(args)
