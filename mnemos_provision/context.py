@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pyinfra import host, logger
 
-from mnemos_provision.facts import HostSnapshot, Snapshot
+from mnemos_provision.facts.server import HostSnapshot, Snapshot
 from mnemos_provision.settings import Settings, SettingsError, validate
 
 

@@ -201,7 +201,7 @@ def batched_operation(facts: Callable[..., list[FactSpec]]):
 
         @batched_operation(lambda user, **_: [(UserGroups, {"user": user})])
         @operation()
-        def user_in_group(user: str, group: str): ...
+        def group_member(user: str, group: str): ...
     """
     def decorate(op):
         @functools.wraps(op)

@@ -3,7 +3,7 @@ Renders the whole MNEMOS tree on the controller: every directory of the design a
 templates/mnemos/ (which mirrors the tree: templates/mnemos/<path>.j2 -> <mnemos_root>/<path>).
 
 `render_tree` is pure: settings + secrets in, a list of TreeEntry out. Nothing here touches a host;
-roles/tree.py hands the entries to the sync_tree operation.
+roles/tree.py hands the entries to the files.tree operation.
 """
 
 from __future__ import annotations

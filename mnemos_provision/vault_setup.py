@@ -54,7 +54,7 @@ class KeyStore:
         """
         Initialize Vault and store its answer, the only copy of the unseal keys and the root
         token. Here the answer is saved once the controller has it; a store that can, keeps it
-        before (roles.vault_init.HostKeyStore: written on the host by the command that sends the
+        before (operations.vault.HostKeyStore: written on the host by the command that sends the
         request), so that a run that dies in between does not lose it.
         """
         result = client.sys.initialize(secret_shares=desired.key_shares,

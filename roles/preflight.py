@@ -10,8 +10,9 @@ import ipaddress
 from pyinfra import host, logger
 from pyinfra.api import deploy
 
+from mnemos_provision import stack
 from mnemos_provision.context import HostContext, fail
-from mnemos_provision.facts import Snapshot
+from mnemos_provision.facts.server import Snapshot
 from mnemos_provision.settings import Settings, _version_tuple
 
 GIB_KIB = 1024 * 1024
@@ -59,7 +60,7 @@ def evaluate(settings: Settings, snap: Snapshot) -> tuple[list[str], list[str]]:
             problems.append(f"port {port} (ports[{key!r}]) is already in use by another process; "
                             f"stop it or choose another port in ports[{key!r}]")
 
-    ours = {f"{settings.compose_project}_{n}" for n in ("frontend", "backend", "data", "hostaccess")}
+    ours = stack.network_names(settings.compose_project)
     our_bridges = {"br-" + net_id[:12] for net_id, name, _ in snap.docker_networks if name in ours}
     for name, cidr in settings.stack_subnets.items():
         net = ipaddress.ip_network(cidr)

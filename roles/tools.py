@@ -13,11 +13,12 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.files import Sha256File
 from pyinfra.facts.server import Which
-from pyinfra.operations import server
+from pyinfra.operations import server as pyinfra_server
 
 from mnemos_provision.context import HostContext, fail
 from mnemos_provision.fact_batch import later
-from mnemos_provision.operations import apt_install, apt_refresh, changes, system_files
+from mnemos_provision.operations import apt, files
+from mnemos_provision.operations.util import changes
 
 TRIVY_KEYRING = "/usr/share/keyrings/trivy.gpg"
 UNAME_ARCH = {"amd64": "x86_64", "arm64": "arm64"}
@@ -61,13 +62,13 @@ def tools(ctx: HostContext):
         url = spec["url"].format(version=spec["version"], arch=arch,
                                  uname_arch=UNAME_ARCH.get(arch, arch))
         installed = later(Sha256File, path=dest)
-        server.shell(name=f"Install {tool} {spec['version']} (unless installed, sha256 verified)",
+        pyinfra_server.shell(name=f"Install {tool} {spec['version']} (unless installed, sha256 verified)",
                      commands=[download_command(tool, url, sha256, dest)],
                      _if=lambda installed=installed, sha256=sha256: installed() != sha256)
 
     if "trivy" in s.tools:
         trivy_key = later(Sha256File, path=TRIVY_KEYRING)
-        server.shell(
+        pyinfra_server.shell(
             name="Install trivy's apt key",
             commands=[f"curl -fsSL {shlex.quote(s.trivy_apt_repo_url)}/public.key | "
                       f"gpg --dearmor -o {TRIVY_KEYRING}.new && mv {TRIVY_KEYRING}.new {TRIVY_KEYRING} || "
@@ -80,15 +81,15 @@ def tools(ctx: HostContext):
                     f"deb [signed-by={TRIVY_KEYRING}] {s.trivy_apt_repo_url} "
                     f"{ctx.snap.os_codename} main\n".encode(), "644")],
         )
-        apt_refresh(name="Refresh the apt cache for trivy's repository",
-                    max_age_seconds=s.apt_cache_valid_time, force=changes(source))
-        apt_install(name=f"Install trivy {s.trivy_version}", packages=[f"trivy={s.trivy_version}"])
+        apt.update(name="Refresh the apt cache for trivy's repository",
+                   cache_time=s.apt_cache_valid_time, force=changes(source))
+        apt.packages(name=f"Install trivy {s.trivy_version}", packages=[f"trivy={s.trivy_version}"])
 
     if "claude-code" in s.tools:
-        apt_install(name="Install Node.js and npm for the Claude Code CLI", packages=["nodejs", "npm"])
+        apt.packages(name="Install Node.js and npm for the Claude Code CLI", packages=["nodejs", "npm"])
         package = s.claude_code_npm_package
         claude = later(Which, command="claude")
-        server.shell(
+        pyinfra_server.shell(
             name=f"Install the Claude Code CLI ({package})",
             commands=[f"npm install -g {shlex.quote(package)} || {{ echo "
                       f"{shlex.quote('tool claude-code: npm install failed (Node.js 18+ and the npm registry are needed); ' + _leave_out('claude-code'))} >&2; exit 1; }}"],

@@ -37,9 +37,10 @@ class FakeHost:
 
 def run_op(module, op, facts: dict, **kwargs):
     """Run operation `op` of `module` with `facts`; return (command strings, noop messages)."""
+    from mnemos_provision.operations import util
     fake = FakeHost(facts)
-    original = module.host
-    module.host = fake
+    original, original_util = module.host, util.host
+    module.host = util.host = fake  # facts are read through util.fact
     try:
         commands = []
         for command in op._inner(**kwargs):
@@ -51,7 +52,7 @@ def run_op(module, op, facts: dict, **kwargs):
                 commands.append(str(command))
         return commands, fake.noops
     finally:
-        module.host = original
+        module.host, util.host = original, original_util
 
 
 def need(tool: str) -> str:

@@ -22,7 +22,9 @@ from pyinfra.facts.files import File, Sha256File
 from pyinfra.facts.server import Which
 
 from mnemos_provision import fact_batch
-from mnemos_provision.facts import AptListsAge, AptPackages, ProcessRunning, TreeState, UserGroups
+from mnemos_provision.facts.apt import AptListsAge, AptPackages
+from mnemos_provision.facts.files import TreeState
+from mnemos_provision.facts.server import ProcessRunning, UserGroups
 from tests.conftest import REPO
 from tests.harness import facts_read
 
@@ -116,17 +118,17 @@ def test_every_part_gives_what_its_fact_gives_alone(tmp_path):
 
 DEPLOY = '''
 from pyinfra.operations import server
-from mnemos_provision.operations import sync_tree
+from mnemos_provision.operations import files
 from mnemos_provision.render import TreeEntry
 
 root, user, group = {root!r}, {user!r}, {group!r}
 entries = [TreeEntry("a.conf", "file", "644", b"one\\n")]
-sync_tree(name="first sync", root=root, entries=entries, user=user, group=group,
-          git_init=False)
+files.tree(name="first sync", root=root, entries=entries, user=user, group=group,
+           git_init=False)
 server.shell(name="edit a.conf behind the tree's back",
              commands=["printf 'two\\\\n' > " + root + "/a.conf"], _if=lambda: {edit})
-sync_tree(name="second sync", root=root, entries=entries, user=user, group=group,
-          git_init=False)
+files.tree(name="second sync", root=root, entries=entries, user=user, group=group,
+           git_init=False)
 '''
 
 
@@ -157,5 +159,5 @@ def test_declared_facts_cost_one_command_and_a_change_is_never_missed(tmp_path):
     # put "one" back (an answer from the batch would say a.conf is up to date)
     output = run_deploy(tmp_path, edit=True)
     assert facts_read(output) == ["mnemos_provision.fact_batch.FactBatch",
-                                     "mnemos_provision.facts.TreeState"]
+                                     "mnemos_provision.facts.files.TreeState"]
     assert (tmp_path / "tree" / "a.conf").read_text() == "one\n", textwrap.shorten(output, 3000)

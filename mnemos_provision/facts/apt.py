@@ -1,0 +1,75 @@
+"""
+Facts about apt: AptPackages (installed, version, candidate of many names in one command),
+AptListsAge.
+
+Every command is POSIX sh with tools a minimal Debian/Ubuntu has (coreutils, mawk, getent).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api import FactBase
+
+
+class AptPackages(FactBase):
+    """
+    For each name: whether it is installed (and which version) and, for those that are not,
+    whether apt has a candidate, in one command (apt-cache runs only for missing packages: it
+    costs up to a second per call on a host with large package lists).
+    Returns {name: {"installed": bool, "version": str, "candidate": bool}}, plus the key
+    "DPKG_INTERRUPTED" when an interrupted dpkg run must be finished first.
+    """
+
+    requires_command = "dpkg-query"
+
+    @staticmethod
+    def default():
+        return {}
+
+    def command(self, names: list[str]):
+        quoted = " ".join(shlex.quote(n) for n in names)
+        return (
+            # one dpkg-query for all names; a name dpkg never heard of prints nothing
+            f"s=$(dpkg-query -W -f='S|${{Package}}|${{db:Status-Abbrev}}|${{Version}}\\n' {quoted} 2>/dev/null); "
+            'printf "%s\\n" "$s"; '
+            f"missing=$(printf '%s\\n' \"$s\" | awk -F'|' -v want={shlex.quote(' '.join(names))} "
+            "'$3 ~ /^ii/ {ok[$2]=1} END {n=split(want, w, \" \"); "
+            "for (i=1; i<=n; i++) if (!(w[i] in ok)) printf \"%s \", w[i]}'); "
+            '[ -n "$missing" ] && apt-cache policy $missing 2>/dev/null | '
+            "awk '/^[^ ]/{p=$1; sub(/:$/, \"\", p)} /Candidate:/{print \"C\", p, $2}'; "
+            # an interrupted dpkg run leaves files here; apt refuses to work until it is finished
+            "ls -A /var/lib/dpkg/updates 2>/dev/null | grep -q . && echo 'DPKG_INTERRUPTED'; true"
+        )
+
+    def process(self, output):
+        out: dict[str, dict] = {}
+        for line in output:
+            if line.startswith("S|"):
+                _, name, status, version = (line.split("|") + ["", "", ""])[:4]
+                installed = status.strip().startswith("ii")
+                if installed or name not in out:  # multi-arch: installed for any architecture
+                    out[name] = {"installed": installed, "version": version, "candidate": installed}
+                continue
+            parts = line.split()
+            if parts == ["DPKG_INTERRUPTED"]:
+                out["DPKG_INTERRUPTED"] = {"installed": False, "version": "", "candidate": False}
+            elif len(parts) == 3 and parts[0] == "C":
+                info = out.setdefault(parts[1], {"installed": False, "version": "", "candidate": False})
+                info["candidate"] = parts[2] not in ("none", "(none)")
+        return out
+
+
+class AptListsAge(FactBase):
+    """Seconds since apt's package lists were last refreshed; None when there are none."""
+
+    def command(self):
+        return (
+            "t=$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -printf '%T@\\n' "
+            "2>/dev/null | sort -n | tail -n 1); "
+            '[ -n "$t" ] && echo $(( $(date +%s) - ${t%.*} )) || echo none'
+        )
+
+    def process(self, output):
+        value = output[0] if output else "none"
+        return int(value) if value.lstrip("-").isdigit() else None

@@ -1,0 +1,60 @@
+"""
+Server: `server.cron_daemon` (cron kept running) and `server.group_member` (a user in a
+supplementary group).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import StringCommand, operation
+
+from mnemos_provision.fact_batch import batched_operation
+from mnemos_provision.facts.server import ProcessRunning, UserGroups
+from mnemos_provision.operations.util import fact
+
+
+@batched_operation(lambda **_: [(ProcessRunning, {"comm": "cron"})])
+@operation()
+def cron_daemon(systemd: bool):
+    """
+    Keep the cron daemon running so that scheduled backups happen: under systemd it is enabled and
+    started; without systemd (WSL's default) it is started detached.
+
+    + systemd: whether the host runs systemd
+
+    **Example:**
+
+    .. code:: python
+
+        server.cron_daemon(systemd=True)
+    """
+    if fact(ProcessRunning, comm="cron"):
+        host.noop("cron is running")
+        return
+    if systemd:
+        yield StringCommand("systemctl enable --now cron.service")
+    else:
+        yield StringCommand("cron")  # Debian/Ubuntu's cron daemonizes itself
+
+
+@batched_operation(lambda user, **_: [(UserGroups, {"user": user})])
+@operation()
+def group_member(user: str, group: str):
+    """
+    Add `user` to the supplementary `group` (e.g. docker) when it is not a member.
+
+    + user: account name
+    + group: group name (must exist when the operation executes)
+
+    **Example:**
+
+    .. code:: python
+
+        server.group_member(user="dev", group="docker")
+    """
+    if group in fact(UserGroups, user=user):
+        host.noop(f"{user} is in the {group} group")
+        return
+    yield StringCommand(f"usermod -a -G {shlex.quote(group)} {shlex.quote(user)}")
