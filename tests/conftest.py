@@ -37,10 +37,10 @@ class FakeHost:
 
 def run_op(module, op, facts: dict, **kwargs):
     """Run operation `op` of `module` with `facts`; return (command strings, noop messages)."""
-    from mnemos_provision.operations import util
+    from mnemos_provision import fact_batch
     fake = FakeHost(facts)
-    original, original_util = module.host, util.host
-    module.host = util.host = fake  # facts are read through util.fact
+    original, original_batch = module.host, fact_batch.host
+    module.host = fact_batch.host = fake  # declared facts are read through fact_batch
     try:
         commands = []
         for command in op._inner(**kwargs):
@@ -52,7 +52,7 @@ def run_op(module, op, facts: dict, **kwargs):
                 commands.append(str(command))
         return commands, fake.noops
     finally:
-        module.host, util.host = original, original_util
+        module.host, fact_batch.host = original, original_batch
 
 
 def need(tool: str) -> str:

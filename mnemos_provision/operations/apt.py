@@ -9,11 +9,10 @@ import shlex
 from typing import Callable
 
 from pyinfra import host
-from pyinfra.api import OperationValueError, StringCommand, operation
+from pyinfra.api import OperationValueError, StringCommand
 
-from mnemos_provision.fact_batch import batched_operation
+from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.apt import AptListsAge, AptPackages
-from mnemos_provision.operations.util import fact
 
 # Wait for a lock held by another apt (unattended-upgrades on a fresh Ubuntu) instead of failing.
 APT_LOCK_WAIT = "-o DPkg::Lock::Timeout=300"
@@ -23,9 +22,8 @@ def _apt_names(packages: list[str], optional: list[str] | None = None, **_) -> l
     return [p.split("=", 1)[0] for p in list(packages) + list(optional or [])]
 
 
-@batched_operation(lambda **kw: [(AptPackages, {"names": _apt_names(**kw)})])
-@operation()
-def packages(packages: list[str], optional: list[str] | None = None, present: bool = True):
+@batched_operation(lambda **kw: {"packages": (AptPackages, {"names": _apt_names(**kw)})})
+def packages(facts: DeclaredFacts, packages: list[str], optional: list[str] | None = None, present: bool = True):
     """
     Install apt packages that are missing, in one apt-get call, or remove those installed
     (``present=False``). `optional` packages are installed only where the distribution has them
@@ -50,9 +48,9 @@ def packages(packages: list[str], optional: list[str] | None = None, present: bo
             raise OperationValueError(
                 "apt.packages: optional= is only for installing (present=True); "
                 "give the packages to remove in packages=")
-        yield from _remove(packages)
+        yield from _remove(facts, packages)
         return
-    state = fact(AptPackages, names=_apt_names(packages, optional))
+    state = facts["packages"]
 
     def satisfied(spec: str) -> bool:
         name, _, version = spec.partition("=")
@@ -75,8 +73,8 @@ def packages(packages: list[str], optional: list[str] | None = None, present: bo
         )
 
 
-def _remove(packages: list[str]):
-    state = fact(AptPackages, names=_apt_names(packages))
+def _remove(facts: DeclaredFacts, packages: list[str]):
+    state = facts["packages"]
     installed = [p for p in packages if state.get(p, {}).get("installed")]
     if not installed:
         host.noop(f"none of {', '.join(packages)} is installed")
@@ -85,9 +83,8 @@ def _remove(packages: list[str]):
                         + " ".join(shlex.quote(p) for p in installed))
 
 
-@batched_operation(lambda **_: [(AptListsAge, {})])
-@operation()
-def update(cache_time: int, force: bool | Callable[[], bool] = False):
+@batched_operation(lambda **_: {"lists_age": (AptListsAge, {})})
+def update(facts: DeclaredFacts, cache_time: int, force: bool | Callable[[], bool] = False):
     """
     Refresh the apt cache when it is older than `cache_time` seconds (or empty), or when `force`.
     A converged host within that age changes nothing.
@@ -105,7 +102,7 @@ def update(cache_time: int, force: bool | Callable[[], bool] = False):
     """
     if callable(force):
         force = force()
-    age = fact(AptListsAge)
+    age = facts["lists_age"]
     if not force and age is not None and age <= cache_time:
         host.noop(f"apt lists are {age} s old (fresh within {cache_time} s)")
         return

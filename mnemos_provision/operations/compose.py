@@ -7,11 +7,10 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host
-from pyinfra.api import StringCommand, operation
+from pyinfra.api import StringCommand
 
-from mnemos_provision.fact_batch import batched_operation
+from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.docker import ComposeStatus
-from mnemos_provision.operations.util import fact
 
 
 def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | None) -> list[str]:
@@ -34,9 +33,9 @@ def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | 
     return reasons
 
 
-@batched_operation(lambda root, project, **_: [(ComposeStatus, {"root": root, "project": project})])
-@operation()
-def stack(root: str, project: str, images: dict[str, str], services: list[str],
+@batched_operation(lambda root, project, **_: {
+    "status": (ComposeStatus, {"root": root, "project": project})})
+def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str], services: list[str],
                timeout: int):
     """
     Converge a compose stack: `docker compose up -d --wait --remove-orphans` only when a wanted
@@ -58,7 +57,7 @@ def stack(root: str, project: str, images: dict[str, str], services: list[str],
         compose.stack(root="/home/dev/mnemos", project="mnemos", images={"redis": "redis:7.4.6-alpine"},
                    services=["redis"], timeout=300)
     """
-    status = fact(ComposeStatus, root=root, project=project)
+    status = facts["status"]
     wanted, running = status["wanted"], status["running"]
     reasons = stack_differences(wanted, running)
     if not reasons:

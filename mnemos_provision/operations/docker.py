@@ -9,16 +9,14 @@ import hashlib
 import shlex
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api import FileUploadCommand, StringCommand
 
-from mnemos_provision.fact_batch import batched_operation
+from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.docker import DockerAnswers, DockerImagesPresent
-from mnemos_provision.operations.util import fact
 
 
-@batched_operation(lambda **_: [(DockerAnswers, {})])
-@operation()
-def daemon(systemd: bool, timeout: int):
+@batched_operation(lambda **_: {"answers": (DockerAnswers, {})})
+def daemon(facts: DeclaredFacts, systemd: bool, timeout: int):
     """
     Start Docker Engine and wait until `docker info` answers. Under systemd it is enabled and
     started; without systemd (WSL's default) dockerd is started detached with its log in
@@ -33,7 +31,7 @@ def daemon(systemd: bool, timeout: int):
 
         docker.daemon(systemd=False, timeout=60)
     """
-    if fact(DockerAnswers):
+    if facts["answers"]:
         host.noop("Docker Engine answers")
         return
     if systemd:
@@ -51,9 +49,8 @@ def daemon(systemd: bool, timeout: int):
     )
 
 
-@batched_operation(lambda images, **_: [(DockerImagesPresent, {"images": images})])
-@operation()
-def image_archives(archives: list[str], images: list[str]):
+@batched_operation(lambda images, **_: {"present": (DockerImagesPresent, {"images": images})})
+def image_archives(facts: DeclaredFacts, archives: list[str], images: list[str]):
     """
     Load `docker save` archives into the engine when one of `images` is missing (air-gapped hosts,
     or the offline test images). Each archive is uploaded, loaded with `docker load` and removed.
@@ -71,7 +68,7 @@ def image_archives(archives: list[str], images: list[str]):
     if not archives:
         host.noop("no image archives configured (images are pulled from their registries)")
         return
-    present = fact(DockerImagesPresent, images=images)
+    present = facts["present"]
     missing = [i for i in images if present is None or i not in present]
     if not missing:
         host.noop(f"all {len(images)} images are present")

@@ -14,14 +14,14 @@ from io import BytesIO
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand, operation
+from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
 from pyinfra.facts.files import FileContents
 from pyinfra.operations.util.files import generate_color_diff
 
-from mnemos_provision.fact_batch import batched_operation
+from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.files import LineInFile, TreeState
 from mnemos_provision.operations.util import (
-    StateSwap, fact, fail_command, make_dirs, make_private_upload_dir, private_upload_dir, sha256,
+    StateSwap, fail_command, make_dirs, make_private_upload_dir, private_upload_dir, sha256,
     staged_name,
 )
 from mnemos_provision.render import TreeEntry
@@ -68,13 +68,13 @@ def _secret_upload(content: bytes, dest: str, user: str, group: str, swap: State
     )
 
 
-def _secret_file_facts(path: str, **_):
-    return [(TreeState, {"root": posixpath.dirname(path), "dirs": [], "files": [posixpath.basename(path)]})]
+def _secret_facts(path: str, **_) -> dict:
+    return {"state": (TreeState, {"root": posixpath.dirname(path), "dirs": [],
+                                  "files": [posixpath.basename(path)]})}
 
 
-@batched_operation(_secret_file_facts)
-@operation()
-def secret(path: str, content: bytes, user: str, group: str,
+@batched_operation(_secret_facts)
+def secret(facts: DeclaredFacts, path: str, content: bytes, user: str, group: str,
                 swap: StateSwap | None = None, create_dirs: bool = False):
     """
     Write a file that holds secrets: mode 0600, compared by sha256, its text never handed to the
@@ -96,7 +96,7 @@ def secret(path: str, content: bytes, user: str, group: str,
                                    holder="laptop pid 4242"), create_dirs=True)
     """
     name = posixpath.basename(path)
-    state = fact(TreeState, root=posixpath.dirname(path), dirs=[], files=[name]).get(name)
+    state = facts["state"].get(name)
     q = shlex.quote
     if state is not None and state.sha256 == sha256(content):
         if state.mode == "600" and (state.owner, state.group) == (user, group):
@@ -147,14 +147,13 @@ def _tree_probe(entries: list[TreeEntry], git_init: bool) -> tuple[list[str], li
     return ([".", ".git"] if git_init else ["."]) + dirs, files
 
 
-def _sync_tree_facts(root: str, entries: list[TreeEntry], git_init: bool = True, **_):
+def _tree_facts(root: str, entries: list[TreeEntry], git_init: bool = True, **_) -> dict:
     dirs, files = _tree_probe(entries, git_init)
-    return [(TreeState, {"root": root, "dirs": dirs, "files": files})]
+    return {"state": (TreeState, {"root": root, "dirs": dirs, "files": files})}
 
 
-@batched_operation(_sync_tree_facts)
-@operation()
-def tree(root: str, entries: list[TreeEntry], user: str, group: str,
+@batched_operation(_tree_facts)
+def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, group: str,
               git_init: bool = True):
     """
     Converge a whole rendered tree in a bounded number of round trips: one fact reads type, mode,
@@ -174,8 +173,7 @@ def tree(root: str, entries: list[TreeEntry], user: str, group: str,
         files.tree(root="/home/dev/mnemos", entries=render_tree(settings, "/home/dev", secrets),
                   user="dev", group="dev")
     """
-    probe_dirs, files = _tree_probe(entries, git_init)
-    state = fact(TreeState, root=root, dirs=probe_dirs, files=files)
+    state = facts["state"]
     q = shlex.quote
 
     mkdirs: list[str] = []
@@ -264,9 +262,8 @@ def _system_files_fact(files: list[tuple[str, bytes | Path, str]], **_) -> dict:
             "unhashed": [p.lstrip("/") for p, content, _ in files if isinstance(content, Path)]}
 
 
-@batched_operation(lambda **kw: [(TreeState, _system_files_fact(**kw))])
-@operation()
-def system_files(files: list[tuple[str, bytes | Path, str]]):
+@batched_operation(lambda **kw: {"state": (TreeState, _system_files_fact(**kw))})
+def system_files(facts: DeclaredFacts, files: list[tuple[str, bytes | Path, str]]):
     """
     Root-owned files outside the tree (daemon.json, the Compose plugin, a cron entry): one fact
     reads mode, owner and sha256 of all of them; only what differs is uploaded or fixed. Parent
@@ -287,7 +284,7 @@ def system_files(files: list[tuple[str, bytes | Path, str]]):
                                   ("/usr/local/lib/docker/cli-plugins/docker-compose",
                                    Path("dist/docker-compose"), "755")])
     """
-    state = fact(TreeState, **_system_files_fact(files))
+    state = facts["state"]
     q = shlex.quote
     commands: list = []
     for path, content, mode in files:
@@ -312,9 +309,8 @@ def system_files(files: list[tuple[str, bytes | Path, str]]):
     yield from commands
 
 
-@batched_operation(lambda path, line, **_: [(LineInFile, {"path": path, "line": line})])
-@operation()
-def line(path: str, line: str, user: str, group: str):
+@batched_operation(lambda path, line, **_: {"state": (LineInFile, {"path": path, "line": line})})
+def line(facts: DeclaredFacts, path: str, line: str, user: str, group: str):
     """
     Append `line` to a user's file (e.g. ~/.profile) unless the file has it as a whole line. A
     missing file is created, owned by `user`:`group` with mode 644; a file that does not end
@@ -331,7 +327,7 @@ def line(path: str, line: str, user: str, group: str):
         files.line(path="/home/dev/.profile", line="export DOCKER_BUILDKIT=1",
                      user="dev", group="dev")
     """
-    state = fact(LineInFile, path=path, line=line)
+    state = facts["state"]
     if state == "present":
         host.noop(f"{path} has the line {line!r}")
         return

@@ -8,16 +8,14 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host
-from pyinfra.api import StringCommand, operation
+from pyinfra.api import StringCommand
 
-from mnemos_provision.fact_batch import batched_operation
+from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.server import ProcessRunning, UserGroups
-from mnemos_provision.operations.util import fact
 
 
-@batched_operation(lambda **_: [(ProcessRunning, {"comm": "cron"})])
-@operation()
-def cron_daemon(systemd: bool):
+@batched_operation(lambda **_: {"running": (ProcessRunning, {"comm": "cron"})})
+def cron_daemon(facts: DeclaredFacts, systemd: bool):
     """
     Keep the cron daemon running so that scheduled backups happen: under systemd it is enabled and
     started; without systemd (WSL's default) it is started detached.
@@ -30,7 +28,7 @@ def cron_daemon(systemd: bool):
 
         server.cron_daemon(systemd=True)
     """
-    if fact(ProcessRunning, comm="cron"):
+    if facts["running"]:
         host.noop("cron is running")
         return
     if systemd:
@@ -39,9 +37,8 @@ def cron_daemon(systemd: bool):
         yield StringCommand("cron")  # Debian/Ubuntu's cron daemonizes itself
 
 
-@batched_operation(lambda user, **_: [(UserGroups, {"user": user})])
-@operation()
-def group_member(user: str, group: str):
+@batched_operation(lambda user, **_: {"groups": (UserGroups, {"user": user})})
+def group_member(facts: DeclaredFacts, user: str, group: str):
     """
     Add `user` to the supplementary `group` (e.g. docker) when it is not a member.
 
@@ -54,7 +51,7 @@ def group_member(user: str, group: str):
 
         server.group_member(user="dev", group="docker")
     """
-    if group in fact(UserGroups, user=user):
+    if group in facts["groups"]:
         host.noop(f"{user} is in the {group} group")
         return
     yield StringCommand(f"usermod -a -G {shlex.quote(group)} {shlex.quote(user)}")

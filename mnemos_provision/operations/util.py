@@ -1,6 +1,5 @@
 """
-Helpers of the operations (as pyinfra's operations/util): reading a declared fact, `changes` for
-`force=`, directories made for a user, failing with a message, private uploads under sudo.
+Helpers of the operations (as pyinfra's operations/util): `changes` for `force=`, directories made for a user, failing with a message, private uploads under sudo.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from typing import Callable
 from pyinfra import host
 from pyinfra.api import StringCommand
 
-from mnemos_provision import fact_batch
 
 
 def sha256(data: bytes) -> str:
@@ -30,11 +28,6 @@ def changes(op) -> Callable[[], bool]:
     passed directly is decided at plan time, at the cost of running `op`'s facts twice a run.
     """
     return lambda: op.did_change() if op.is_complete() else op.will_change
-
-
-def fact(cls, **kwargs):
-    """A fact for the current host: from the run's batch while it holds, else read on its own."""
-    return fact_batch.read(host, cls, **kwargs)
 
 
 def private_upload_dir(target) -> str | None:
