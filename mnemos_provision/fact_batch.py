@@ -39,7 +39,7 @@ def _shell(value: Any) -> str:
     return value.get_raw_value() if isinstance(value, StringCommand) else str(value)
 
 
-class FactBatch(FactBase):
+class FactBatch(FactBase[dict[int, tuple[str, list[str]]]]):
     """
     Several facts in one command, run side by side: `parts` is a list of (requires_command or "",
     command). Each part's stdout is staged in a 0700 temporary directory (so never batch a fact

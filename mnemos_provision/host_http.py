@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from pyinfra.api import OperationError
 
 
 class HostHTTPError(Exception):
@@ -78,7 +79,7 @@ class PyinfraRunner(Runner):
             done = self.host.put_file(BytesIO(data), remote, print_output=False, print_input=False,
                                       remote_temp_filename=f"{private}/upload" if private else None,
                                       **connector_arguments(self.host))
-        except OSError:
+        except (OSError, OperationError):
             done = False
         finally:
             if private:

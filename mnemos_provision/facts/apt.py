@@ -8,24 +8,42 @@ Every command is POSIX sh with tools a minimal Debian/Ubuntu has (coreutils, maw
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass, field
+from typing import TypedDict
 
 from pyinfra.api import FactBase
 
 
-class AptPackages(FactBase):
+class PackageState(TypedDict):
+    installed: bool  # installed for any architecture
+    version: str  # the installed version ("" when not installed)
+    candidate: bool  # apt can install it (installed ones count as having one)
+
+
+@dataclass
+class AptState:
+    packages: dict[str, PackageState] = field(default_factory=dict)  # names dpkg or apt know
+    dpkg_interrupted: bool = False  # a killed dpkg run must be finished (dpkg --configure -a)
+
+    def get(self, name: str) -> PackageState:
+        """The state of `name`; a name neither dpkg nor apt know is not installed, no candidate."""
+        return self.packages.get(name, {"installed": False, "version": "", "candidate": False})
+
+
+class AptPackages(FactBase[AptState]):
     """
     For each name: whether it is installed (and which version) and, for those that are not,
     whether apt has a candidate, in one command (apt-cache runs only for missing packages: it
     costs up to a second per call on a host with large package lists).
-    Returns {name: {"installed": bool, "version": str, "candidate": bool}}, plus the key
-    "DPKG_INTERRUPTED" when an interrupted dpkg run must be finished first.
+    Returns an AptState: {name: PackageState} and whether an interrupted dpkg run must be
+    finished first.
     """
 
     requires_command = "dpkg-query"
 
     @staticmethod
-    def default():
-        return {}
+    def default() -> AptState:
+        return AptState()
 
     def command(self, names: list[str]):
         quoted = " ".join(shlex.quote(n) for n in names)
@@ -42,8 +60,9 @@ class AptPackages(FactBase):
             "ls -A /var/lib/dpkg/updates 2>/dev/null | grep -q . && echo 'DPKG_INTERRUPTED'; true"
         )
 
-    def process(self, output):
-        out: dict[str, dict] = {}
+    def process(self, output) -> AptState:
+        out: dict[str, PackageState] = {}
+        interrupted = False
         for line in output:
             if line.startswith("S|"):
                 _, name, status, version = (line.split("|") + ["", "", ""])[:4]
@@ -53,14 +72,14 @@ class AptPackages(FactBase):
                 continue
             parts = line.split()
             if parts == ["DPKG_INTERRUPTED"]:
-                out["DPKG_INTERRUPTED"] = {"installed": False, "version": "", "candidate": False}
+                interrupted = True
             elif len(parts) == 3 and parts[0] == "C":
                 info = out.setdefault(parts[1], {"installed": False, "version": "", "candidate": False})
                 info["candidate"] = parts[2] not in ("none", "(none)")
-        return out
+        return AptState(out, interrupted)
 
 
-class AptListsAge(FactBase):
+class AptListsAge(FactBase[int | None]):
     """Seconds since apt's package lists were last refreshed; None when there are none."""
 
     def command(self):
@@ -70,6 +89,6 @@ class AptListsAge(FactBase):
             '[ -n "$t" ] && echo $(( $(date +%s) - ${t%.*} )) || echo none'
         )
 
-    def process(self, output):
+    def process(self, output) -> int | None:
         value = output[0] if output else "none"
         return int(value) if value.lstrip("-").isdigit() else None

@@ -8,11 +8,23 @@ Every command is POSIX sh with tools a minimal Debian/Ubuntu has (coreutils, maw
 from __future__ import annotations
 
 import shlex
+from typing import TypedDict
 
 from pyinfra.api import FactBase
 
 
-class ComposeStatus(FactBase):
+class ContainerState(TypedDict):
+    hash: str  # com.docker.compose.config-hash of the running container
+    state: str  # running, exited, ...
+    health: str  # healthy, unhealthy, starting, or none (no health check)
+
+
+class ComposeState(TypedDict):
+    wanted: dict[str, str] | None  # service -> config hash; None: no compose file or no Docker
+    running: dict[str, ContainerState] | None  # None: Docker does not answer
+
+
+class ComposeStatus(FactBase[ComposeState]):
     """
     What the rendered compose file wants and what runs, in one command:
     {"wanted": {service: config hash} | None, "running": {service: {"hash", "state", "health"}} | None}.
@@ -23,7 +35,7 @@ class ComposeStatus(FactBase):
     requires_command = "docker"
 
     @staticmethod
-    def default():
+    def default() -> ComposeState:
         return {"wanted": None, "running": None}
 
     def command(self, root: str, project: str):
@@ -38,11 +50,11 @@ class ComposeStatus(FactBase):
             "docker compose config --hash '*' 2>/dev/null | sed 's/^/W|/' || echo NO_COMPOSE_FILE"
         )
 
-    def process(self, output):
+    def process(self, output) -> ComposeState:
         if output and output[0] == "DOCKER_DOWN":
             return {"wanted": None, "running": None}
-        wanted: dict | None = {}
-        running: dict = {}
+        wanted: dict[str, str] | None = {}
+        running: dict[str, ContainerState] = {}
         for line in output:
             if line == "NO_COMPOSE_FILE":
                 wanted = None
@@ -63,7 +75,7 @@ class ComposeStatus(FactBase):
         return {"wanted": wanted, "running": running}
 
 
-class DockerAnswers(FactBase):
+class DockerAnswers(FactBase[bool]):
     """Whether `docker info` answers (the engine is up and reachable)."""
 
     def command(self):
@@ -73,7 +85,7 @@ class DockerAnswers(FactBase):
         return bool(output) and output[0] == "yes"
 
 
-class DockerImagesPresent(FactBase):
+class DockerImagesPresent(FactBase[set[str] | None]):
     """Which of `images` the engine has locally. Returns a set; None when Docker does not answer."""
 
     requires_command = "docker"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Literal
 
 from pyinfra.api import FactBase
 
@@ -25,7 +26,7 @@ class PathState:
     links: int = 1  # hard links to the inode (more than one: the same file is also elsewhere)
 
 
-class TreeState(FactBase):
+class TreeState(FactBase[dict[str, PathState]]):
     """
     Type, mode, owner, size, mtime and (for `files`) sha256 of the given paths under `root`, in
     one command; `unhashed` files are only stat'ed (large files compared by size and mtime).
@@ -35,7 +36,7 @@ class TreeState(FactBase):
     requires_command = "sh"
 
     @staticmethod
-    def default():
+    def default() -> dict[str, PathState]:
         return {}
 
     def command(self, root: str, dirs: list[str], files: list[str], unhashed: list[str] = ()):
@@ -66,7 +67,10 @@ class TreeState(FactBase):
         return states
 
 
-class LineInFile(FactBase):
+LineState = Literal["present", "absent", "missing"]
+
+
+class LineInFile(FactBase[LineState]):
     """Whether `path` has `line` as a whole line: "present", "absent", or "missing" (no such file)."""
 
     def command(self, path: str, line: str):

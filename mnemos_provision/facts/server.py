@@ -67,7 +67,7 @@ class Snapshot:
         return self.desktop_integration or "docker desktop" in self.docker_operating_system.lower()
 
 
-class HostSnapshot(FactBase):
+class HostSnapshot(FactBase[Snapshot]):
     """
     The whole host in one command: OS, WSL, memory, CPUs, disk free under `path`, listening TCP
     ports, IPv4 routes, Docker state and `user`'s account. Returns a Snapshot. The Compose
@@ -158,7 +158,7 @@ true
         return snap
 
 
-class UserGroups(FactBase):
+class UserGroups(FactBase[list[str]]):
     """The groups of `user` (id -Gn); [] when the user does not exist."""
 
     def command(self, user: str):
@@ -168,7 +168,7 @@ class UserGroups(FactBase):
         return output[0].split() if output else []
 
 
-class ProcessRunning(FactBase):
+class ProcessRunning(FactBase[bool]):
     """Whether a process with this exact name (comm) runs; reads /proc (no procps needed)."""
 
     def command(self, comm: str):

@@ -5,17 +5,16 @@ refreshed when stale), as pyinfra's operations/apt.py names them.
 
 from __future__ import annotations
 
-import shlex
 from typing import Callable
 
 from pyinfra import host
-from pyinfra.api import OperationValueError, StringCommand
+from pyinfra.api import OperationValueError, QuoteString, StringCommand
 
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.apt import AptListsAge, AptPackages
 
 # Wait for a lock held by another apt (unattended-upgrades on a fresh Ubuntu) instead of failing.
-APT_LOCK_WAIT = "-o DPkg::Lock::Timeout=300"
+APT_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=300")
 
 
 def _apt_names(packages: list[str], optional: list[str] | None = None, **_) -> list[str]:
@@ -54,33 +53,31 @@ def packages(facts: DeclaredFacts, packages: list[str], optional: list[str] | No
 
     def satisfied(spec: str) -> bool:
         name, _, version = spec.partition("=")
-        info = state.get(name, {})
-        return bool(info.get("installed")) and (not version or info.get("version") == version)
+        info = state.get(name)
+        return info["installed"] and (not version or info["version"] == version)
 
     missing = [p for p in packages if not satisfied(p)]
-    missing += [p for p in optional
-                if not state.get(p, {}).get("installed") and state.get(p, {}).get("candidate")]
-    interrupted = "DPKG_INTERRUPTED" in state
+    missing += [p for p in optional if not state.get(p)["installed"] and state.get(p)["candidate"]]
+    interrupted = state.dpkg_interrupted
     if not missing and not interrupted:
         host.noop(f"{len(packages)} packages already installed")
         return
     if interrupted:  # a run was killed while dpkg worked: finish its configuration first
         yield StringCommand("DEBIAN_FRONTEND=noninteractive dpkg --configure -a")
     if missing:
-        yield StringCommand(
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-            f"{APT_LOCK_WAIT} " + " ".join(shlex.quote(p) for p in missing)
-        )
+        yield StringCommand("DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                            "--no-install-recommends", *APT_LOCK_WAIT,
+                            *(QuoteString(p) for p in missing))
 
 
 def _remove(facts: DeclaredFacts, packages: list[str]):
     state = facts["packages"]
-    installed = [p for p in packages if state.get(p, {}).get("installed")]
+    installed = [p for p in packages if state.get(p)["installed"]]
     if not installed:
         host.noop(f"none of {', '.join(packages)} is installed")
         return
-    yield StringCommand(f"DEBIAN_FRONTEND=noninteractive apt-get remove -y -q {APT_LOCK_WAIT} "
-                        + " ".join(shlex.quote(p) for p in installed))
+    yield StringCommand("DEBIAN_FRONTEND=noninteractive", "apt-get", "remove", "-y", "-q",
+                        *APT_LOCK_WAIT, *(QuoteString(p) for p in installed))
 
 
 @batched_operation(lambda **_: {"lists_age": (AptListsAge, {})})
@@ -106,4 +103,4 @@ def update(facts: DeclaredFacts, cache_time: int, force: bool | Callable[[], boo
     if not force and age is not None and age <= cache_time:
         host.noop(f"apt lists are {age} s old (fresh within {cache_time} s)")
         return
-    yield StringCommand(f"apt-get update -q {APT_LOCK_WAIT}")
+    yield StringCommand("apt-get", "update", "-q", *APT_LOCK_WAIT)

@@ -6,10 +6,9 @@ Docker Engine: `docker.daemon` (the engine running and answering) and `docker.im
 from __future__ import annotations
 
 import hashlib
-import shlex
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, StringCommand
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand
 
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.docker import DockerAnswers, DockerImagesPresent
@@ -76,4 +75,5 @@ def image_archives(facts: DeclaredFacts, archives: list[str], images: list[str])
     for archive in archives:
         remote = "/tmp/mnemos-image-archive-" + hashlib.sha256(archive.encode()).hexdigest()[:12] + ".tar"
         yield FileUploadCommand(archive, remote)
-        yield StringCommand(f"docker load -q -i {shlex.quote(remote)} && rm -f {shlex.quote(remote)}")
+        yield StringCommand("docker", "load", "-q", "-i", QuoteString(remote), "&&",
+                            "rm", "-f", QuoteString(remote))

@@ -5,10 +5,9 @@ supplementary group).
 
 from __future__ import annotations
 
-import shlex
 
 from pyinfra import host
-from pyinfra.api import StringCommand
+from pyinfra.api import QuoteString, StringCommand
 
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.server import ProcessRunning, UserGroups
@@ -54,4 +53,4 @@ def group_member(facts: DeclaredFacts, user: str, group: str):
     if group in facts["groups"]:
         host.noop(f"{user} is in the {group} group")
         return
-    yield StringCommand(f"usermod -a -G {shlex.quote(group)} {shlex.quote(user)}")
+    yield StringCommand("usermod", "-a", "-G", QuoteString(group), QuoteString(user))

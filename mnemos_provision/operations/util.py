@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pyinfra import host
-from pyinfra.api import StringCommand
+from pyinfra.api import OperationError, StringCommand
 
 
 
@@ -44,11 +44,13 @@ def private_upload_dir(target) -> str | None:
 
 
 def make_private_upload_dir(state, host, path: str) -> None:
-    """mkdir -m 700 as the login account itself (no sudo): only it and root can enter."""
+    """mkdir -m 700 as the login account itself (no sudo): only it and root can enter. A failure
+    is an OperationError naming the host and the cause."""
     ok, output = host.run_shell_command(StringCommand("mkdir", "-m", "700", path),
                                         print_output=False, print_input=False)
     if not ok:
-        raise OSError(f"cannot create {path} on {host.name}: {' '.join(output.stderr_lines)}")
+        raise OperationError(f"cannot create {path} on {host.name}: "
+                             f"{' '.join(output.stderr_lines)}")
 
 
 def staged_name(directory: str, dest: str) -> str:

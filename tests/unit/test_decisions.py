@@ -18,6 +18,7 @@ import subprocess
 import pytest
 
 from mnemos_provision.operations import apt, compose, docker, files, server
+from mnemos_provision.facts.apt import AptState
 from mnemos_provision.facts.files import LineInFile, PathState
 from mnemos_provision.facts.server import Snapshot
 from mnemos_provision.render import TreeEntry
@@ -156,12 +157,12 @@ def test_docker_started_detached_without_systemd():
 
 
 def test_apt_install_only_missing_and_available_optional():
-    facts = {"AptPackages": {
+    facts = {"AptPackages": AptState({
         "git": {"installed": True, "version": "1", "candidate": True},
         "jq": {"installed": False, "version": "", "candidate": True},
         "python3.11": {"installed": False, "version": "", "candidate": False},
         "software-properties-common": {"installed": False, "version": "", "candidate": True},
-    }}
+    })}
     commands, _ = run_op(apt, apt.packages, facts, packages=["git", "jq"],
                          optional=["python3.11", "software-properties-common"])
     assert commands == ["DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
@@ -169,7 +170,8 @@ def test_apt_install_only_missing_and_available_optional():
 
 
 def test_apt_install_noop_when_present_and_pinned_version_matches():
-    facts = {"AptPackages": {"trivy": {"installed": True, "version": "0.58.1", "candidate": True}}}
+    facts = {"AptPackages": AptState({"trivy": {"installed": True, "version": "0.58.1",
+                                                "candidate": True}})}
     commands, noops = run_op(apt, apt.packages, facts, packages=["trivy=0.58.1"])
     assert commands == [] and noops
     commands, _ = run_op(apt, apt.packages, facts, packages=["trivy=0.59.0"])
@@ -297,8 +299,8 @@ def test_compose_up_noop_when_healthy_and_current():
 
 
 def test_apt_install_finishes_an_interrupted_dpkg_first():
-    facts = {"AptPackages": {"git": {"installed": True, "version": "1", "candidate": True},
-                             "DPKG_INTERRUPTED": {"installed": False, "version": "", "candidate": False}}}
+    facts = {"AptPackages": AptState({"git": {"installed": True, "version": "1", "candidate": True}},
+                                     dpkg_interrupted=True)}
     commands, _ = run_op(apt, apt.packages, facts, packages=["git"])
     assert commands == ["DEBIAN_FRONTEND=noninteractive dpkg --configure -a"]
 

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from mnemos_provision import fact_batch
+from mnemos_provision.facts.apt import AptState
 from mnemos_provision.facts.docker import DockerAnswers
 from mnemos_provision.operations import apt, compose, docker, files, server
 from mnemos_provision.render import TreeEntry
@@ -19,7 +20,7 @@ from mnemos_provision.render import TreeEntry
 pytestmark = pytest.mark.unit
 
 # What a host that has nothing yet answers, per fact class
-EMPTY = {"TreeState": {}, "AptPackages": {}, "AptListsAge": None, "DockerAnswers": False,
+EMPTY = {"TreeState": {}, "AptPackages": AptState(), "AptListsAge": None, "DockerAnswers": False,
          "ComposeStatus": {"wanted": None, "running": None}, "DockerImagesPresent": None,
          "ProcessRunning": False, "UserGroups": [], "LineInFile": "missing"}
 
