@@ -137,7 +137,8 @@ def skip_setup(ctx: HostContext, service: str, enabled: bool, manual: str) -> bo
     """
     s = ctx.settings
     if not (s.launch_stack and enabled and s.service_enabled(service)):
-        host.noop(f"{service} set-up is off (launch_stack, {service}_init or the {service} profile)")
+        host.noop(f"{service} set-up is off (launch_stack, {service}_init or the {service} "
+                  "profile)")
         return True
     if not s.publish_ports:
         host.noop(f"{service}'s port is not published (publish_ports is false): the deploy reaches "

@@ -10,9 +10,10 @@ in one command, each part with its own fact's command and `process()`.
 
 An answer is used only while it is true: once an operation of the host has run a command (changed
 something, or may have) after the batch was read, `read()` falls back to pyinfra's own
-`host.get_fact` (a fresh command), so a decision is never taken on a stale answer. A part whose command fails, or whose required
-command is missing, is not used either: pyinfra then reads that fact itself, with its own error
-handling. The answers are the same values the facts give on their own (tests/unit/test_fact_batch.py).
+`host.get_fact` (a fresh command), so a decision is never taken on a stale answer. A part whose
+command fails, or whose required command is missing, is not used either: pyinfra then reads that
+fact itself, with its own error handling. The answers are the same values the facts give on their
+own (tests/unit/test_fact_batch.py).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class FactBatch(FactBase[dict[int, tuple[str, list[str]]]]):
             script.append(run + " &")
         script.append("wait")
         for i in range(len(parts)):
-            script.append(f'cat "$d/{i}" 2>/dev/null; echo "{marker} {i} $(cat "$d/{i}.rc" 2>/dev/null)"')
+            script.append(f'cat "$d/{i}" 2>/dev/null; '
+                          f'echo "{marker} {i} $(cat "$d/{i}.rc" 2>/dev/null)"')
         script.append('rm -rf "$d"; true')
         return "\n".join(script)
 
@@ -152,7 +154,7 @@ def _changed_operations(host) -> int:
 
 
 def expect(cls: type, **kwargs) -> None:
-    """Declare (at plan time) that an operation of the current host will read `cls` with `kwargs`."""
+    """Declare (at plan time) that an operation of the current host reads `cls` with `kwargs`."""
     if not ctx_host.isset():
         return
     batch = _host_batch(ctx_host.get())
@@ -230,7 +232,8 @@ def batched_operation(facts: Callable[..., dict[str, FactSpec]]):
     def decorate(func):
         parameters = list(inspect.signature(func).parameters.values())
         if not parameters or parameters[0].name != "facts":
-            raise TypeError(f"{func.__qualname__}: a batched operation's first parameter is `facts`")
+            raise TypeError(f"{func.__qualname__}: the first parameter of a batched operation "
+                            "is `facts`")
         public = inspect.Signature(parameters[1:])
         label = f"{func.__module__.rsplit('.', 1)[-1]}.{func.__name__}"
 

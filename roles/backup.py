@@ -25,7 +25,9 @@ def cron_entry(ctx: HostContext) -> str:
 @deploy("Backups")
 def backup(ctx: HostContext):
     if not ctx.settings.backup_enabled:
-        pyinfra_files.file(name="No backup schedule (backup_enabled is false)", path=CRON_FILE, present=False)
+        pyinfra_files.file(name="No backup schedule (backup_enabled is false)", path=CRON_FILE,
+                           present=False)
         return
-    files.system_files(name="Schedule the backups in cron", files=[(CRON_FILE, cron_entry(ctx).encode(), "644")])
+    files.system_files(name="Schedule the backups in cron",
+                       files=[(CRON_FILE, cron_entry(ctx).encode(), "644")])
     server.cron_daemon(name="Keep cron running", systemd=ctx.snap.systemd)

@@ -50,7 +50,8 @@ def docker_engine(ctx: HostContext):
     elif source == "docker-ce":
         apt.packages(name="Remove packages that conflict with docker-ce",
                      packages=s.docker_conflicting_packages, present=False)
-        apt.packages(name="Install the keyring tools", packages=["ca-certificates", "curl", "gnupg"])
+        apt.packages(name="Install the keyring tools",
+                     packages=["ca-certificates", "curl", "gnupg"])
         fingerprint = s.docker_apt_key_fingerprint.replace(" ", "")
         keyring = later(File, path=KEYRING)
         pyinfra_server.shell(
@@ -65,8 +66,9 @@ def docker_engine(ctx: HostContext):
             ],
             _if=lambda: not keyring(),
         )
-        source_list = files.system_files(name="Add Docker's apt repository",
-                                   files=[(SOURCE_LIST, docker_ce_source_line(ctx).encode(), "644")])
+        source_list = files.system_files(
+            name="Add Docker's apt repository",
+            files=[(SOURCE_LIST, docker_ce_source_line(ctx).encode(), "644")])
         apt.update(name="Refresh the apt cache for Docker's repository",
                    cache_time=s.apt_cache_valid_time, force=changes(source_list))
         apt.packages(name="Install docker-ce", packages=s.docker_ce_packages)

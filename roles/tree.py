@@ -11,7 +11,6 @@ import shlex
 import socket
 import time
 
-from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import server
@@ -46,7 +45,7 @@ def tree(ctx: HostContext):
     files.tree(name=f"Lay out and render the MNEMOS tree at {ctx.root}",
               root=ctx.root, entries=entries,
               user=ctx.user, group=ctx.group)
-    certificates(ctx)
+    certificates(ctx=ctx)
 
 
 # The official Vault image runs as the user vault, group 1000: its key must be readable by that

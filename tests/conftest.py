@@ -58,7 +58,8 @@ def run_op(module, op, facts: dict, **kwargs):
 def need(tool: str) -> str:
     path = shutil.which(tool)
     if not path:
-        pytest.fail(f"{tool} is not installed: scripts/test installs it (run the README's test command)")
+        pytest.fail(f"{tool} is not installed: scripts/test installs it (run the README's test "
+                    "command)")
     return path
 
 

@@ -39,7 +39,8 @@ class AptPackages(FactBase[AptState]):
     finished first.
     """
 
-    requires_command = "dpkg-query"
+    def requires_command(self, *args, **kwargs) -> str:
+        return "dpkg-query"
 
     @staticmethod
     def default() -> AptState:
@@ -49,7 +50,8 @@ class AptPackages(FactBase[AptState]):
         quoted = " ".join(shlex.quote(n) for n in names)
         return (
             # one dpkg-query for all names; a name dpkg never heard of prints nothing
-            f"s=$(dpkg-query -W -f='S|${{Package}}|${{db:Status-Abbrev}}|${{Version}}\\n' {quoted} 2>/dev/null); "
+            "s=$(dpkg-query -W -f='S|${Package}|${db:Status-Abbrev}|${Version}\\n' "
+            f"{quoted} 2>/dev/null); "
             'printf "%s\\n" "$s"; '
             f"missing=$(printf '%s\\n' \"$s\" | awk -F'|' -v want={shlex.quote(' '.join(names))} "
             "'$3 ~ /^ii/ {ok[$2]=1} END {n=split(want, w, \" \"); "
@@ -74,7 +76,8 @@ class AptPackages(FactBase[AptState]):
             if parts == ["DPKG_INTERRUPTED"]:
                 interrupted = True
             elif len(parts) == 3 and parts[0] == "C":
-                info = out.setdefault(parts[1], {"installed": False, "version": "", "candidate": False})
+                info = out.setdefault(parts[1],
+                                      {"installed": False, "version": "", "candidate": False})
                 info["candidate"] = parts[2] not in ("none", "(none)")
         return AptState(out, interrupted)
 

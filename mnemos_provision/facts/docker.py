@@ -27,12 +27,14 @@ class ComposeState(TypedDict):
 class ComposeStatus(FactBase[ComposeState]):
     """
     What the rendered compose file wants and what runs, in one command:
-    {"wanted": {service: config hash} | None, "running": {service: {"hash", "state", "health"}} | None}.
+    {"wanted": {service: config hash} | None,
+     "running": {service: {"hash", "state", "health"}} | None}.
     `wanted` comes from `docker compose config --hash '*'` in the tree (active profiles only);
     either is None when Docker does not answer or the file is not there.
     """
 
-    requires_command = "docker"
+    def requires_command(self, *args, **kwargs) -> str:
+        return "docker"
 
     @staticmethod
     def default() -> ComposeState:
@@ -88,12 +90,14 @@ class DockerAnswers(FactBase[bool]):
 class DockerImagesPresent(FactBase[set[str] | None]):
     """Which of `images` the engine has locally. Returns a set; None when Docker does not answer."""
 
-    requires_command = "docker"
+    def requires_command(self, *args, **kwargs) -> str:
+        return "docker"
 
     def command(self, images: list[str]):
         quoted = " ".join(shlex.quote(i) for i in images)
         return ("docker info >/dev/null 2>&1 || { echo DOCKER_DOWN; exit 0; }; "
-                f"for i in {quoted}; do docker image inspect \"$i\" >/dev/null 2>&1 && echo \"$i\"; done; true")
+                f"for i in {quoted}; do docker image inspect \"$i\" >/dev/null 2>&1 "
+                "&& echo \"$i\"; done; true")
 
     def process(self, output):
         if output and output[0] == "DOCKER_DOWN":

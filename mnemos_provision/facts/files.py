@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 from pyinfra.api import FactBase
 
@@ -33,20 +33,23 @@ class TreeState(FactBase[dict[str, PathState]]):
     Returns {relative path: PathState}; paths that do not exist are absent.
     """
 
-    requires_command = "sh"
+    def requires_command(self, *args, **kwargs) -> str:
+        return "sh"
 
     @staticmethod
     def default() -> dict[str, PathState]:
         return {}
 
-    def command(self, root: str, dirs: list[str], files: list[str], unhashed: list[str] = ()):
+    def command(self, root: str, dirs: list[str], files: list[str],
+                unhashed: Sequence[str] = ()):
         quoted_dirs = " ".join(shlex.quote(p) for p in dirs)
         quoted_files = " ".join(shlex.quote(p) for p in files)
         quoted_unhashed = " ".join(shlex.quote(p) for p in unhashed)
         hashes = f"sha256sum -- {quoted_files} 2>/dev/null; " if files else ""
         return (
             f"cd {shlex.quote(root)} 2>/dev/null || exit 0; "
-            f"stat -c 'S|%F|%a|%U|%G|%s|%Y|%h|%n' -- {quoted_dirs} {quoted_files} {quoted_unhashed} "
+            "stat -c 'S|%F|%a|%U|%G|%s|%Y|%h|%n' -- "
+            f"{quoted_dirs} {quoted_files} {quoted_unhashed} "
             f"2>/dev/null; {hashes}true"
         )
 
@@ -71,7 +74,7 @@ LineState = Literal["present", "absent", "missing"]
 
 
 class LineInFile(FactBase[LineState]):
-    """Whether `path` has `line` as a whole line: "present", "absent", or "missing" (no such file)."""
+    """Whether `path` has `line` as a whole line: "present", "absent", or "missing" (no file)."""
 
     def command(self, path: str, line: str):
         q = shlex.quote

@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 
 from pyinfra.api import FactBase
 
+# Go templates of `docker info` and `docker network inspect` in HostSnapshot's command
+DOCKER_INFO_FORMAT = ('docker_server_version={{.ServerVersion}}{{"\\n"}}'
+                      "docker_operating_system={{.OperatingSystem}}")
+NETWORK_FORMAT = "network={{.Id}},{{.Name}},{{range .IPAM.Config}}{{.Subnet}} {{end}}"
+
 
 def _hex_to_ipv4(text: str) -> str:
     return socket.inet_ntoa(struct.pack("<I", int(text, 16)))
@@ -74,12 +79,14 @@ class HostSnapshot(FactBase[Snapshot]):
     version costs a start of the 60 MB plugin: read only when `compose_version`.
     """
 
-    requires_command = "sh"
+    def requires_command(self, *args, **kwargs) -> str:
+        return "sh"
 
-    def command(self, user: str | None, path: str, compose_project: str, compose_version: bool = True):
+    def command(self, user: str | None, path: str, compose_project: str,
+                compose_version: bool = True):
         # no mnemos_user: the account pyinfra connects as, or the one that ran sudo
-        compose_version = ('echo "compose_version=$(docker compose version --short 2>/dev/null)"'
-                           if compose_version else ":")
+        compose_sh = ('echo "compose_version=$(docker compose version --short 2>/dev/null)"'
+                      if compose_version else ":")
         user_sh = shlex.quote(user) if user else '"${SUDO_USER:-$(id -un)}"'
         return f"""
 . /etc/os-release 2>/dev/null
@@ -111,10 +118,10 @@ done
 [ -d /mnt/wsl/docker-desktop ] && echo "desktop_integration=1"
 if command -v docker >/dev/null 2>&1; then
   echo "docker_cli=$(readlink -f "$(command -v docker)")"
-  docker info --format 'docker_server_version={{{{.ServerVersion}}}}{{{{"\\n"}}}}docker_operating_system={{{{.OperatingSystem}}}}' 2>/dev/null
-  {compose_version}
+  docker info --format '{DOCKER_INFO_FORMAT}' 2>/dev/null
+  {compose_sh}
   ids=$(docker network ls -q 2>/dev/null)
-  [ -n "$ids" ] && docker network inspect --format 'network={{{{.Id}}}},{{{{.Name}}}},{{{{range .IPAM.Config}}}}{{{{.Subnet}}}} {{{{end}}}}' $ids 2>/dev/null
+  [ -n "$ids" ] && docker network inspect --format '{NETWORK_FORMAT}' $ids 2>/dev/null
   docker ps --filter label=com.docker.compose.project={shlex.quote(compose_project)} \
     --format 'project_ports={{{{.Ports}}}}' 2>/dev/null
 fi
@@ -133,7 +140,8 @@ true
             elif key == "route":
                 try:
                     iface, dest, mask = value.split(",")
-                    net = ipaddress.ip_network(f"{_hex_to_ipv4(dest)}/{_hex_to_ipv4(mask)}", strict=False)
+                    net = ipaddress.ip_network(f"{_hex_to_ipv4(dest)}/{_hex_to_ipv4(mask)}",
+                                               strict=False)
                     snap.routes.append((iface, net))
                 except (ValueError, struct.error):
                     pass

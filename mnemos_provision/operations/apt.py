@@ -22,7 +22,8 @@ def _apt_names(packages: list[str], optional: list[str] | None = None, **_) -> l
 
 
 @batched_operation(lambda **kw: {"packages": (AptPackages, {"names": _apt_names(**kw)})})
-def packages(facts: DeclaredFacts, packages: list[str], optional: list[str] | None = None, present: bool = True):
+def packages(facts: DeclaredFacts, packages: list[str], optional: list[str] | None = None,
+             present: bool = True):
     """
     Install apt packages that are missing, in one apt-get call, or remove those installed
     (``present=False``). `optional` packages are installed only where the distribution has them

@@ -35,8 +35,8 @@ def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | 
 
 @batched_operation(lambda root, project, **_: {
     "status": (ComposeStatus, {"root": root, "project": project})})
-def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str], services: list[str],
-               timeout: int):
+def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
+          services: list[str], timeout: int):
     """
     Converge a compose stack: `docker compose up -d --wait --remove-orphans` only when a wanted
     service has no container, another configuration (compose config hash), is not running or is
@@ -54,8 +54,8 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
 
     .. code:: python
 
-        compose.stack(root="/home/dev/mnemos", project="mnemos", images={"redis": "redis:7.4.6-alpine"},
-                   services=["redis"], timeout=300)
+        compose.stack(root="/home/dev/mnemos", project="mnemos",
+                      images={"redis": "redis:7.4.6-alpine"}, services=["redis"], timeout=300)
     """
     status = facts["status"]
     wanted, running = status["wanted"], status["running"]
@@ -70,7 +70,8 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
         message = (f'image {image} cannot be pulled: set images["{service}"] in group_data to a '
                    "reachable registry or mirror, or docker load it")
         pulls.append(
-            f"docker image inspect {q(image)} >/dev/null 2>&1 || docker pull -q {q(image)} >/dev/null || "
+            f"docker image inspect {q(image)} >/dev/null 2>&1 || "
+            f"docker pull -q {q(image)} >/dev/null || "
             f"{{ echo {q(message)} >&2; exit 1; }}"
         )
     report = (
@@ -82,5 +83,6 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
     )
     yield StringCommand(
         f"cd {q(root)}\n" + "\n".join(pulls) + "\n"
-        f"docker compose up -d --wait --wait-timeout {int(timeout)} --remove-orphans || {{ {report}; }}"
+        f"docker compose up -d --wait --wait-timeout {int(timeout)} --remove-orphans "
+        f"|| {{ {report}; }}"
     )

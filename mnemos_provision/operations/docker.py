@@ -73,7 +73,8 @@ def image_archives(facts: DeclaredFacts, archives: list[str], images: list[str])
         host.noop(f"all {len(images)} images are present")
         return
     for archive in archives:
-        remote = "/tmp/mnemos-image-archive-" + hashlib.sha256(archive.encode()).hexdigest()[:12] + ".tar"
+        digest = hashlib.sha256(archive.encode()).hexdigest()[:12]
+        remote = f"/tmp/mnemos-image-archive-{digest}.tar"
         yield FileUploadCommand(archive, remote)
         yield StringCommand("docker", "load", "-q", "-i", QuoteString(remote), "&&",
                             "rm", "-f", QuoteString(remote))

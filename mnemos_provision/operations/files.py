@@ -1,8 +1,9 @@
 """
 Files: `files.secret` (a 0600 file of secrets, compare-and-swap), `files.tree` (the whole rendered
 MNEMOS tree in one batched operation), `files.system_files` (root-owned files outside the tree),
-`files.line` (a line in a user's file). Written the way pyinfra writes its own (operations/files.py):
-facts first, commands only for what differs, `host.noop` saying why otherwise.
+`files.line` (a line in a user's file). Written the way pyinfra writes its own
+(operations/files.py): facts first, commands only for what differs, `host.noop` saying why
+otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from pyinfra.operations.util.files import generate_color_diff
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.files import LineInFile, TreeState
 from mnemos_provision.operations.util import (
-    StateSwap, fail_command, make_dirs, make_private_upload_dir, private_upload_dir, sha256,
+    StateSwap,
+    fail_command,
+    make_dirs,
+    make_private_upload_dir,
+    private_upload_dir,
+    sha256,
     staged_name,
 )
 from mnemos_provision.render import TreeEntry
@@ -92,8 +98,10 @@ def secret(facts: DeclaredFacts, path: str, content: bytes, user: str, group: st
     .. code:: python
 
         files.secret(path="/home/dev/.config/mnemos/secrets.json", content=b"{...}",
-                    user="dev", group="dev", swap=StateSwap(expected="absent", lock="/home/dev/.config/mnemos/secrets.json.lock",
-                                   holder="laptop pid 4242"), create_dirs=True)
+                     user="dev", group="dev", create_dirs=True,
+                     swap=StateSwap(expected="absent",
+                                    lock="/home/dev/.config/mnemos/secrets.json.lock",
+                                    holder="laptop pid 4242"))
     """
     name = posixpath.basename(path)
     state = facts["state"].get(name)
@@ -287,6 +295,7 @@ def system_files(facts: DeclaredFacts, files: list[tuple[str, bytes | Path, str]
     state = facts["state"]
     q = shlex.quote
     commands: list = []
+    upload: str | BytesIO
     for path, content, mode in files:
         current = state.get(path.lstrip("/"))
         if isinstance(content, Path):
@@ -300,7 +309,8 @@ def system_files(facts: DeclaredFacts, files: list[tuple[str, bytes | Path, str]
         if not same:
             commands.append(StringCommand(f"mkdir -p {q(posixpath.dirname(path))}"))
             commands.append(FileUploadCommand(upload, path))
-            commands.append(StringCommand(f"chmod {mode} {q(path)} && chown root:root {q(path)}{touch}"))
+            commands.append(StringCommand(
+                f"chmod {mode} {q(path)} && chown root:root {q(path)}{touch}"))
         elif current.mode != mode or (current.owner, current.group) != ("root", "root"):
             commands.append(StringCommand(f"chmod {mode} {q(path)} && chown root:root {q(path)}"))
     if not commands:
@@ -333,7 +343,8 @@ def line(facts: DeclaredFacts, path: str, line: str, user: str, group: str):
         return
     q = shlex.quote
     if state == "missing":
-        yield StringCommand(f"printf '%s\\n' {q(line)} > {q(path)} && chown {q(user)}:{q(group)} {q(path)} "
+        yield StringCommand(f"printf '%s\\n' {q(line)} > {q(path)} && "
+                            f"chown {q(user)}:{q(group)} {q(path)} "
                             f"&& chmod 644 {q(path)}")
         return
     yield StringCommand(f"[ -z \"$(tail -c 1 {q(path)})\" ] || echo >> {q(path)}; "

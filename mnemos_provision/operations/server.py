@@ -5,7 +5,6 @@ supplementary group).
 
 from __future__ import annotations
 
-
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand
 

@@ -1,19 +1,18 @@
 """
-Helpers of the operations (as pyinfra's operations/util): `changes` for `force=`, directories made for a user, failing with a message, private uploads under sudo.
+Helpers of the operations (as pyinfra's operations/util): `changes` for `force=`, directories
+made for a user, failing with a message, private uploads under sudo.
 """
 
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import secrets
 import shlex
-import posixpath
 from dataclasses import dataclass
 from typing import Callable
 
-from pyinfra import host
 from pyinfra.api import OperationError, StringCommand
-
 
 
 def sha256(data: bytes) -> str:
@@ -34,6 +33,7 @@ def private_upload_dir(target) -> str | None:
     """For an SSH host whose operations run under sudo/su/doas: a new directory name (128 random
     bits) in /tmp for the login account's own uploads; None where uploads need none."""
     from pyinfra.connectors.ssh import SSHConnector
+
     from mnemos_provision.context import connector_arguments
     if not isinstance(getattr(target, "connector", None), SSHConnector):
         return None

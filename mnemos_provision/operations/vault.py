@@ -15,7 +15,7 @@ import json
 import posixpath
 import secrets
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, operation
@@ -109,7 +109,7 @@ def _client(url: str, cacert: str | None):
 
 
 @operation()
-def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore",
+def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore | HostKeyStore",
                    wait_timeout: int = 120, cacert: str | None = None):
     """
     Converge Vault at `url` (as seen from the host) to `desired`. Reads first (plan); writes only
@@ -133,11 +133,14 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
 
     from mnemos_provision import vault_setup
     from mnemos_provision.host_http import HostHTTPError
+    # HostKeyStore has KeyStore's methods (load, save, initialize) without inheriting it, so that
+    # hvac loads only when Vault is managed
+    keys = cast("vault_setup.KeyStore", store)
     client, http = _client(url, cacert)
     try:
         if host.state.is_executing:
             vault_setup.wait_for_api(client, wait_timeout)
-        changes = vault_setup.plan(client, store, desired)
+        changes = vault_setup.plan(client, keys, desired)
     except (HostHTTPError, vault_setup.VaultSetupError) as exc:
         if not host.state.is_executing:  # planning before the stack runs: converge at execution
             changes = [f"converge once Vault answers ({exc})"]
@@ -152,7 +155,7 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
     def converge() -> None:
         client, http = _client(url, cacert)
         try:
-            done = vault_setup.apply(client, store, desired)
+            done = vault_setup.apply(client, keys, desired)
         except (HostHTTPError, vault_setup.VaultSetupError, hvac.exceptions.VaultError) as exc:
             raise OperationError(f"Vault: {exc}") from None
         finally:

@@ -6,21 +6,20 @@ Snapshot fixture: WSL or not, Docker Desktop or not, systemd or not, ports and r
 
 from __future__ import annotations
 
-import re
-
 import getpass
 import grp
 import hashlib
 import ipaddress
 import os
+import re
 import subprocess
 
 import pytest
 
-from mnemos_provision.operations import apt, compose, docker, files, server
 from mnemos_provision.facts.apt import AptState
 from mnemos_provision.facts.files import LineInFile, PathState
 from mnemos_provision.facts.server import Snapshot
+from mnemos_provision.operations import apt, compose, docker, files, server
 from mnemos_provision.render import TreeEntry
 from mnemos_provision.settings import validate
 from roles.preflight import evaluate
@@ -76,13 +75,15 @@ def test_eight_gb_machine_meets_the_eight_gb_minimum():
 
 
 def test_port_in_use_by_another_process_is_refused_but_ours_is_fine():
-    problems, _ = evaluate(validate({}), snapshot(listening_ports={5432, 9090}, project_ports={9090}))
+    problems, _ = evaluate(validate({}), snapshot(listening_ports={5432, 9090},
+                                                  project_ports={9090}))
     assert any("port 5432 (ports['postgres']) is already in use" in p for p in problems)
     assert not any("9090" in p for p in problems)
 
 
 def test_ports_of_disabled_services_are_not_checked():
-    problems, _ = evaluate(validate({"compose_profiles": ["postgres"]}), snapshot(listening_ports={3000}))
+    problems, _ = evaluate(validate({"compose_profiles": ["postgres"]}),
+                           snapshot(listening_ports={3000}))
     assert problems == []
 
 
@@ -96,8 +97,10 @@ def test_subnet_overlapping_a_docker_network_or_route_is_refused():
     )
     problems, _ = evaluate(validate({}), snap)
     assert any("stack_subnets['frontend']" in p and "other_net" in p for p in problems)
-    assert any("stack_subnets['backend']" in p and "host route 172.21.0.0/20 on eth0" in p for p in problems)
-    assert not any("stack_subnets['data']" in p for p in problems), "our own network is not a conflict"
+    assert any("stack_subnets['backend']" in p and "host route 172.21.0.0/20 on eth0" in p
+               for p in problems)
+    assert not any("stack_subnets['data']" in p for p in problems), \
+        "our own network is not a conflict"
 
 
 def test_desktop_requested_but_absent_is_refused():
@@ -106,7 +109,8 @@ def test_desktop_requested_but_absent_is_refused():
 
 
 def test_desktop_too_old_is_refused():
-    snap = snapshot(desktop_integration=True, docker_server_version="23.0.6", compose_version="2.19.1")
+    snap = snapshot(desktop_integration=True, docker_server_version="23.0.6",
+                    compose_version="2.19.1")
     problems, _ = evaluate(validate({}), snap)
     assert any("engine 23.0.6" in p for p in problems)
     assert any("Compose 2.19.1" in p for p in problems)
@@ -165,7 +169,8 @@ def test_apt_install_only_missing_and_available_optional():
     })}
     commands, _ = run_op(apt, apt.packages, facts, packages=["git", "jq"],
                          optional=["python3.11", "software-properties-common"])
-    assert commands == ["DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+    assert commands == ["DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                        "--no-install-recommends "
                         "-o DPkg::Lock::Timeout=300 jq software-properties-common"]
 
 
@@ -180,7 +185,8 @@ def test_apt_install_noop_when_present_and_pinned_version_matches():
 
 def test_apt_refresh_respects_the_cache_age():
     assert run_op(apt, apt.update, {"AptListsAge": 100}, cache_time=3600)[0] == []
-    assert run_op(apt, apt.update, {"AptListsAge": None}, cache_time=3600)[0] == ["apt-get update -q -o DPkg::Lock::Timeout=300"]
+    assert run_op(apt, apt.update, {"AptListsAge": None}, cache_time=3600)[0] == [
+        "apt-get update -q -o DPkg::Lock::Timeout=300"]
     assert run_op(apt, apt.update, {"AptListsAge": 100}, cache_time=3600,
                   force=True)[0] == ["apt-get update -q -o DPkg::Lock::Timeout=300"]
 
@@ -275,16 +281,20 @@ def test_sync_tree_writes_secrets_through_a_new_private_directory_and_inits_git(
 
 @pytest.mark.parametrize("running,reason", [
     ({}, "postgres: no container"),
-    ({"postgres": {"hash": "old", "state": "running", "health": "healthy"}}, "postgres: configuration changed"),
+    ({"postgres": {"hash": "old", "state": "running", "health": "healthy"}},
+     "postgres: configuration changed"),
     ({"postgres": {"hash": "h1", "state": "exited", "health": "none"}}, "postgres: exited"),
-    ({"postgres": {"hash": "h1", "state": "running", "health": "unhealthy"}}, "postgres: unhealthy"),
+    ({"postgres": {"hash": "h1", "state": "running", "health": "unhealthy"}},
+     "postgres: unhealthy"),
     ({"postgres": {"hash": "h1", "state": "running", "health": "healthy"},
-      "grafana": {"hash": "x", "state": "running", "health": "healthy"}}, "grafana: orphan container"),
+      "grafana": {"hash": "x", "state": "running", "health": "healthy"}},
+     "grafana: orphan container"),
 ])
 def test_compose_up_runs_when_the_stack_differs(running, reason):
     facts = {"ComposeStatus": {"wanted": {"postgres": "h1"}, "running": running}}
     commands, _ = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
-                         images={"postgres": "postgres:16.11-alpine"}, services=["postgres"], timeout=60)
+                         images={"postgres": "postgres:16.11-alpine"}, services=["postgres"],
+                         timeout=60)
     assert any(reason in r for r in compose.stack_differences({"postgres": "h1"}, running))
     assert "docker compose up -d --wait --wait-timeout 60 --remove-orphans" in commands[0]
     assert 'set images["postgres"] in group_data' in commands[0]
@@ -292,15 +302,16 @@ def test_compose_up_runs_when_the_stack_differs(running, reason):
 
 def test_compose_up_noop_when_healthy_and_current():
     facts = {"ComposeStatus": {"wanted": {"postgres": "h1"},
-                               "running": {"postgres": {"hash": "h1", "state": "running", "health": "healthy"}}}}
+                               "running": {"postgres": {"hash": "h1", "state": "running",
+                                                        "health": "healthy"}}}}
     commands, noops = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
                              images={"postgres": "p:1"}, services=["postgres"], timeout=60)
     assert commands == [] and "healthy" in noops[0]
 
 
 def test_apt_install_finishes_an_interrupted_dpkg_first():
-    facts = {"AptPackages": AptState({"git": {"installed": True, "version": "1", "candidate": True}},
-                                     dpkg_interrupted=True)}
+    facts = {"AptPackages": AptState(
+        {"git": {"installed": True, "version": "1", "candidate": True}}, dpkg_interrupted=True)}
     commands, _ = run_op(apt, apt.packages, facts, packages=["git"])
     assert commands == ["DEBIAN_FRONTEND=noninteractive dpkg --configure -a"]
 
@@ -313,8 +324,10 @@ def test_compose_up_runs_when_docker_is_not_there_yet():
 
 
 def test_system_files_uploads_only_what_differs():
-    state = {"etc/docker/daemon.json": PathState("regular file", "644", "root", "root", _sha(b"{}\n")),
-             "etc/cron.d/mnemos-backup": PathState("regular file", "600", "root", "root", _sha(b"x\n"))}
+    state = {
+        "etc/docker/daemon.json": PathState("regular file", "644", "root", "root", _sha(b"{}\n")),
+        "etc/cron.d/mnemos-backup": PathState("regular file", "600", "root", "root", _sha(b"x\n")),
+    }
     commands, _ = run_op(files, files.system_files, {"TreeState": state}, files=[
         ("/etc/docker/daemon.json", b"{}\n", "644"),
         ("/etc/cron.d/mnemos-backup", b"x\n", "644"),
@@ -346,7 +359,8 @@ def test_system_files_compares_a_controller_file_by_size_and_mtime(tmp_path):
     assert run_op(files, files.system_files, state(3001, 1_700_000_000), files=wanted)[0] == upload
     assert run_op(files, files.system_files, state(3000, 1_700_000_001), files=wanted)[0] == upload
     assert run_op(files, files.system_files, {"TreeState": {}}, files=wanted)[0] == upload
-    assert run_op(files, files.system_files, state(3000, 1_700_000_000, "700"), files=wanted)[0] == [
+    changed_mode = state(3000, 1_700_000_000, "700")
+    assert run_op(files, files.system_files, changed_mode, files=wanted)[0] == [
         f"chmod 755 {dest} && chown root:root {dest}"]
 
 
@@ -391,10 +405,11 @@ def test_user_joins_the_docker_group_only_once():
                   user="dev", group="docker")[0] == ["usermod -a -G docker dev"]
 
 
-# ------------------------------------------------------------ tool downloads, run for real with file:// URLs
+# ------------------------------------------------------------ tool downloads, run with file:// URLs
 
 def test_tool_download_is_verified_and_failures_are_one_clear_line(tmp_path):
     import subprocess
+
     from roles.tools import download_command
     source = tmp_path / "yq_linux_amd64"
     source.write_bytes(b"#!/bin/sh\necho yq\n")
@@ -412,10 +427,12 @@ def test_tool_download_is_verified_and_failures_are_one_clear_line(tmp_path):
     dest.unlink()
     wrong = run_cmd(f"file://{source}", "0" * 64)
     assert wrong.returncode == 1 and not dest.exists()
-    assert wrong.stderr.strip().splitlines()[-1] == f"tool yq: sha256 of file://{source} is not {'0' * 64}; refusing it"
+    assert wrong.stderr.strip().splitlines()[-1] == \
+        f"tool yq: sha256 of file://{source} is not {'0' * 64}; refusing it"
     missing = run_cmd(f"file://{tmp_path}/nothing-here", good)
     assert missing.returncode == 1
-    assert missing.stderr.strip().splitlines()[-1].startswith(f"tool yq: cannot download file://{tmp_path}/nothing-here; leave it out with tools")
+    assert missing.stderr.strip().splitlines()[-1].startswith(
+        f"tool yq: cannot download file://{tmp_path}/nothing-here; leave it out with tools")
 
 
 def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
@@ -461,5 +478,6 @@ def test_snapshot_picks_the_user_who_ran_sudo_when_no_user_is_set():
         ["id", "-un"], capture_output=True, text=True).stdout.strip()
     explicit = fact.process(subprocess.run(
         ["sh", "-c", fact.command(user="root", path="/", compose_project="mnemos")],
-        capture_output=True, text=True, env=dict(os.environ, SUDO_USER="nobody")).stdout.splitlines())
+        capture_output=True, text=True,
+        env=dict(os.environ, SUDO_USER="nobody")).stdout.splitlines())
     assert explicit.user == "root"

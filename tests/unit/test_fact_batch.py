@@ -58,7 +58,8 @@ class NoNewline(FactBase):
 
 
 def alone(cls, **kwargs):
-    """What pyinfra derives from the fact's own command: process(lines), or default() without output."""
+    """What pyinfra derives from the fact's own command: process(lines), or default() without
+    output."""
     (fact,), ((_, command),) = fact_batch.prepare_parts([(cls, kwargs)])
     result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

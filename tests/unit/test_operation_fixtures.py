@@ -127,7 +127,6 @@ def test_operation(op_path, case, monkeypatch):
     direct_host = FixtureHost(spec.get("facts", {}), reads, direct=True)
     monkeypatch.setattr(fact_batch, "host", batch_host)
     monkeypatch.setattr(module, "host", direct_host)
-    monkeypatch.setattr(util, "host", direct_host)
     # the staging names are 128 random bits: fixed here so that commands can be compared
     monkeypatch.setattr(util, "secrets", SimpleNamespace(token_hex=lambda n: "0" * 2 * n))
 

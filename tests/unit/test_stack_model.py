@@ -1,4 +1,4 @@
-"""The stack model (mnemos_provision/stack.py) is the one the settings, preflight and rendering read."""
+"""The stack model (mnemos_provision/stack.py) is the one settings, preflight and rendering read."""
 
 from __future__ import annotations
 
