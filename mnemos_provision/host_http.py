@@ -70,8 +70,11 @@ class PyinfraRunner(Runner):
     # With the privileges of the run's operations (--sudo and the like): the keys file and the
     # answers kept belong where only the operations can write.
     def put(self, data: bytes, remote: str) -> None:
-        from mnemos_provision.context import connector_arguments
-        from mnemos_provision.operations.util import make_private_upload_dir, private_upload_dir
+        from mnemos_provision.context import (
+            connector_arguments,
+            make_private_upload_dir,
+            private_upload_dir,
+        )
         private = private_upload_dir(self.host)  # over SSH with sudo: the login account's own
         try:
             if private:

@@ -9,7 +9,7 @@ from pyinfra.api import deploy
 
 from mnemos_provision.context import HostContext, skip_setup
 from mnemos_provision.operations import minio
-from mnemos_provision.secret_store import load_secrets
+from mnemos_provision.secret_store.load import load_secrets
 
 
 @deploy("MinIO")

@@ -21,6 +21,7 @@ from mnemos_provision.fact_batch import later
 from mnemos_provision.operations import files
 from mnemos_provision.operations.util import StateSwap
 from mnemos_provision.render import RenderError, render_tree
+from mnemos_provision.secret_store.load import secret_decision
 
 
 def _holder() -> str:
@@ -30,7 +31,7 @@ def _holder() -> str:
 
 @deploy("MNEMOS tree")
 def tree(ctx: HostContext):
-    decision = secret_store.secret_decision(ctx)
+    decision = secret_decision(ctx)
     values = decision.values
     try:
         entries = render_tree(ctx.settings, ctx.home, values)

@@ -11,7 +11,7 @@ from pyinfra.api import deploy
 
 from mnemos_provision.context import HostContext, skip_setup
 from mnemos_provision.operations import vault
-from mnemos_provision.secret_store import load_secrets
+from mnemos_provision.secret_store.load import load_secrets
 
 if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up time)
     from mnemos_provision import vault_setup

@@ -19,14 +19,13 @@ from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
 from pyinfra.facts.files import FileContents
 from pyinfra.operations.util.files import generate_color_diff
 
+from mnemos_provision.context import make_private_upload_dir, private_upload_dir
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.files import LineInFile, TreeState
 from mnemos_provision.operations.util import (
     StateSwap,
     fail_command,
     make_dirs,
-    make_private_upload_dir,
-    private_upload_dir,
     sha256,
     staged_name,
 )

@@ -1,6 +1,6 @@
 """
 Helpers of the operations (as pyinfra's operations/util): `changes` for `force=`, directories
-made for a user, failing with a message, private uploads under sudo.
+made for a user, failing with a message.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable
 
-from pyinfra.api import OperationError, StringCommand
+from pyinfra.api import StringCommand
 
 
 def sha256(data: bytes) -> str:
@@ -27,30 +27,6 @@ def changes(op) -> Callable[[], bool]:
     passed directly is decided at plan time, at the cost of running `op`'s facts twice a run.
     """
     return lambda: op.did_change() if op.is_complete() else op.will_change
-
-
-def private_upload_dir(target) -> str | None:
-    """For an SSH host whose operations run under sudo/su/doas: a new directory name (128 random
-    bits) in /tmp for the login account's own uploads; None where uploads need none."""
-    from pyinfra.connectors.ssh import SSHConnector
-
-    from mnemos_provision.context import connector_arguments
-    if not isinstance(getattr(target, "connector", None), SSHConnector):
-        return None
-    args = connector_arguments(target)
-    if not any(args.get(k) for k in ("_sudo", "_su_user", "_doas", "_dzdo")):
-        return None
-    return f"/tmp/mnemos-upload-{secrets.token_hex(16)}"
-
-
-def make_private_upload_dir(state, host, path: str) -> None:
-    """mkdir -m 700 as the login account itself (no sudo): only it and root can enter. A failure
-    is an OperationError naming the host and the cause."""
-    ok, output = host.run_shell_command(StringCommand("mkdir", "-m", "700", path),
-                                        print_output=False, print_input=False)
-    if not ok:
-        raise OperationError(f"cannot create {path} on {host.name}: "
-                             f"{' '.join(output.stderr_lines)}")
 
 
 def staged_name(directory: str, dest: str) -> str:

@@ -440,8 +440,9 @@ def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
     their own secrets: .env's VAULT_TOKEN must be the token Vault gets."""
     from types import SimpleNamespace
 
-    from mnemos_provision import context, secret_store
+    from mnemos_provision import context
     from mnemos_provision.context import HostContext
+    from mnemos_provision.secret_store import load
 
     reads = []
 
@@ -450,12 +451,12 @@ def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
         return True, ["== state missing", "== env missing", "== state_dir missing",
                       "== backups 0", "== volumes docker"], []
 
-    monkeypatch.setattr(secret_store, "host", SimpleNamespace(name="fresh-host"))
+    monkeypatch.setattr(load, "host", SimpleNamespace(name="fresh-host"))
     monkeypatch.setattr(context, "run_as_operations", fresh_host)
-    monkeypatch.setattr(secret_store, "_RUN_SECRETS", {})
+    monkeypatch.setattr(load, "_RUN_SECRETS", {})
     ctx = HostContext(validate({}), snapshot(), "dev", "dev", "/home/dev")
-    first = secret_store.load_secrets(ctx)
-    assert secret_store.load_secrets(ctx) == first
+    first = load.load_secrets(ctx)
+    assert load.load_secrets(ctx) == first
     assert len(reads) == 1, "the state was read more than once in one run"
     assert first["VAULT_TOKEN"].startswith("mnemos") and len(first["VAULT_TOKEN"]) == 40
 
