@@ -1,7 +1,7 @@
 """
 The whole converge of a MNEMOS Phase 1 host:
-    pyinfra @local deploys/bootstrap.py                    (this machine, defaults of group_data/all.py)
-    pyinfra inventories/staging.py deploys/bootstrap.py    (an environment)
+    pyinfra @local deploys/bootstrap.py                  (this machine, group_data/all.py defaults)
+    pyinfra inventories/staging.py deploys/bootstrap.py  (an environment)
 Settings are validated and the host checked before the first operation.
 """
 
@@ -9,23 +9,23 @@ from mnemos_provision.context import for_each_host, host_context
 from mnemos_provision.where import announce
 from roles.backup import backup
 from roles.docker_engine import docker_engine
-from roles.minio_init import minio_init
+from roles.minio import minio_init
 from roles.packages import packages
 from roles.preflight import preflight
 from roles.stack import stack
 from roles.tools import tools
 from roles.tree import tree
-from roles.vault_init import vault_init
+from roles.vault import vault_init
 
 with for_each_host():  # a host that cannot go on is named and left out; the others go on
     ctx = host_context()
-    preflight(ctx)
-    packages(ctx)
-    docker_engine(ctx)
-    tools(ctx)
-    tree(ctx)
-    stack(ctx)
-    vault_init(ctx)
-    minio_init(ctx)
-    backup(ctx)
+    preflight(ctx=ctx)
+    packages(ctx=ctx)
+    docker_engine(ctx=ctx)
+    tools(ctx=ctx)
+    tree(ctx=ctx)
+    stack(ctx=ctx)
+    vault_init(ctx=ctx)
+    minio_init(ctx=ctx)
+    backup(ctx=ctx)
     announce(ctx)  # after the last operation: where things are, when something changed

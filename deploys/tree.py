@@ -7,4 +7,4 @@ from mnemos_provision.context import for_each_host, host_context
 from roles.tree import tree
 
 with for_each_host():  # a host that cannot go on is named and left out; the others go on
-    tree(host_context())
+    tree(ctx=host_context())

@@ -5,13 +5,15 @@ operation: validated settings plus one snapshot of the host (one command).
 
 from __future__ import annotations
 
+import secrets
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyinfra import host, logger
+from pyinfra.api import OperationError, StringCommand
 
-from mnemos_provision.facts import HostSnapshot, Snapshot
+from mnemos_provision.facts.server import HostSnapshot, Snapshot
 from mnemos_provision.settings import Settings, SettingsError, validate
 
 
@@ -54,6 +56,29 @@ def connector_arguments(target) -> dict:
     from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
     global_kwargs, _ = pop_global_arguments(target.state, target, {})
     return {k: v for k, v in global_kwargs.items() if k in CONNECTOR_ARGUMENT_KEYS}
+
+
+def private_upload_dir(target) -> str | None:
+    """For an SSH host whose operations run under sudo/su/doas: a new directory name (128 random
+    bits) in /tmp for the login account's own uploads; None where uploads need none."""
+    from pyinfra.connectors.ssh import SSHConnector
+
+    if not isinstance(getattr(target, "connector", None), SSHConnector):
+        return None
+    args = connector_arguments(target)
+    if not any(args.get(k) for k in ("_sudo", "_su_user", "_doas", "_dzdo")):
+        return None
+    return f"/tmp/mnemos-upload-{secrets.token_hex(16)}"
+
+
+def make_private_upload_dir(state, host, path: str) -> None:
+    """mkdir -m 700 as the login account itself (no sudo): only it and root can enter. A failure
+    is an OperationError naming the host and the cause."""
+    ok, output = host.run_shell_command(StringCommand("mkdir", "-m", "700", path),
+                                        print_output=False, print_input=False)
+    if not ok:
+        raise OperationError(f"cannot create {path} on {host.name}: "
+                             f"{' '.join(output.stderr_lines)}")
 
 
 class HostStopped(Exception):
@@ -137,7 +162,8 @@ def skip_setup(ctx: HostContext, service: str, enabled: bool, manual: str) -> bo
     """
     s = ctx.settings
     if not (s.launch_stack and enabled and s.service_enabled(service)):
-        host.noop(f"{service} set-up is off (launch_stack, {service}_init or the {service} profile)")
+        host.noop(f"{service} set-up is off (launch_stack, {service}_init or the {service} "
+                  "profile)")
         return True
     if not s.publish_ports:
         host.noop(f"{service}'s port is not published (publish_ports is false): the deploy reaches "

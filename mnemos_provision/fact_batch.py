@@ -3,25 +3,29 @@ Batched facts: the facts a run's operations will read, read together in one roun
 
 pyinfra (v3) reads each fact when its operation executes, one command per fact: a converged host
 costs one round trip per operation (about 15 ms on @local, 60 ms or more over @docker or SSH).
-Here, operations declare at plan time the facts they will read (`batched_operation`); the first
-time an operation of a host reads one of them during execution, every declared fact of that host
-is read in one command, each part with its own fact's command and `process()`.
+Here, each operation declares the facts it reads once (`batched_operation`); the declaration is
+registered at plan time and the operation reads its answers from it by name. The first time an
+operation of a host reads one of them during execution, every declared fact of that host is read
+in one command, each part with its own fact's command and `process()`.
 
 An answer is used only while it is true: once an operation of the host has run a command (changed
-something, or may have) after the batch was read, `read()` falls back to pyinfra's own `host.get_fact` (a fresh command),
-so a decision is never taken on a stale answer. A part whose command fails, or whose required
-command is missing, is not used either: pyinfra then reads that fact itself, with its own error
-handling. The answers are the same values the facts give on their own (tests/unit/test_fact_batch.py).
+something, or may have) after the batch was read, `read()` falls back to pyinfra's own
+`host.get_fact` (a fresh command), so a decision is never taken on a stale answer. A part whose
+command fails, or whose required command is missing, is not used either: pyinfra then reads that
+fact itself, with its own error handling. The answers are the same values the facts give on their
+own (tests/unit/test_fact_batch.py).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pyinfra.api import FactBase, StringCommand
+from pyinfra import host
+from pyinfra.api import FactBase, StringCommand, operation
 from pyinfra.api.state import StateStage
 from pyinfra.context import ContextObject, ctx_host
 
@@ -36,7 +40,7 @@ def _shell(value: Any) -> str:
     return value.get_raw_value() if isinstance(value, StringCommand) else str(value)
 
 
-class FactBatch(FactBase):
+class FactBatch(FactBase[dict[int, tuple[str, list[str]]]]):
     """
     Several facts in one command, run side by side: `parts` is a list of (requires_command or "",
     command). Each part's stdout is staged in a 0700 temporary directory (so never batch a fact
@@ -60,7 +64,8 @@ class FactBatch(FactBase):
             script.append(run + " &")
         script.append("wait")
         for i in range(len(parts)):
-            script.append(f'cat "$d/{i}" 2>/dev/null; echo "{marker} {i} $(cat "$d/{i}.rc" 2>/dev/null)"')
+            script.append(f'cat "$d/{i}" 2>/dev/null; '
+                          f'echo "{marker} {i} $(cat "$d/{i}.rc" 2>/dev/null)"')
         script.append('rm -rf "$d"; true')
         return "\n".join(script)
 
@@ -149,7 +154,7 @@ def _changed_operations(host) -> int:
 
 
 def expect(cls: type, **kwargs) -> None:
-    """Declare (at plan time) that an operation of the current host will read `cls` with `kwargs`."""
+    """Declare (at plan time) that an operation of the current host reads `cls` with `kwargs`."""
     if not ctx_host.isset():
         return
     batch = _host_batch(ctx_host.get())
@@ -189,26 +194,63 @@ def _read_batch(host, specs: list[FactSpec]) -> dict[tuple, Any]:
     return answers
 
 
-def batched_operation(facts: Callable[..., list[FactSpec]]):
+class DeclaredFacts:
     """
-    Decorate a pyinfra operation (above @operation()) with the facts it will read: `facts` gets
-    the operation's keyword arguments and returns [(FactClass, kwargs), ...], declared for the
-    current host when the operation is called (plan time).
+    The facts an operation declared, read by name: `facts["state"]` is the answer of the batch
+    while it holds (see `read`), else pyinfra's own. A name the operation did not declare is a
+    KeyError naming the declared ones.
+    """
+
+    def __init__(self, operation: str, specs: dict[str, FactSpec]):
+        self.operation, self.specs = operation, specs
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.specs:
+            raise KeyError(f"{self.operation} reads the fact {name!r} it did not declare "
+                           f"(declared: {', '.join(sorted(self.specs)) or 'none'})")
+        cls, kwargs = self.specs[name]
+        return read(host, cls, **kwargs)
+
+
+def batched_operation(facts: Callable[..., dict[str, FactSpec]]):
+    """
+    Make a pyinfra operation (in place of @operation()) whose facts are declared once, here:
+    `facts` gets the operation's keyword arguments and returns {name: (FactClass, kwargs)}. The
+    facts are declared for the current host when the operation is called (plan time: they join
+    the host's batch), and the operation's first parameter, `facts`, reads them by name when it
+    runs: the body never names a fact's class or arguments again, so the two cannot drift.
 
     **Example:**
 
     .. code:: python
 
-        @batched_operation(lambda user, **_: [(UserGroups, {"user": user})])
-        @operation()
-        def user_in_group(user: str, group: str): ...
+        @batched_operation(lambda user, **_: {"groups": (UserGroups, {"user": user})})
+        def group_member(facts, user: str, group: str):
+            if group in facts["groups"]:
+                host.noop(...)
     """
-    def decorate(op):
+    def decorate(func):
+        parameters = list(inspect.signature(func).parameters.values())
+        if not parameters or parameters[0].name != "facts":
+            raise TypeError(f"{func.__qualname__}: the first parameter of a batched operation "
+                            "is `facts`")
+        public = inspect.Signature(parameters[1:])
+        label = f"{func.__module__.rsplit('.', 1)[-1]}.{func.__name__}"
+
+        def body(*args, **kwargs):
+            return func(DeclaredFacts(label, facts(**kwargs)), *args, **kwargs)
+
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            setattr(body, attr, getattr(func, attr))
+        body.__signature__ = public  # type: ignore[attr-defined]
+        op = operation()(body)
+
         @functools.wraps(op)
         def call(*args, **kwargs):
-            for cls, fact_kwargs in facts(**kwargs):
+            for cls, fact_kwargs in facts(**kwargs).values():
                 expect(cls, **fact_kwargs)
             return op(*args, **kwargs)
+        call.facts = facts  # type: ignore[attr-defined]
         return call
     return decorate
 

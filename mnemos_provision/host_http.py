@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from pyinfra.api import OperationError
 
 
 class HostHTTPError(Exception):
@@ -69,8 +70,11 @@ class PyinfraRunner(Runner):
     # With the privileges of the run's operations (--sudo and the like): the keys file and the
     # answers kept belong where only the operations can write.
     def put(self, data: bytes, remote: str) -> None:
-        from mnemos_provision.context import connector_arguments
-        from mnemos_provision.operations import make_private_upload_dir, private_upload_dir
+        from mnemos_provision.context import (
+            connector_arguments,
+            make_private_upload_dir,
+            private_upload_dir,
+        )
         private = private_upload_dir(self.host)  # over SSH with sudo: the login account's own
         try:
             if private:
@@ -78,7 +82,7 @@ class PyinfraRunner(Runner):
             done = self.host.put_file(BytesIO(data), remote, print_output=False, print_input=False,
                                       remote_temp_filename=f"{private}/upload" if private else None,
                                       **connector_arguments(self.host))
-        except OSError:
+        except (OSError, OperationError):
             done = False
         finally:
             if private:
@@ -129,7 +133,7 @@ class HostHTTP:
         return self.workdir
 
     def close(self) -> None:
-        if self._made_workdir:
+        if self._made_workdir and self.workdir:
             self.runner.run(f"rm -rf {shlex.quote(self.workdir)}")
             self._made_workdir = False
 
@@ -185,9 +189,12 @@ def _send_and_keep(curl: list[str], prefix: str, keep: Keep) -> str:
     q = shlex.quote
     folder = posixpath.dirname(keep.path) or "."
     staged = posixpath.join(folder, "." + posixpath.basename(prefix) + ".kept")
-    owned = (lambda target: f" && chown {q(keep.owner)} {q(target)}") if keep.owner else (lambda _: "")
+
+    def owned(target: str) -> str:
+        return f" && chown {q(keep.owner)} {q(target)}" if keep.owner else ""
     # the folder is made 0700 when missing; an existing one is never changed (README: Secrets)
-    return (f"umask 077; if ! {{ [ -d {q(folder)} ] || {{ mkdir -m 700 {q(folder)}{owned(folder)}; }}; }}; then "
+    return (f"umask 077; if ! {{ [ -d {q(folder)} ] || "
+            f"{{ mkdir -m 700 {q(folder)}{owned(folder)}; }}; }}; then "
             f"echo {q('cannot create ' + folder + ' to keep the answer in')} >&2; exit 1; fi; "
             f"code=$({' '.join(curl)} -w '%{{http_code}}'); rc=$?; "
             f"if [ $rc -eq 0 ] && [ \"$code\" = 200 ] && [ -s {q(prefix + '.rb')} ]; then "
@@ -239,7 +246,7 @@ def host_session(http: HostHTTP) -> requests.Session:
 
 @contextmanager
 def responses_kept(session: requests.Session, keep: Keep):
-    """Within the block, each 200 answer of `session` (a host_session) is kept on the host (Keep)."""
+    """Within the block, each 200 answer of `session` (a host_session) is kept on the host."""
     adapters = {id(a): a for a in session.adapters.values() if isinstance(a, _HostAdapter)}
     if not adapters:
         raise HostHTTPError("responses can be kept only by a session that sends from the host")
@@ -253,13 +260,16 @@ def responses_kept(session: requests.Session, keep: Keep):
 
 
 class HostPoolManager(urllib3.PoolManager):
-    """A urllib3.PoolManager (the type the minio SDK requires) whose `urlopen` sends from the host."""
+    """A urllib3.PoolManager (the type the minio SDK requires) whose `urlopen` sends from the
+    host."""
 
     def __init__(self, http: HostHTTP):
         super().__init__()
         self.http = http
 
-    def urlopen(self, method, url, body=None, headers=None, preload_content=True, **_):
+    # the minio SDK calls urlopen with these keywords only; urllib3's full signature is not needed
+    def urlopen(self, method, url, body=None, headers=None, preload_content=True,  # type: ignore[override]
+                **_):
         if body is not None and not isinstance(body, (bytes, bytearray)):
             body = body.read() if hasattr(body, "read") else bytes(body)
         status, response_headers, content = self.http.request(

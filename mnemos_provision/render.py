@@ -3,7 +3,7 @@ Renders the whole MNEMOS tree on the controller: every directory of the design a
 templates/mnemos/ (which mirrors the tree: templates/mnemos/<path>.j2 -> <mnemos_root>/<path>).
 
 `render_tree` is pure: settings + secrets in, a list of TreeEntry out. Nothing here touches a host;
-roles/tree.py hands the entries to the sync_tree operation.
+roles/tree.py hands the entries to the files.tree operation.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def _health_checks(settings: Settings) -> list[dict]:
         url = f"http://{host}:{published[port_key]}{path}"
         return [
             f'code=$(http_ok "{url}")',
-            f'case "$code" in {accept}) ;; *) echo "{url} answered ${{code:-nothing}}"; return 1 ;; esac',
+            f'case "$code" in {accept}) ;; '
+            f'*) echo "{url} answered ${{code:-nothing}}"; return 1 ;; esac',
         ]
 
     p = settings.compose_project
@@ -153,16 +154,19 @@ def _health_checks(settings: Settings) -> list[dict]:
             if settings.service_enabled(peer):
                 url = "http://otel-collector:13133/"
                 return [f"docker exec {p}-{peer} wget -q -T 5 -O /dev/null {url} 2>/dev/null "
-                        f'|| {{ echo "{url} did not answer 200 (asked from {p}-{peer})"; return 1; }}']
+                        f'|| {{ echo "{url} did not answer 200 (asked from {p}-{peer})"; '
+                        'return 1; }']
         return []  # no peer with wget enabled: the container state is the check
 
     catalogue = {
         "postgres": ("PostgreSQL", "postgres", [
-            f"docker exec {p}-postgres sh -c 'pg_isready -q -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"' "
+            f"docker exec {p}-postgres "
+            "sh -c 'pg_isready -q -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"' "
             '|| { echo "pg_isready failed"; return 1; }',
         ]),
         "redis": ("Redis", "redis", [
-            f"docker exec {p}-redis sh -c 'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ping' 2>/dev/null "
+            f"docker exec {p}-redis "
+            "sh -c 'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ping' 2>/dev/null "
             '| grep -q PONG || { echo "no PONG"; return 1; }',
         ]),
         "vault": ("Vault", "vault", [
@@ -208,10 +212,12 @@ def _check_format(rel: str, text: str) -> None:
             json.loads(text)
     except (yaml.YAMLError, ValueError) as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "lineno", None)
-        where = f" (line {mark.line + 1})" if hasattr(mark, "line") else (
+        line = getattr(mark, "line", None)
+        where = f" (line {line + 1})" if line is not None else (
             f" (line {mark})" if isinstance(mark, int) else "")
         raise RenderError(f"{rel} would not be valid {'JSON' if rel.endswith('.json') else 'YAML'}"
-                          f"{where}: check the settings it renders (e.g. dotenv_overrides)") from None
+                          f"{where}: check the settings it renders (e.g. dotenv_overrides)"
+                          ) from None
     _PARSED.add(key)
 
 

@@ -54,7 +54,7 @@ class KeyStore:
         """
         Initialize Vault and store its answer, the only copy of the unseal keys and the root
         token. Here the answer is saved once the controller has it; a store that can, keeps it
-        before (roles.vault_init.HostKeyStore: written on the host by the command that sends the
+        before (operations.vault.HostKeyStore: written on the host by the command that sends the
         request), so that a run that dies in between does not lose it.
         """
         result = client.sys.initialize(secret_shares=desired.key_shares,
@@ -86,7 +86,8 @@ def wait_for_api(client: hvac.Client, timeout: float, sleep=time.sleep) -> None:
         except Exception as exc:  # transport errors, 5xx while starting
             last = exc
         if time.monotonic() >= deadline:
-            raise VaultSetupError(f"Vault at {client.url} does not answer after {timeout:.0f} s ({last})")
+            raise VaultSetupError(f"Vault at {client.url} does not answer after {timeout:.0f} s "
+                                  f"({last})")
         sleep(2)
 
 
@@ -94,9 +95,9 @@ def _keys(store: KeyStore, desired: Desired) -> dict:
     keys = store.load()
     if keys is None:
         raise VaultSetupError(
-            f"Vault at {desired.url} is initialized but {desired.keys_path} is missing: restore it from "
-            "your backup. The deploy never re-initializes an initialized Vault (that would lose "
-            "every secret stored in it).")
+            f"Vault at {desired.url} is initialized but {desired.keys_path} is missing: restore it "
+            "from your backup. The deploy never re-initializes an initialized Vault (that would "
+            "lose every secret stored in it).")
     return keys
 
 
@@ -107,8 +108,8 @@ def _unseal(client: hvac.Client, keys: dict, desired: Desired) -> None:
     needed = status["t"]
     available = keys.get("keys_base64") or keys.get("keys") or []
     if len(available) < needed:
-        raise VaultSetupError(f"{desired.keys_path} holds {len(available)} unseal key(s); Vault needs "
-                              f"{needed}: restore the complete keys file")
+        raise VaultSetupError(f"{desired.keys_path} holds {len(available)} unseal key(s); Vault "
+                              f"needs {needed}: restore the complete keys file")
     client.sys.submit_unseal_key(reset=True)
     for key in available[:needed]:
         try:
@@ -226,7 +227,8 @@ def _normal(value):
 def plan(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
     """What `apply` would change, read-only. [] on a converged Vault."""
     if not client.sys.read_init_status()["initialized"]:
-        return [f"initialize Vault ({desired.key_shares} key shares, threshold {desired.key_threshold})"]
+        return [f"initialize Vault ({desired.key_shares} key shares, "
+                f"threshold {desired.key_threshold})"]
     keys = _keys(store, desired)
     diffs = []
     if client.sys.read_seal_status()["sealed"]:
@@ -258,11 +260,13 @@ def apply(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
     mount = _mounts(root).get(desired.mount + "/")
     _check_mount(mount, desired)
     if mount is None:
-        root.sys.enable_secrets_engine(backend_type="kv", path=desired.mount, options={"version": "2"})
+        root.sys.enable_secrets_engine(backend_type="kv", path=desired.mount,
+                                       options={"version": "2"})
         done.append(f"mounted kv-v2 at {desired.mount}/")
     for name, secret in desired.secrets.items():
         if _read_secret(root, desired, name) != secret:
-            root.secrets.kv.v2.create_or_update_secret(path=name, secret=secret, mount_point=desired.mount)
+            root.secrets.kv.v2.create_or_update_secret(path=name, secret=secret,
+                                                       mount_point=desired.mount)
             done.append(f"wrote {desired.mount}/{name}")
     if not _policy_current(root, desired):
         root.sys.create_or_update_policy(name=desired.policy_name, policy=desired.policy)
@@ -271,7 +275,8 @@ def apply(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
         root.sys.enable_auth_method(method_type="approle")
         done.append("enabled approle")
     if not _role_current(root, desired):
-        root.auth.approle.create_or_update_approle(role_name=desired.approle_name, **desired.approle)
+        root.auth.approle.create_or_update_approle(role_name=desired.approle_name,
+                                                   **desired.approle)
         done.append(f"approle role {desired.approle_name}")
     if desired.token_id:
         state = _token_state(root, desired)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
+from pyinfra.operations import files as pyinfra_files
 
 from mnemos_provision.context import HostContext
-from mnemos_provision.operations import ensure_cron_running, system_files
+from mnemos_provision.operations import files, server
 
 CRON_FILE = "/etc/cron.d/mnemos-backup"
 
@@ -25,7 +25,9 @@ def cron_entry(ctx: HostContext) -> str:
 @deploy("Backups")
 def backup(ctx: HostContext):
     if not ctx.settings.backup_enabled:
-        files.file(name="No backup schedule (backup_enabled is false)", path=CRON_FILE, present=False)
+        pyinfra_files.file(name="No backup schedule (backup_enabled is false)", path=CRON_FILE,
+                           present=False)
         return
-    system_files(name="Schedule the backups in cron", files=[(CRON_FILE, cron_entry(ctx).encode(), "644")])
-    ensure_cron_running(name="Keep cron running", systemd=ctx.snap.systemd)
+    files.system_files(name="Schedule the backups in cron",
+                       files=[(CRON_FILE, cron_entry(ctx).encode(), "644")])
+    server.cron_daemon(name="Keep cron running", systemd=ctx.snap.systemd)

@@ -12,15 +12,13 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import server
+from pyinfra.operations import server as pyinfra_server
 
 from mnemos_provision.context import HostContext
 from mnemos_provision.fact_batch import later
-from mnemos_provision.facts import DockerAnswers
-from mnemos_provision.operations import (
-    apt_install, apt_refresh, apt_remove, changes, ensure_docker_running, line_in_file, system_files,
-    user_in_group,
-)
+from mnemos_provision.facts.docker import DockerAnswers
+from mnemos_provision.operations import apt, docker, files, server
+from mnemos_provision.operations.util import changes
 
 KEYRING = "/etc/apt/keyrings/docker.asc"
 SOURCE_LIST = "/etc/apt/sources.list.d/docker.list"
@@ -50,12 +48,13 @@ def docker_engine(ctx: HostContext):
         host.noop("Docker Desktop's WSL integration provides the engine and Compose "
                   "(versions checked by the preflight)")
     elif source == "docker-ce":
-        apt_remove(name="Remove packages that conflict with docker-ce",
-                   packages=s.docker_conflicting_packages)
-        apt_install(name="Install the keyring tools", packages=["ca-certificates", "curl", "gnupg"])
+        apt.packages(name="Remove packages that conflict with docker-ce",
+                     packages=s.docker_conflicting_packages, present=False)
+        apt.packages(name="Install the keyring tools",
+                     packages=["ca-certificates", "curl", "gnupg"])
         fingerprint = s.docker_apt_key_fingerprint.replace(" ", "")
         keyring = later(File, path=KEYRING)
-        server.shell(
+        pyinfra_server.shell(
             name="Install Docker's apt key (fingerprint verified)",
             commands=[
                 f"install -m 0755 -d /etc/apt/keyrings && "
@@ -67,34 +66,35 @@ def docker_engine(ctx: HostContext):
             ],
             _if=lambda: not keyring(),
         )
-        source_list = system_files(name="Add Docker's apt repository",
-                                   files=[(SOURCE_LIST, docker_ce_source_line(ctx).encode(), "644")])
-        apt_refresh(name="Refresh the apt cache for Docker's repository",
-                    max_age_seconds=s.apt_cache_valid_time, force=changes(source_list))
-        apt_install(name="Install docker-ce", packages=s.docker_ce_packages)
+        source_list = files.system_files(
+            name="Add Docker's apt repository",
+            files=[(SOURCE_LIST, docker_ce_source_line(ctx).encode(), "644")])
+        apt.update(name="Refresh the apt cache for Docker's repository",
+                   cache_time=s.apt_cache_valid_time, force=changes(source_list))
+        apt.packages(name="Install docker-ce", packages=s.docker_ce_packages)
     else:  # distro; a given Compose plugin binary replaces the distribution's Compose package
-        apt_install(name="Install the distribution's Docker Engine",
+        apt.packages(name="Install the distribution's Docker Engine",
                     packages=s.docker_distro_packages,
                     optional=[] if s.compose_plugin_binary else [s.docker_distro_compose_package])
 
     if source != "desktop":
-        daemon = system_files(name="Write /etc/docker/daemon.json", files=[(
+        daemon = files.system_files(name="Write /etc/docker/daemon.json", files=[(
             "/etc/docker/daemon.json",
             (json.dumps(s.docker_daemon_config, indent=2, sort_keys=True) + "\n").encode(), "644")])
         if s.compose_plugin_binary:
-            system_files(name="Install the given Compose v2 CLI plugin",
+            files.system_files(name="Install the given Compose v2 CLI plugin",
                          files=[(CLI_PLUGIN, Path(s.compose_plugin_binary), "755")])
-        server.shell(
+        pyinfra_server.shell(
             name="Restart Docker Engine for the new daemon.json",
             commands=["systemctl restart docker" if ctx.snap.systemd else
                       "pkill -x dockerd; i=0; while pgrep -x dockerd >/dev/null && [ $i -lt 30 ]; "
                       "do sleep 1; i=$((i+1)); done; true"],
             _if=lambda: daemon.did_change() and host.get_fact(DockerAnswers),
         )
-        ensure_docker_running(name="Start Docker Engine", systemd=ctx.snap.systemd,
+        docker.daemon(name="Start Docker Engine", systemd=ctx.snap.systemd,
                               timeout=s.docker_start_timeout)
 
-    user_in_group(name=f"Add {ctx.user} to the docker group", user=ctx.user, group="docker")
+    server.group_member(name=f"Add {ctx.user} to the docker group", user=ctx.user, group="docker")
     if s.docker_buildkit_profile:
-        line_in_file(name="DOCKER_BUILDKIT=1 in the user's profile", path=f"{ctx.home}/.profile",
+        files.line(name="DOCKER_BUILDKIT=1 in the user's profile", path=f"{ctx.home}/.profile",
                      line="export DOCKER_BUILDKIT=1", user=ctx.user, group=ctx.group)

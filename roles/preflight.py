@@ -10,8 +10,9 @@ import ipaddress
 from pyinfra import host, logger
 from pyinfra.api import deploy
 
+from mnemos_provision import stack
 from mnemos_provision.context import HostContext, fail
-from mnemos_provision.facts import Snapshot
+from mnemos_provision.facts.server import Snapshot
 from mnemos_provision.settings import Settings, _version_tuple
 
 GIB_KIB = 1024 * 1024
@@ -31,8 +32,8 @@ def evaluate(settings: Settings, snap: Snapshot) -> tuple[list[str], list[str]]:
                         f"(supported: {supported}); extend supported_os to try anyway")
 
     if snap.wsl_version == 1:
-        problems.append(f"this is WSL1 (kernel {snap.kernel}): Docker cannot run there. Convert the "
-                        "distribution in PowerShell: wsl --set-version <distro> 2")
+        problems.append(f"this is WSL1 (kernel {snap.kernel}): Docker cannot run there. Convert "
+                        "the distribution in PowerShell: wsl --set-version <distro> 2")
 
     resource_checks = [
         ("memory", snap.mem_kib / GIB_KIB, settings.min_memory_gib * MEMORY_TOLERANCE,
@@ -44,7 +45,8 @@ def evaluate(settings: Settings, snap: Snapshot) -> tuple[list[str], list[str]]:
     for label, have, minimum, recommended, key, unit in resource_checks:
         shown = f"{have:.1f}{' ' + unit if unit else ''}" if unit else f"{have}"
         if have < minimum:
-            message = f"{label}: {shown} is below the design minimum ({key} = {getattr(settings, key)})"
+            message = (f"{label}: {shown} is below the design minimum "
+                       f"({key} = {getattr(settings, key)})")
             if settings.preflight_strict:
                 problems.append(message + "; set preflight_strict = False to continue anyway")
             else:
@@ -59,7 +61,7 @@ def evaluate(settings: Settings, snap: Snapshot) -> tuple[list[str], list[str]]:
             problems.append(f"port {port} (ports[{key!r}]) is already in use by another process; "
                             f"stop it or choose another port in ports[{key!r}]")
 
-    ours = {f"{settings.compose_project}_{n}" for n in ("frontend", "backend", "data", "hostaccess")}
+    ours = stack.network_names(settings.compose_project)
     our_bridges = {"br-" + net_id[:12] for net_id, name, _ in snap.docker_networks if name in ours}
     for name, cidr in settings.stack_subnets.items():
         net = ipaddress.ip_network(cidr)
@@ -78,14 +80,16 @@ def evaluate(settings: Settings, snap: Snapshot) -> tuple[list[str], list[str]]:
             if iface in our_bridges or route.prefixlen == 0:
                 continue
             if net.overlaps(route):
-                problems.append(f"stack_subnets[{name!r}] = {cidr!r} overlaps the host route {route} "
-                                f"on {iface}; choose a free range in stack_subnets[{name!r}]")
+                problems.append(f"stack_subnets[{name!r}] = {cidr!r} overlaps the host route "
+                                f"{route} on {iface}; choose a free range in "
+                                f"stack_subnets[{name!r}]")
 
     if settings.docker_source == "desktop" and not snap.docker_desktop:
         problems.append("docker_source = 'desktop' but Docker Desktop's WSL integration was not "
-                        "found; enable it in Docker Desktop (Settings > Resources > WSL Integration) "
-                        "or use docker_source = 'docker-ce'")
-    if settings.docker_source == "desktop" or (settings.docker_source == "auto" and snap.docker_desktop):
+                        "found; enable it in Docker Desktop (Settings > Resources > WSL "
+                        "Integration) or use docker_source = 'docker-ce'")
+    if settings.docker_source == "desktop" or (settings.docker_source == "auto"
+                                               and snap.docker_desktop):
         problems.extend(desktop_version_problems(settings, snap))
     return problems, warnings
 
@@ -93,13 +97,15 @@ def evaluate(settings: Settings, snap: Snapshot) -> tuple[list[str], list[str]]:
 def desktop_version_problems(settings: Settings, snap: Snapshot) -> list[str]:
     found = []
     engine = _version_tuple(snap.docker_server_version.split("-")[0].split("+")[0] or "0")
-    if engine is None or engine < _version_tuple(settings.docker_min_version):
+    # the minimum versions are checked by the settings: never None
+    if engine is None or engine < (_version_tuple(settings.docker_min_version) or ()):
         found.append(f"Docker Desktop's engine {snap.docker_server_version or 'does not answer'}; "
                      f"docker_min_version = {settings.docker_min_version!r}: update Docker Desktop")
     compose = _version_tuple(snap.compose_version.lstrip("v").split("-")[0] or "0")
-    if compose is None or compose < _version_tuple(settings.compose_min_version):
+    if compose is None or compose < (_version_tuple(settings.compose_min_version) or ()):
         found.append(f"Docker Desktop's Compose {snap.compose_version or 'is missing'}; "
-                     f"compose_min_version = {settings.compose_min_version!r}: update Docker Desktop")
+                     f"compose_min_version = {settings.compose_min_version!r}: "
+                     "update Docker Desktop")
     return found
 
 

@@ -6,7 +6,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from mnemos_provision.context import HostContext
-from mnemos_provision.operations import compose_up, load_image_archives
+from mnemos_provision.operations import compose, docker
 
 
 @deploy("MNEMOS stack")
@@ -17,8 +17,8 @@ def stack(ctx: HostContext):
         return
     services = s.enabled_services
     if s.image_archives:
-        load_image_archives(name="Load the image archives (missing images only)",
+        docker.image_archives(name="Load the image archives (missing images only)",
                             archives=s.image_archives, images=[s.images[k] for k in services])
-    compose_up(name=f"Converge the compose stack ({', '.join(services)})", root=ctx.root,
+    compose.stack(name=f"Converge the compose stack ({', '.join(services)})", root=ctx.root,
                project=s.compose_project, images={k: s.images[k] for k in services},
                services=services, timeout=s.stack_wait_timeout)

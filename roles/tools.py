@@ -7,20 +7,27 @@ and how to leave it out.
 
 from __future__ import annotations
 
+import functools
 import shlex
+from typing import Callable
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.files import Sha256File
 from pyinfra.facts.server import Which
-from pyinfra.operations import server
+from pyinfra.operations import server as pyinfra_server
 
 from mnemos_provision.context import HostContext, fail
 from mnemos_provision.fact_batch import later
-from mnemos_provision.operations import apt_install, apt_refresh, changes, system_files
+from mnemos_provision.operations import apt, files
+from mnemos_provision.operations.util import changes
 
 TRIVY_KEYRING = "/usr/share/keyrings/trivy.gpg"
 UNAME_ARCH = {"amd64": "x86_64", "arm64": "arm64"}
+
+
+def _differs(read: Callable[[], str | None], sha256: str) -> bool:
+    return read() != sha256
 
 
 def _leave_out(tool: str) -> str:
@@ -33,9 +40,11 @@ def download_command(tool: str, url: str, sha256: str, dest: str) -> str:
     q = shlex.quote
     return (
         f"curl -fsSL --retry 2 -o {q(tmp)} {q(url)} || "
-        f"{{ rm -f {q(tmp)}; echo {q(f'tool {tool}: cannot download {url}; {_leave_out(tool)}')} >&2; exit 1; }}\n"
+        f"{{ rm -f {q(tmp)}; "
+        f"echo {q(f'tool {tool}: cannot download {url}; {_leave_out(tool)}')} >&2; exit 1; }}\n"
         f"echo {q(sha256 + '  ' + tmp)} | sha256sum -c --status || "
-        f"{{ rm -f {q(tmp)}; echo {q(f'tool {tool}: sha256 of {url} is not {sha256}; refusing it')} >&2; exit 1; }}\n"
+        f"{{ rm -f {q(tmp)}; "
+        f"echo {q(f'tool {tool}: sha256 of {url} is not {sha256}; refusing it')} >&2; exit 1; }}\n"
         f"install -m 755 {q(tmp)} {q(dest)} && rm -f {q(tmp)}"
     )
 
@@ -47,8 +56,8 @@ def tools(ctx: HostContext):
     problems = []
     for tool in ("yq", "hadolint"):
         if tool in s.tools and arch not in s.tool_downloads[tool]["sha256"]:
-            problems.append(f"tool_downloads[{tool!r}]['sha256'] has no checksum for {arch}; add one "
-                            f"or {_leave_out(tool)}")
+            problems.append(f"tool_downloads[{tool!r}]['sha256'] has no checksum for {arch}; "
+                            f"add one or {_leave_out(tool)}")
     if problems:
         fail("tools cannot be installed verified:", problems)
 
@@ -61,37 +70,43 @@ def tools(ctx: HostContext):
         url = spec["url"].format(version=spec["version"], arch=arch,
                                  uname_arch=UNAME_ARCH.get(arch, arch))
         installed = later(Sha256File, path=dest)
-        server.shell(name=f"Install {tool} {spec['version']} (unless installed, sha256 verified)",
-                     commands=[download_command(tool, url, sha256, dest)],
-                     _if=lambda installed=installed, sha256=sha256: installed() != sha256)
+        pyinfra_server.shell(
+            name=f"Install {tool} {spec['version']} (unless installed, sha256 verified)",
+            commands=[download_command(tool, url, sha256, dest)],
+            _if=functools.partial(_differs, installed, sha256))
 
     if "trivy" in s.tools:
         trivy_key = later(Sha256File, path=TRIVY_KEYRING)
-        server.shell(
+        key_failed = shlex.quote("tool trivy: cannot fetch its apt key; " + _leave_out("trivy"))
+        pyinfra_server.shell(
             name="Install trivy's apt key",
             commands=[f"curl -fsSL {shlex.quote(s.trivy_apt_repo_url)}/public.key | "
-                      f"gpg --dearmor -o {TRIVY_KEYRING}.new && mv {TRIVY_KEYRING}.new {TRIVY_KEYRING} || "
-                      f"{{ echo {shlex.quote('tool trivy: cannot fetch its apt key; ' + _leave_out('trivy'))} >&2; exit 1; }}"],
+                      f"gpg --dearmor -o {TRIVY_KEYRING}.new && "
+                      f"mv {TRIVY_KEYRING}.new {TRIVY_KEYRING} || {{ echo {key_failed} >&2; "
+                      "exit 1; }"],
             _if=lambda: trivy_key() is None,
         )
-        source = system_files(
+        source = files.system_files(
             name="Add trivy's apt repository",
             files=[("/etc/apt/sources.list.d/trivy.list",
                     f"deb [signed-by={TRIVY_KEYRING}] {s.trivy_apt_repo_url} "
                     f"{ctx.snap.os_codename} main\n".encode(), "644")],
         )
-        apt_refresh(name="Refresh the apt cache for trivy's repository",
-                    max_age_seconds=s.apt_cache_valid_time, force=changes(source))
-        apt_install(name=f"Install trivy {s.trivy_version}", packages=[f"trivy={s.trivy_version}"])
+        apt.update(name="Refresh the apt cache for trivy's repository",
+                   cache_time=s.apt_cache_valid_time, force=changes(source))
+        apt.packages(name=f"Install trivy {s.trivy_version}", packages=[f"trivy={s.trivy_version}"])
 
     if "claude-code" in s.tools:
-        apt_install(name="Install Node.js and npm for the Claude Code CLI", packages=["nodejs", "npm"])
+        apt.packages(name="Install Node.js and npm for the Claude Code CLI",
+                     packages=["nodejs", "npm"])
         package = s.claude_code_npm_package
+        npm_failed = shlex.quote("tool claude-code: npm install failed (Node.js 18+ and the npm "
+                                 "registry are needed); " + _leave_out("claude-code"))
         claude = later(Which, command="claude")
-        server.shell(
+        pyinfra_server.shell(
             name=f"Install the Claude Code CLI ({package})",
-            commands=[f"npm install -g {shlex.quote(package)} || {{ echo "
-                      f"{shlex.quote('tool claude-code: npm install failed (Node.js 18+ and the npm registry are needed); ' + _leave_out('claude-code'))} >&2; exit 1; }}"],
+            commands=[f"npm install -g {shlex.quote(package)} || {{ echo {npm_failed} >&2; "
+                      "exit 1; }"],
             _if=lambda: claude() is None,
         )
         logger.info(f"[{host.name}] Claude Code CLI: log in yourself once with `claude` "

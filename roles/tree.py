@@ -11,65 +11,17 @@ import shlex
 import socket
 import time
 
-from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import server
 
 from mnemos_provision import secret_store
-from mnemos_provision.context import HostContext, fail, run_as_operations
+from mnemos_provision.context import HostContext, fail
 from mnemos_provision.fact_batch import later
-from mnemos_provision.operations import StateSwap, secret_file, sync_tree
+from mnemos_provision.operations import files
+from mnemos_provision.operations.util import StateSwap
 from mnemos_provision.render import RenderError, render_tree
-
-
-# The secret decision of this run, per host: made once (read, recovered, completed) and shared by
-# every role, so that roles never generate different values for the same secret.
-_RUN_SECRETS: dict[str, secret_store.Decision] = {}
-
-
-def load_secrets(ctx: HostContext) -> secret_store.Secrets:
-    return secret_decision(ctx).values
-
-
-def secret_decision(ctx: HostContext) -> secret_store.Decision:
-    if host.name not in _RUN_SECRETS:
-        _RUN_SECRETS[host.name] = _decide(ctx)
-    return _RUN_SECRETS[host.name]
-
-
-def _decide(ctx: HostContext) -> secret_store.Decision:
-    path = ctx.secrets_state_path
-    env_path = f"{ctx.root}/.env"
-
-    def read(volumes: bool) -> secret_store.HostState:
-        ok, lines, stderr = run_as_operations(secret_store.read_command(
-            path, env_path, f"{ctx.root}/data/backups", ctx.settings.compose_project, volumes))
-        if not ok:
-            fail("the secret state could not be read; nothing on the host was changed:",
-                 [f"{path}: {' '.join(stderr)[-300:] or 'the read command failed'}"])
-        return secret_store.parse_read(lines)
-
-    def decide(found: secret_store.HostState) -> secret_store.Decision:
-        return secret_store.decide(found, ctx.settings.secrets, state_path=path,
-                                   env_path=env_path, project=ctx.settings.compose_project)
-
-    found = read(volumes=False)  # a converged host: one command, no Docker call
-    problem = secret_store.state_dir_problem(found.state_dir, path, ctx.user)
-    if problem:
-        fail("the secret state cannot be kept safely; nothing on the host was changed:", [problem])
-    try:
-        try:
-            decision = decide(found)
-        except secret_store.VolumesNeeded:  # a secret is missing: which data depends on it?
-            decision = decide(read(volumes=True))
-    except secret_store.StateError as exc:
-        fail("the secret state cannot be used or recovered; nothing on the host was changed:",
-             exc.problems)
-        raise  # unreachable: fail() exits
-    for note in decision.notes:
-        logger.warning(f"[{host.name}] {note}")
-    return decision
+from mnemos_provision.secret_store.load import secret_decision
 
 
 def _holder() -> str:
@@ -85,16 +37,16 @@ def tree(ctx: HostContext):
         entries = render_tree(ctx.settings, ctx.home, values)
     except RenderError as exc:
         fail("a rendered file would be invalid; nothing on the host was changed:", [str(exc)])
-    secret_file(name="Keep the secret state file (0600, outside git)",
+    files.secret(name="Keep the secret state file (0600, outside git)",
                 path=ctx.secrets_state_path, content=secret_store.serialize(values),
                 user=ctx.user, group=ctx.group,
                 swap=StateSwap(expected=decision.expected, lock=ctx.secrets_state_path + ".lock",
                                holder=_holder(), keep_damaged=decision.damaged),
                 create_dirs=decision.state_dir_missing)
-    sync_tree(name=f"Lay out and render the MNEMOS tree at {ctx.root}",
+    files.tree(name=f"Lay out and render the MNEMOS tree at {ctx.root}",
               root=ctx.root, entries=entries,
               user=ctx.user, group=ctx.group)
-    certificates(ctx)
+    certificates(ctx=ctx)
 
 
 # The official Vault image runs as the user vault, group 1000: its key must be readable by that

@@ -23,7 +23,8 @@ from tests import harness
 REPO = harness.REPO
 PYINFRA = str(REPO / ".venv/bin/pyinfra")
 RUNS = int(os.environ.get("RUNS", "5"))
-ONE_OP = "from pyinfra.operations import files\nfiles.directory(name='one no-op operation', path='/tmp')\n"
+ONE_OP = ("from pyinfra.operations import files\n"
+          "files.directory(name='one no-op operation', path='/tmp')\n")
 
 
 def timed(args: list[str], env: dict, check=True) -> float:
@@ -31,7 +32,8 @@ def timed(args: list[str], env: dict, check=True) -> float:
     result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if check and result.returncode != 0:
-        sys.exit(f"bench: {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
+        sys.exit(f"bench: {' '.join(args)} failed:\n{result.stdout[-3000:]}\n"
+                 f"{result.stderr[-2000:]}")
     if check and env.get("BENCH_PHASE") == "noop":
         no_op_guard(args, result.stdout + result.stderr)
     return elapsed
@@ -82,7 +84,7 @@ def fleet_rows() -> list[str]:
         fleet.remove()
     ratio = statistics.median(noop_four) / statistics.median(noop_one)
     return [
-        f"\nover SSH with --sudo (deploys/bootstrap.py, Redis only)     1 host min  median   "
+        "\nover SSH with --sudo (deploys/bootstrap.py, Redis only)     1 host min  median   "
         "4 hosts min  median   4 / 1",
         f"{'first converge':58} {fmt(first_one)}   {fmt(first_four)}  "
         f"{statistics.median(first_four) / statistics.median(first_one):5.2f}x",
@@ -146,7 +148,8 @@ def main() -> None:
         "    'compose_project': 'mnemosbench', 'compose_profiles': ['redis'],\n"
         "    'images': {**__import__('runpy').run_path('group_data/all.py')['images'],\n"
         "               'redis': 'mnemos-standin/redis:debian12'},\n"
-        "    'ports': {**__import__('runpy').run_path('group_data/all.py')['ports'], 'redis': 16379},\n"
+        "    'ports': {**__import__('runpy').run_path('group_data/all.py')['ports'],\n"
+        "              'redis': 16379},\n"
         "})]\n")
     harness.ensure_standin_archive()
     first_tree_local = [timed([PYINFRA, str(local_inventory), "deploys/tree.py", "-y"], env)]
@@ -154,7 +157,8 @@ def main() -> None:
     start_local, noop_tree_local, noop_boot_local = interleaved([
         ([PYINFRA, "@local", str(one_op), "-y"], env),
         ([PYINFRA, str(local_inventory), "deploys/tree.py", "-y"], dict(env, BENCH_PHASE="noop")),
-        ([PYINFRA, str(local_inventory), "deploys/bootstrap.py", "-y"], dict(env, BENCH_PHASE="noop")),
+        ([PYINFRA, str(local_inventory), "deploys/bootstrap.py", "-y"],
+         dict(env, BENCH_PHASE="noop")),
     ])
     subprocess.run(f"cd {work}/mnemos && docker compose down -v", shell=True, capture_output=True)
 
@@ -196,7 +200,8 @@ def main() -> None:
         ("no-op deploys/tree.py", noop_tree_local, noop_tree_docker, "-, 3x @docker"),
         ("no-op deploys/bootstrap.py", noop_boot_local, noop_boot_docker, "2x @local, 3x @docker"),
     ):
-        print(f"{label:46} {statistics.median(local) / s_l:6.2f}x  {statistics.median(docker) / s_d:6.2f}x   {target}")
+        local_x, docker_x = statistics.median(local) / s_l, statistics.median(docker) / s_d
+        print(f"{label:46} {local_x:6.2f}x  {docker_x:6.2f}x   {target}")
     print("\n".join(vault_minio_rows()))
     print("\n".join(fleet_rows()))
 

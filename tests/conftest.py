@@ -37,9 +37,10 @@ class FakeHost:
 
 def run_op(module, op, facts: dict, **kwargs):
     """Run operation `op` of `module` with `facts`; return (command strings, noop messages)."""
+    from mnemos_provision import fact_batch
     fake = FakeHost(facts)
-    original = module.host
-    module.host = fake
+    original, original_batch = module.host, fact_batch.host
+    module.host = fact_batch.host = fake  # declared facts are read through fact_batch
     try:
         commands = []
         for command in op._inner(**kwargs):
@@ -51,13 +52,14 @@ def run_op(module, op, facts: dict, **kwargs):
                 commands.append(str(command))
         return commands, fake.noops
     finally:
-        module.host = original
+        module.host, fact_batch.host = original, original_batch
 
 
 def need(tool: str) -> str:
     path = shutil.which(tool)
     if not path:
-        pytest.fail(f"{tool} is not installed: scripts/test installs it (run the README's test command)")
+        pytest.fail(f"{tool} is not installed: scripts/test installs it (run the README's test "
+                    "command)")
     return path
 
 

@@ -23,7 +23,6 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-
 # Part of the policy every token gets unless created with no_default_policy: looking up, renewing
 # and revoking itself ("default" policy,
 # https://developer.hashicorp.com/vault/docs/concepts/policies#default-policy).

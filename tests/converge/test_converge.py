@@ -91,7 +91,7 @@ def test_second_run_changes_nothing(provisioned):
     # snapshot (plan time) and one batch of every fact the operations read (plus the secret state
     # file, read outside pyinfra's fact output)
     assert second.facts_read == [
-        "mnemos_provision.facts.HostSnapshot",
+        "mnemos_provision.facts.server.HostSnapshot",
         "mnemos_provision.fact_batch.FactBatch",
     ], second.facts_read
 

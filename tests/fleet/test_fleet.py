@@ -2,7 +2,8 @@
 Many hosts in one run, as staging and production are reached: four fresh Debian 12 machines
 (the converge tier's image, each running its own Docker Engine), each with openssh-server, sudo and
 a deploy account that logs in with a key. Three have passwordless sudo; one asks for a password,
-given as that host's `_sudo_password` data (pyinfra 3.10 has no --sudo-password option). Each SSH port is published on 127.0.0.1 only and reached there.
+given as that host's `_sudo_password` data (pyinfra 3.10 has no --sudo-password option). Each SSH
+port is published on 127.0.0.1 only and reached there.
 
 The tests run in order on the same machines:
 1. the first run, with one machine broken (its sshd stopped): it fails naming that host and the
@@ -208,8 +209,8 @@ def test_a_broken_host_fails_naming_itself_and_the_others_converge(fleet, first_
         for line in first.output.splitlines() if "Error" in line), errors_of(first.output)
     for name in NAMES:
         if name != BROKEN:
-            assert fleet.machines[name].exec(f"test -f /home/{USER}/mnemos/.env",
-                                             check=False).returncode == 0, f"{name} did not converge"
+            converged = fleet.machines[name].exec(f"test -f /home/{USER}/mnemos/.env", check=False)
+            assert converged.returncode == 0, f"{name} did not converge"
     assert "MNEMOS stack | Converge the compose stack (redis)" in first.changed, first.rows
 
 

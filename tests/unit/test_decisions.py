@@ -6,19 +6,20 @@ Snapshot fixture: WSL or not, Docker Desktop or not, systemd or not, ports and r
 
 from __future__ import annotations
 
-import re
-
 import getpass
 import grp
 import hashlib
 import ipaddress
 import os
+import re
 import subprocess
 
 import pytest
 
-from mnemos_provision import operations
-from mnemos_provision.facts import LineInFile, PathState, Snapshot
+from mnemos_provision.facts.apt import AptState
+from mnemos_provision.facts.files import LineInFile, PathState
+from mnemos_provision.facts.server import Snapshot
+from mnemos_provision.operations import apt, compose, docker, files, server
 from mnemos_provision.render import TreeEntry
 from mnemos_provision.settings import validate
 from roles.preflight import evaluate
@@ -74,7 +75,8 @@ def test_eight_gb_machine_meets_the_eight_gb_minimum():
 
 
 def test_port_in_use_by_another_process_is_refused_but_ours_is_fine():
-    problems, _ = evaluate(validate({}), snapshot(listening_ports={5432, 9090}, project_ports={9090}))
+    problems, _ = evaluate(validate({}), snapshot(listening_ports={5432, 9090},
+                                                  project_ports={9090}))
     assert any("port 5432 (ports['postgres']) is already in use" in p for p in problems)
     assert not any("9090" in p for p in problems)
 
@@ -82,7 +84,7 @@ def test_port_in_use_by_another_process_is_refused_but_ours_is_fine():
 def test_a_port_range_of_our_own_container_is_ours():
     """docker ps shows consecutive published ports of one container as a range (MinIO's 9000 and
     9001): the converge tier's second run with MinIO enabled was refused as "port in use"."""
-    from mnemos_provision.facts import HostSnapshot
+    from mnemos_provision.facts.server import HostSnapshot
     snap = HostSnapshot().process(["project_ports=127.0.0.1:9000-9001->9000-9001/tcp, "
                                    "127.0.0.1:8200->8200/tcp"])
     assert snap.project_ports == {9000, 9001, 8200}
@@ -92,7 +94,8 @@ def test_a_port_range_of_our_own_container_is_ours():
 
 
 def test_ports_of_disabled_services_are_not_checked():
-    problems, _ = evaluate(validate({"compose_profiles": ["postgres"]}), snapshot(listening_ports={3000}))
+    problems, _ = evaluate(validate({"compose_profiles": ["postgres"]}),
+                           snapshot(listening_ports={3000}))
     assert problems == []
 
 
@@ -106,8 +109,10 @@ def test_subnet_overlapping_a_docker_network_or_route_is_refused():
     )
     problems, _ = evaluate(validate({}), snap)
     assert any("stack_subnets['frontend']" in p and "other_net" in p for p in problems)
-    assert any("stack_subnets['backend']" in p and "host route 172.21.0.0/20 on eth0" in p for p in problems)
-    assert not any("stack_subnets['data']" in p for p in problems), "our own network is not a conflict"
+    assert any("stack_subnets['backend']" in p and "host route 172.21.0.0/20 on eth0" in p
+               for p in problems)
+    assert not any("stack_subnets['data']" in p for p in problems), \
+        "our own network is not a conflict"
 
 
 def test_desktop_requested_but_absent_is_refused():
@@ -116,7 +121,8 @@ def test_desktop_requested_but_absent_is_refused():
 
 
 def test_desktop_too_old_is_refused():
-    snap = snapshot(desktop_integration=True, docker_server_version="23.0.6", compose_version="2.19.1")
+    snap = snapshot(desktop_integration=True, docker_server_version="23.0.6",
+                    compose_version="2.19.1")
     problems, _ = evaluate(validate({}), snap)
     assert any("engine 23.0.6" in p for p in problems)
     assert any("Compose 2.19.1" in p for p in problems)
@@ -147,50 +153,53 @@ def test_docker_ce_repository_line_uses_the_keyring_and_codename():
 # ------------------------------------------------------------ operations
 
 def test_docker_running_is_a_noop():
-    commands, noops = run_op(operations, operations.ensure_docker_running,
+    commands, noops = run_op(docker, docker.daemon,
                              {"DockerAnswers": True}, systemd=True, timeout=10)
     assert commands == [] and noops == ["Docker Engine answers"]
 
 
 def test_docker_started_by_systemd_when_present():
-    commands, _ = run_op(operations, operations.ensure_docker_running,
+    commands, _ = run_op(docker, docker.daemon,
                          {"DockerAnswers": False}, systemd=True, timeout=10)
     assert commands[0].startswith("systemctl enable --now docker.service")
     assert "journalctl -u docker.service" in commands[0]
 
 
 def test_docker_started_detached_without_systemd():
-    commands, _ = run_op(operations, operations.ensure_docker_running,
+    commands, _ = run_op(docker, docker.daemon,
                          {"DockerAnswers": False}, systemd=False, timeout=10)
     assert commands[0].startswith("setsid nohup dockerd >>/var/log/dockerd.log")
     assert "tail -n 20 /var/log/dockerd.log" in commands[0]
 
 
 def test_apt_install_only_missing_and_available_optional():
-    facts = {"AptPackages": {
+    facts = {"AptPackages": AptState({
         "git": {"installed": True, "version": "1", "candidate": True},
         "jq": {"installed": False, "version": "", "candidate": True},
         "python3.11": {"installed": False, "version": "", "candidate": False},
         "software-properties-common": {"installed": False, "version": "", "candidate": True},
-    }}
-    commands, _ = run_op(operations, operations.apt_install, facts, packages=["git", "jq"],
+    })}
+    commands, _ = run_op(apt, apt.packages, facts, packages=["git", "jq"],
                          optional=["python3.11", "software-properties-common"])
-    assert commands == ["DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+    assert commands == ["DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                        "--no-install-recommends "
                         "-o DPkg::Lock::Timeout=300 jq software-properties-common"]
 
 
 def test_apt_install_noop_when_present_and_pinned_version_matches():
-    facts = {"AptPackages": {"trivy": {"installed": True, "version": "0.58.1", "candidate": True}}}
-    commands, noops = run_op(operations, operations.apt_install, facts, packages=["trivy=0.58.1"])
+    facts = {"AptPackages": AptState({"trivy": {"installed": True, "version": "0.58.1",
+                                                "candidate": True}})}
+    commands, noops = run_op(apt, apt.packages, facts, packages=["trivy=0.58.1"])
     assert commands == [] and noops
-    commands, _ = run_op(operations, operations.apt_install, facts, packages=["trivy=0.59.0"])
+    commands, _ = run_op(apt, apt.packages, facts, packages=["trivy=0.59.0"])
     assert commands and commands[0].endswith("trivy=0.59.0")
 
 
 def test_apt_refresh_respects_the_cache_age():
-    assert run_op(operations, operations.apt_refresh, {"AptListsAge": 100}, max_age_seconds=3600)[0] == []
-    assert run_op(operations, operations.apt_refresh, {"AptListsAge": None}, max_age_seconds=3600)[0] == ["apt-get update -q -o DPkg::Lock::Timeout=300"]
-    assert run_op(operations, operations.apt_refresh, {"AptListsAge": 100}, max_age_seconds=3600,
+    assert run_op(apt, apt.update, {"AptListsAge": 100}, cache_time=3600)[0] == []
+    assert run_op(apt, apt.update, {"AptListsAge": None}, cache_time=3600)[0] == [
+        "apt-get update -q -o DPkg::Lock::Timeout=300"]
+    assert run_op(apt, apt.update, {"AptListsAge": 100}, cache_time=3600,
                   force=True)[0] == ["apt-get update -q -o DPkg::Lock::Timeout=300"]
 
 
@@ -198,9 +207,9 @@ def test_apt_refresh_asks_a_callable_force_when_it_executes():
     # roles pass force=changes(source_list), asked when the refresh runs (a function is truthy:
     # taken as is, every run would refresh the lists after adding Docker's or trivy's repository)
     facts = {"AptListsAge": 100}
-    assert run_op(operations, operations.apt_refresh, facts, max_age_seconds=3600,
+    assert run_op(apt, apt.update, facts, cache_time=3600,
                   force=lambda: False)[0] == []
-    assert run_op(operations, operations.apt_refresh, facts, max_age_seconds=3600,
+    assert run_op(apt, apt.update, facts, cache_time=3600,
                   force=lambda: True)[0] == ["apt-get update -q -o DPkg::Lock::Timeout=300"]
 
 
@@ -215,7 +224,7 @@ def test_sync_tree_noop_when_everything_matches():
              ".git": PathState("directory", "755", "dev", "dev"),
              "config": PathState("directory", "755", "dev", "dev"),
              "config/a.yml": PathState("regular file", "644", "dev", "dev", _sha(b"a: 1\n"))}
-    commands, noops = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
+    commands, noops = run_op(files, files.tree, {"TreeState": state}, root="/r",
                              entries=entries, user="dev", group="dev")
     assert commands == [] and "all 2 managed paths up to date" in noops[0]
 
@@ -232,7 +241,7 @@ def test_sync_tree_repairs_only_what_drifted():
              "config/a.yml": PathState("regular file", "644", "dev", "dev", _sha(b"edited\n")),
              "config/b.yml": PathState("regular file", "644", "dev", "dev", _sha(b"b: 1\n")),
              ".env": PathState("regular file", "644", "dev", "dev", _sha(b"SECRET=x\n"))}
-    commands, _ = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
+    commands, _ = run_op(files, files.tree, {"TreeState": state}, root="/r",
                          entries=entries, user="dev", group="dev")
     staged = re.fullmatch(r"UPLOAD (/r/config/\.a\.yml\.mnemos-[0-9a-f]{32})", commands[1])
     assert staged, commands[1]
@@ -261,7 +270,7 @@ def test_sync_tree_refuses_a_path_it_would_write_through(kind, links, fragment):
              ".git": PathState("directory", "755", "dev", "dev"),
              "config": PathState("directory", "755", "dev", "dev"),
              "config/a.yml": PathState(kind, "644", "dev", "dev", _sha(b"old"), links=links)}
-    commands, _ = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
+    commands, _ = run_op(files, files.tree, {"TreeState": state}, root="/r",
                          entries=entries, user="dev", group="dev")
     assert len(commands) == 1 and commands[0].endswith(">&2; exit 1"), commands
     assert fragment in commands[0]
@@ -270,7 +279,7 @@ def test_sync_tree_refuses_a_path_it_would_write_through(kind, links, fragment):
 def test_sync_tree_writes_secrets_through_a_new_private_directory_and_inits_git():
     entries = [TreeEntry(".env", "file", "600", b"SECRET=x\n", secret=True)]
     state = {".": PathState("directory", "755", "dev", "dev")}
-    commands, _ = run_op(operations, operations.sync_tree, {"TreeState": state}, root="/r",
+    commands, _ = run_op(files, files.tree, {"TreeState": state}, root="/r",
                          entries=entries, user="dev", group="dev")
     stage = re.fullmatch(r"mkdir -m 700 (/r/\.\.env\.mnemos-[0-9a-f]{32})", commands[0])
     assert stage, commands[0]
@@ -284,47 +293,54 @@ def test_sync_tree_writes_secrets_through_a_new_private_directory_and_inits_git(
 
 @pytest.mark.parametrize("running,reason", [
     ({}, "postgres: no container"),
-    ({"postgres": {"hash": "old", "state": "running", "health": "healthy"}}, "postgres: configuration changed"),
+    ({"postgres": {"hash": "old", "state": "running", "health": "healthy"}},
+     "postgres: configuration changed"),
     ({"postgres": {"hash": "h1", "state": "exited", "health": "none"}}, "postgres: exited"),
-    ({"postgres": {"hash": "h1", "state": "running", "health": "unhealthy"}}, "postgres: unhealthy"),
+    ({"postgres": {"hash": "h1", "state": "running", "health": "unhealthy"}},
+     "postgres: unhealthy"),
     ({"postgres": {"hash": "h1", "state": "running", "health": "healthy"},
-      "grafana": {"hash": "x", "state": "running", "health": "healthy"}}, "grafana: orphan container"),
+      "grafana": {"hash": "x", "state": "running", "health": "healthy"}},
+     "grafana: orphan container"),
 ])
 def test_compose_up_runs_when_the_stack_differs(running, reason):
     facts = {"ComposeStatus": {"wanted": {"postgres": "h1"}, "running": running}}
-    commands, _ = run_op(operations, operations.compose_up, facts, root="/r", project="mnemos",
-                         images={"postgres": "postgres:16.11-alpine"}, services=["postgres"], timeout=60)
-    assert any(reason in r for r in operations.stack_differences({"postgres": "h1"}, running))
+    commands, _ = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
+                         images={"postgres": "postgres:16.11-alpine"}, services=["postgres"],
+                         timeout=60)
+    assert any(reason in r for r in compose.stack_differences({"postgres": "h1"}, running))
     assert "docker compose up -d --wait --wait-timeout 60 --remove-orphans" in commands[0]
     assert 'set images["postgres"] in group_data' in commands[0]
 
 
 def test_compose_up_noop_when_healthy_and_current():
     facts = {"ComposeStatus": {"wanted": {"postgres": "h1"},
-                               "running": {"postgres": {"hash": "h1", "state": "running", "health": "healthy"}}}}
-    commands, noops = run_op(operations, operations.compose_up, facts, root="/r", project="mnemos",
+                               "running": {"postgres": {"hash": "h1", "state": "running",
+                                                        "health": "healthy"}}}}
+    commands, noops = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
                              images={"postgres": "p:1"}, services=["postgres"], timeout=60)
     assert commands == [] and "healthy" in noops[0]
 
 
 def test_apt_install_finishes_an_interrupted_dpkg_first():
-    facts = {"AptPackages": {"git": {"installed": True, "version": "1", "candidate": True},
-                             "DPKG_INTERRUPTED": {"installed": False, "version": "", "candidate": False}}}
-    commands, _ = run_op(operations, operations.apt_install, facts, packages=["git"])
+    facts = {"AptPackages": AptState(
+        {"git": {"installed": True, "version": "1", "candidate": True}}, dpkg_interrupted=True)}
+    commands, _ = run_op(apt, apt.packages, facts, packages=["git"])
     assert commands == ["DEBIAN_FRONTEND=noninteractive dpkg --configure -a"]
 
 
 def test_compose_up_runs_when_docker_is_not_there_yet():
     facts = {"ComposeStatus": {"wanted": None, "running": None}}
-    commands, _ = run_op(operations, operations.compose_up, facts, root="/r", project="mnemos",
+    commands, _ = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
                          images={"postgres": "p:1"}, services=["postgres"], timeout=60)
     assert "docker compose up -d --wait" in commands[0]
 
 
 def test_system_files_uploads_only_what_differs():
-    state = {"etc/docker/daemon.json": PathState("regular file", "644", "root", "root", _sha(b"{}\n")),
-             "etc/cron.d/mnemos-backup": PathState("regular file", "600", "root", "root", _sha(b"x\n"))}
-    commands, _ = run_op(operations, operations.system_files, {"TreeState": state}, files=[
+    state = {
+        "etc/docker/daemon.json": PathState("regular file", "644", "root", "root", _sha(b"{}\n")),
+        "etc/cron.d/mnemos-backup": PathState("regular file", "600", "root", "root", _sha(b"x\n")),
+    }
+    commands, _ = run_op(files, files.system_files, {"TreeState": state}, files=[
         ("/etc/docker/daemon.json", b"{}\n", "644"),
         ("/etc/cron.d/mnemos-backup", b"x\n", "644"),
         ("/usr/local/lib/docker/cli-plugins/docker-compose", b"ELF", "755")])
@@ -342,20 +358,21 @@ def test_system_files_compares_a_controller_file_by_size_and_mtime(tmp_path):
     plugin.write_bytes(b"ELF" * 1000)
     os.utime(plugin, (1_700_000_000, 1_700_000_000))
     dest = "/usr/local/lib/docker/cli-plugins/docker-compose"
-    files = [(dest, plugin, "755")]
+    wanted = [(dest, plugin, "755")]
 
     def state(size, mtime, mode="755"):
         return {"TreeState": {dest.lstrip("/"): PathState("regular file", mode, "root", "root",
                                                           None, size, mtime)}}
 
-    commands, noops = run_op(operations, operations.system_files, state(3000, 1_700_000_000), files=files)
+    commands, noops = run_op(files, files.system_files, state(3000, 1_700_000_000), files=wanted)
     assert commands == [] and noops
     upload = ["mkdir -p /usr/local/lib/docker/cli-plugins", f"UPLOAD {dest}",
               f"chmod 755 {dest} && chown root:root {dest} && touch -m -d @1700000000 {dest}"]
-    assert run_op(operations, operations.system_files, state(3001, 1_700_000_000), files=files)[0] == upload
-    assert run_op(operations, operations.system_files, state(3000, 1_700_000_001), files=files)[0] == upload
-    assert run_op(operations, operations.system_files, {"TreeState": {}}, files=files)[0] == upload
-    assert run_op(operations, operations.system_files, state(3000, 1_700_000_000, "700"), files=files)[0] == [
+    assert run_op(files, files.system_files, state(3001, 1_700_000_000), files=wanted)[0] == upload
+    assert run_op(files, files.system_files, state(3000, 1_700_000_001), files=wanted)[0] == upload
+    assert run_op(files, files.system_files, {"TreeState": {}}, files=wanted)[0] == upload
+    changed_mode = state(3000, 1_700_000_000, "700")
+    assert run_op(files, files.system_files, changed_mode, files=wanted)[0] == [
         f"chmod 755 {dest} && chown root:root {dest}"]
 
 
@@ -379,7 +396,7 @@ def test_profile_line_is_added_once_and_its_commands_work(tmp_path, before, stat
     line = "export DOCKER_BUILDKIT=1"
     assert _line_state(profile, line) == state  # the real fact, run by sh
     user, group = getpass.getuser(), grp.getgrgid(os.getgid()).gr_name
-    commands, noops = run_op(operations, operations.line_in_file, {"LineInFile": state},
+    commands, noops = run_op(files, files.line, {"LineInFile": state},
                              path=str(profile), line=line, user=user, group=group)
     if state == "present":
         assert commands == [] and noops
@@ -394,16 +411,17 @@ def test_profile_line_is_added_once_and_its_commands_work(tmp_path, before, stat
 
 
 def test_user_joins_the_docker_group_only_once():
-    assert run_op(operations, operations.user_in_group, {"UserGroups": ["dev", "docker"]},
+    assert run_op(server, server.group_member, {"UserGroups": ["dev", "docker"]},
                   user="dev", group="docker")[0] == []
-    assert run_op(operations, operations.user_in_group, {"UserGroups": ["dev"]},
+    assert run_op(server, server.group_member, {"UserGroups": ["dev"]},
                   user="dev", group="docker")[0] == ["usermod -a -G docker dev"]
 
 
-# ------------------------------------------------------------ tool downloads, run for real with file:// URLs
+# ------------------------------------------------------------ tool downloads, run with file:// URLs
 
 def test_tool_download_is_verified_and_failures_are_one_clear_line(tmp_path):
     import subprocess
+
     from roles.tools import download_command
     source = tmp_path / "yq_linux_amd64"
     source.write_bytes(b"#!/bin/sh\necho yq\n")
@@ -421,10 +439,12 @@ def test_tool_download_is_verified_and_failures_are_one_clear_line(tmp_path):
     dest.unlink()
     wrong = run_cmd(f"file://{source}", "0" * 64)
     assert wrong.returncode == 1 and not dest.exists()
-    assert wrong.stderr.strip().splitlines()[-1] == f"tool yq: sha256 of file://{source} is not {'0' * 64}; refusing it"
+    assert wrong.stderr.strip().splitlines()[-1] == \
+        f"tool yq: sha256 of file://{source} is not {'0' * 64}; refusing it"
     missing = run_cmd(f"file://{tmp_path}/nothing-here", good)
     assert missing.returncode == 1
-    assert missing.stderr.strip().splitlines()[-1].startswith(f"tool yq: cannot download file://{tmp_path}/nothing-here; leave it out with tools")
+    assert missing.stderr.strip().splitlines()[-1].startswith(
+        f"tool yq: cannot download file://{tmp_path}/nothing-here; leave it out with tools")
 
 
 def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
@@ -432,8 +452,9 @@ def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
     their own secrets: .env's VAULT_TOKEN must be the token Vault gets."""
     from types import SimpleNamespace
 
-    import roles.tree as tree_role
+    from mnemos_provision import context
     from mnemos_provision.context import HostContext
+    from mnemos_provision.secret_store import load
 
     reads = []
 
@@ -442,12 +463,12 @@ def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
         return True, ["== state missing", "== env missing", "== state_dir missing",
                       "== backups 0", "== volumes docker"], []
 
-    monkeypatch.setattr(tree_role, "host", SimpleNamespace(name="fresh-host"))
-    monkeypatch.setattr(tree_role, "run_as_operations", fresh_host)
-    monkeypatch.setattr(tree_role, "_RUN_SECRETS", {})
+    monkeypatch.setattr(load, "host", SimpleNamespace(name="fresh-host"))
+    monkeypatch.setattr(context, "run_as_operations", fresh_host)
+    monkeypatch.setattr(load, "_RUN_SECRETS", {})
     ctx = HostContext(validate({}), snapshot(), "dev", "dev", "/home/dev")
-    first = tree_role.load_secrets(ctx)
-    assert tree_role.load_secrets(ctx) == first
+    first = load.load_secrets(ctx)
+    assert load.load_secrets(ctx) == first
     assert len(reads) == 1, "the state was read more than once in one run"
     assert first["VAULT_TOKEN"].startswith("mnemos") and len(first["VAULT_TOKEN"]) == 40
 
@@ -457,7 +478,7 @@ def test_snapshot_picks_the_user_who_ran_sudo_when_no_user_is_set():
     import os
     import subprocess
 
-    from mnemos_provision.facts import HostSnapshot
+    from mnemos_provision.facts.server import HostSnapshot
     fact = HostSnapshot()
     command = fact.command(user=None, path="~/mnemos", compose_project="mnemos")
     env = dict(os.environ, SUDO_USER="nobody")
@@ -470,5 +491,6 @@ def test_snapshot_picks_the_user_who_ran_sudo_when_no_user_is_set():
         ["id", "-un"], capture_output=True, text=True).stdout.strip()
     explicit = fact.process(subprocess.run(
         ["sh", "-c", fact.command(user="root", path="/", compose_project="mnemos")],
-        capture_output=True, text=True, env=dict(os.environ, SUDO_USER="nobody")).stdout.splitlines())
+        capture_output=True, text=True,
+        env=dict(os.environ, SUDO_USER="nobody")).stdout.splitlines())
     assert explicit.user == "root"

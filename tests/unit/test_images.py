@@ -48,7 +48,10 @@ def unpack(archive: tarfile.TarFile, ref: str, dest: Path) -> None:
             parent = dest / os.path.dirname(name)
             if base == ".wh..wh..opq":
                 for child in parent.iterdir() if parent.is_dir() else ():
-                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
             elif base.startswith(".wh."):
                 gone = parent / base[len(".wh."):]
                 if gone.is_dir() and not gone.is_symlink():
@@ -83,8 +86,8 @@ def test_the_base_image_root_directory_is_0755(standin_archive):
     """Whatever the layer that last sets `./`, the merged `/` must let every account through."""
     with tarfile.open(standin_archive) as archive:
         base_layer = _layers(archive, harness.STANDINS["postgres"])[0]
-        root_modes = [m.mode for m in tarfile.open(fileobj=archive.extractfile(base_layer), mode="r|")
-                      if m.name in (".", "./")]
+        layer = tarfile.open(fileobj=archive.extractfile(base_layer), mode="r|")
+        root_modes = [m.mode for m in layer if m.name in (".", "./")]
     assert root_modes, "the base layer has no entry for its root directory"
     assert oct(root_modes[-1]) == oct(harness.ROOT_MODE), (
         f"the base image's / has mode {oct(root_modes[-1])}: containers that run as a non-root "

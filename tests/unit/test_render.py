@@ -91,7 +91,8 @@ def test_compose_model(tree):
         assert service["logging"]["options"] == {"max-size": "10m", "max-file": "3"}
         assert service["labels"]["mnemos.service"] == name
     if "traefik" in model["services"]:
-        # With a static config file, Traefik ignores TRAEFIK_* variables: the level is in traefik.yml.
+        # With a static config file, Traefik ignores TRAEFIK_* variables: the level is in
+        # traefik.yml.
         environment = model["services"]["traefik"].get("environment") or {}
         assert not [k for k in environment if k.startswith("TRAEFIK_")], environment
     if s.publish_ports:
@@ -181,14 +182,16 @@ def test_collector_config_uses_current_component_types_consistently(tree):
             if kind == "exporters" and ctype in DEPRECATED_EXPORTER_TYPES:
                 pytest.fail(f"exporter {component}: {ctype!r} is a deprecated alias, the type is "
                             f"{DEPRECATED_EXPORTER_TYPES[ctype]!r}")
-            assert ctype in known, f"{kind} {component}: not a type this test knows of the pinned collector"
+            assert ctype in known, \
+                f"{kind} {component}: not a type this test knows of the pinned collector"
     service = config["service"]
     for extension in service.get("extensions", []):
         assert extension in config["extensions"], f"service.extensions: {extension} is not defined"
     for name, pipeline in service["pipelines"].items():
         for kind in ("receivers", "processors", "exporters"):
             for component in pipeline.get(kind, []):
-                assert component in config[kind], f"pipeline {name}: {kind} {component} is not defined"
+                assert component in config[kind], \
+                    f"pipeline {name}: {kind} {component} is not defined"
 
 
 def vault_hcl(tree) -> dict:
@@ -383,17 +386,20 @@ def test_postgresql_loads_the_rendered_config_and_init_db_creates_the_databases(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         env = dict(os.environ, PGPASSWORD=password)
-        ready = wait_for(lambda: run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "mnemos",
-                                      "-d", "postgres", "-tAc", "select 1"], env=env).returncode == 0)
+        psql = ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "mnemos", "-d", "postgres",
+                "-tAc", "select 1"]
+        ready = wait_for(lambda: run(psql, env=env).returncode == 0)
         if not ready:
             server.terminate()
-            pytest.fail("PostgreSQL did not accept the rendered config:\n" + server.communicate()[0])
-        run(as_postgres + [str(pgbin / "createdb"), "-h", str(sock), "-p", str(port), "-U", "mnemos",
-                           "mnemos"], check=True)
+            pytest.fail("PostgreSQL did not accept the rendered config:\n"
+                        + server.communicate()[0])
+        run(as_postgres + [str(pgbin / "createdb"), "-h", str(sock), "-p", str(port),
+                           "-U", "mnemos", "mnemos"], check=True)
         init_env = dict(os.environ, POSTGRES_USER="mnemos", POSTGRES_DB="mnemos",
                         PGHOST=str(sock), PGPORT=str(port))
-        result = run(as_postgres + ["env", f"PGHOST={sock}", f"PGPORT={port}", "POSTGRES_USER=mnemos",
-                                    "POSTGRES_DB=mnemos", "bash", f"{root}/docker/postgres/init-db.sh"],
+        result = run(as_postgres + ["env", f"PGHOST={sock}", f"PGPORT={port}",
+                                    "POSTGRES_USER=mnemos", "POSTGRES_DB=mnemos", "bash",
+                                    f"{root}/docker/postgres/init-db.sh"],
                      env=init_env)
         assert result.returncode == 0, result.stderr
         dbs = run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "mnemos", "-d", "mnemos",
@@ -424,7 +430,8 @@ def test_redis_runs_the_rendered_compose_command_with_the_password_off_every_com
     service = model["services"]["redis"]
     assert service["environment"]["REDIS_PASSWORD"] == password, "the password does not reach redis"
     # `config` prints the model escaped for reuse ($$); the container receives it unescaped
-    command = [arg.replace("$$", "$") for arg in (service.get("entrypoint") or []) + service["command"]]
+    command = [arg.replace("$$", "$")
+               for arg in (service.get("entrypoint") or []) + service["command"]]
     assert password not in " ".join(command), "the password is on the compose command line"
     data, shims = base / "redis", base / "shims"
     data.mkdir()
@@ -448,14 +455,16 @@ def test_redis_runs_the_rendered_compose_command_with_the_password_off_every_com
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
         auth = dict(os.environ, REDISCLI_AUTH=password)
-        ok = wait_for(lambda: run(["redis-cli", "-p", str(port), "ping"], env=auth).stdout.strip() == "PONG",
+        ok = wait_for(lambda: run(["redis-cli", "-p", str(port), "ping"],
+                                  env=auth).stdout.strip() == "PONG",
                       timeout=15)
         if not ok:
             pytest.fail("the rendered redis command did not start a server that accepts the "
                         "password:\n" + log.read_text())
         denied = run(["redis-cli", "-p", str(port), "ping"])
         assert "NOAUTH" in denied.stdout + denied.stderr
-        assert run(["redis-cli", "-p", str(port), "config", "get", "appendonly"], env=auth).stdout.split()[-1] == "yes"
+        appendonly = run(["redis-cli", "-p", str(port), "config", "get", "appendonly"], env=auth)
+        assert appendonly.stdout.split()[-1] == "yes"
         # what the container's entrypoint was started with (redis-server then overwrites its own
         # argv with a process title, which would hide a password from /proc on its own)
         assert password not in (base / "entrypoint-argv").read_text(), \
@@ -488,7 +497,8 @@ elif args[0] == "exec" and args[2] == "wget":
     if not url.startswith("http://otel-collector:13133/"):
         sys.exit(1)
     try:
-        urllib.request.urlopen(url.replace("otel-collector:13133", os.environ["FAKE_OTEL_HEALTH"]), timeout=5)
+        urllib.request.urlopen(url.replace("otel-collector:13133", os.environ["FAKE_OTEL_HEALTH"]),
+                               timeout=5)
     except Exception:
         sys.exit(1)
 elif args[0] == "exec" and "redis-cli" in " ".join(args):
@@ -558,7 +568,8 @@ def test_make_health_asks_the_collectors_health_endpoint(env, tmp_path):
         words = call.split()
         if words[0] == "exec" and words[2] == "wget":
             peer = words[1].removeprefix(settings.compose_project + "-")
-            assert set(services[peer]["networks"]) & set(services["otel-collector"]["networks"]), peer
+            collector_networks = set(services["otel-collector"]["networks"])
+            assert set(services[peer]["networks"]) & collector_networks, peer
             assert "wget" in services[peer]["healthcheck"]["test"], peer
     # Compose cannot wait for a collector health it cannot see: dependants wait for it started.
     for name, service in services.items():

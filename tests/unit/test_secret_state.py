@@ -202,7 +202,8 @@ def test_two_runs_at_once_always_leave_env_and_state_agreeing(tmp_path):
         site.remember()
         secrets, env = site.secrets(), site.env_values()
         for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "JWT_SECRET_KEY", "VAULT_TOKEN"):
-            assert env[name] == secrets[name], f"trial {trial}: .env and the state disagree on {name}"
+            assert env[name] == secrets[name], \
+                f"trial {trial}: .env and the state disagree on {name}"
         for code, output in results:
             assert "Traceback" not in output
             if code:

@@ -220,7 +220,8 @@ def https_get(port: int, server_name: str | None, host: str, path: str,
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname=server_name) as tls:
             der = tls.getpeercert(binary_form=True)
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n"
+                        "Connection: close\r\n\r\n".encode())
             response = http.client.HTTPResponse(tls)
             response.begin()
             return response.status, response.read(), der
@@ -229,7 +230,8 @@ def https_get(port: int, server_name: str | None, host: str, path: str,
 def common_name(der: bytes) -> str:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
-    return x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    subject = x509.load_der_x509_certificate(der).subject
+    return subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
 
 
 @contextlib.contextmanager
@@ -253,7 +255,8 @@ def running_traefik(settings, base: Path, environment: dict[str, str] | None = N
     docker = run.static["providers"]["docker"]
     assert docker["exposedByDefault"] is False
     assert docker["endpoint"] == "unix:///var/run/docker.sock"
-    assert "/var/run/docker.sock:/var/run/docker.sock:ro" in run.compose["services"]["traefik"]["volumes"]
+    volumes = run.compose["services"]["traefik"]["volumes"]
+    assert "/var/run/docker.sock:/var/run/docker.sock:ro" in volumes
     network = docker["network"].removeprefix(settings.compose_project + "_")
     static = rewrite_paths(run.static, mounts)  # a copy: run.static stays as rendered
     del static["providers"]["docker"]
@@ -285,9 +288,10 @@ def running_traefik(settings, base: Path, environment: dict[str, str] | None = N
         (work / "traefik.yml").write_text(yaml.safe_dump(static))
 
         with open(run.log_path, "w") as log:
-            run.process = subprocess.Popen([str(traefik_binary()), f"--configFile={work / 'traefik.yml'}"],
-                                           stdout=log, stderr=subprocess.STDOUT, cwd=work,
-                                           env={**os.environ, **(environment or {})})
+            run.process = subprocess.Popen(
+                [str(traefik_binary()), f"--configFile={work / 'traefik.yml'}"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=work,
+                env={**os.environ, **(environment or {})})
         try:
             wait_until_routed(run, set(routers))
             yield run
@@ -365,7 +369,7 @@ def test_the_log_level_setting_reaches_traefik(tmp_path):
 
 
 def test_every_router_and_service_is_enabled(traefik):
-    """Traefik's API lists what it could not build (a missing TLS option, service, ...) as errors."""
+    """Traefik's API lists what it could not build (a missing TLS option, service...) as errors."""
     api = traefik.ports["traefik"]
     for kind in ("routers", "services", "middlewares"):
         status, body = http_get(api, "127.0.0.1", f"/api/http/{kind}")
@@ -404,14 +408,16 @@ def rendered_certificate(traefik: TraefikRun) -> tuple[Path, bytes]:
 
 
 def test_every_labelled_router_answers_over_https_with_the_rendered_certificate(traefik):
-    """traefik_tls: the labels carry no tls=true; the websecure entry point's default TLS applies."""
+    """traefik_tls: the labels carry no tls=true; the websecure entry point's default TLS
+    applies."""
     crt, rendered = rendered_certificate(traefik)
     for route in traefik.routes:
         path = "/api/version" if route["service"] == "api@internal" else "/"
         # Verified against the rendered certificate, for the route's host name (its SANs).
-        status, body, der = https_get(traefik.ports["websecure"], route["host"], route["host"], path,
-                                      cafile=crt)
-        assert status == 200, f"https://{route['host']}{path} via websecure: {status} {body[:200]!r}"
+        status, body, der = https_get(traefik.ports["websecure"], route["host"], route["host"],
+                                      path, cafile=crt)
+        assert status == 200, \
+            f"https://{route['host']}{path} via websecure: {status} {body[:200]!r}"
         if route["body"]:
             assert body.decode() == route["body"]
         assert der == rendered

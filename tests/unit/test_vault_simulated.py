@@ -249,7 +249,7 @@ def host_key_store(path):
     import getpass
     import grp
 
-    from roles.vault_init import HostKeyStore
+    from mnemos_provision.operations.vault import HostKeyStore
     return HostKeyStore(str(path), getpass.getuser(), grp.getgrgid(os.getgid()).gr_name,
                         runner=LocalRunner())
 
@@ -323,11 +323,11 @@ def test_vault_role_over_pyinfra_local_twice_and_never_prints_a_secret(vault, tm
     deploy.write_text(f"""
 import getpass, grp, os
 from mnemos_provision import vault_setup
-from roles.vault_init import HostKeyStore, vault_converge
+from mnemos_provision.operations import vault
 from tests.unit.test_vault_simulated import desired
 user = getpass.getuser(); group = grp.getgrgid(os.getgid()).gr_name
-vault_converge(name="Vault", url={url!r}, desired=desired({url!r}),
-               store=HostKeyStore({str(keys)!r}, user, group))
+vault.setup(name="Vault", url={url!r}, desired=desired({url!r}),
+            store=vault.HostKeyStore({str(keys)!r}, user, group))
 """)
     pyinfra = str(REPO / ".venv/bin/pyinfra")
     first = run([pyinfra, "@local", str(deploy), "-y", "-v"], cwd=REPO)

@@ -155,7 +155,8 @@ part() {{
   else echo missing; fi
 }}
 part state {q(state)}; part env {q(env)}
-printf '== state_dir '; stat -c '%F|%a|%U' -- {q(posixpath.dirname(state))} 2>/dev/null || echo missing
+printf '== state_dir '; stat -c '%F|%a|%U' -- {q(posixpath.dirname(state))} 2>/dev/null \\
+  || echo missing
 printf '== backups '; ls -- {q(backups)} 2>/dev/null | grep -c '\\.gpg$' || true
 {_VOLUMES.format(project=q(project), prefix=q(project + "_")) if volumes else ""}"""
 
@@ -216,7 +217,7 @@ def data_evidence(name: str, host_state: HostState, project: str) -> str | None:
         raise VolumesNeeded(name)
     for volume in DATA_VOLUMES.get(name, ()):
         full = f"{project}_{volume}"
-        if full in host_state.volumes:
+        if full in (host_state.volumes or set()):  # not None here: checked above
             return f"the volume {full} holds data that only this secret opens"
     if name == "BACKUP_ENCRYPTION_KEY" and host_state.backups:
         return f"{host_state.backups} encrypted backup archive(s) open only with this key"
@@ -266,7 +267,8 @@ def decide(host_state: HostState, supplied: dict[str, str], *, state_path: str, 
                 problems.append(
                     f"the supplied {name} differs from the one in {source}, and {evidence}: "
                     "rotation is never implicit. Change it in the service first (e.g. ALTER ROLE "
-                    f"for PostgreSQL), then put the new value in {state_path}; or supply the old one")
+                    f"for PostgreSQL), then put the new value in {state_path}; or supply the old "
+                    "one")
                 continue
             values[name] = wanted
         elif current is not None:
@@ -310,9 +312,10 @@ def state_dir_problem(state_dir: str, path: str, user: str) -> str | None:
         return f"{directory} is a {kind}, not a directory; move it away"
     if int(mode or "0", 8) & 0o022:
         return (f"{directory} has mode {mode}: other accounts can write into it and replace the "
-                f"secret state; run `chmod 700 {directory}` (the deploy never changes the mode of a "
-                "directory it did not create)")
+                f"secret state; run `chmod 700 {directory}` (the deploy never changes the mode "
+                "of a directory it did not create)")
     if owner != user:
         return (f"{directory} belongs to {owner}, not to {user}: run `sudo chown {user}: "
                 f"{directory}`, or choose another secrets_state_path")
     return None
+

@@ -1,7 +1,7 @@
 """
-MinIO (ENGRAM): buckets, versioning, lifecycle and the application user
-(mnemos_provision/minio_setup.py). Like Vault, the clients run on the controller and their
-requests go out from the host through the pyinfra connector.
+MinIO (ENGRAM): `minio.setup` converges buckets, versioning, lifecycle and the application user
+(the plan and its steps: mnemos_provision/minio_setup.py). Like Vault, the clients run on the
+controller and their requests go out from the host through the pyinfra connector.
 """
 
 from __future__ import annotations
@@ -9,10 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, OperationError, deploy, operation
-
-from mnemos_provision.context import HostContext, skip_setup
-from roles.tree import load_secrets
+from pyinfra.api import FunctionCommand, OperationError, operation
 
 if TYPE_CHECKING:  # the minio SDK loads only when MinIO is managed (start-up time)
     from mnemos_provision import minio_setup
@@ -36,7 +33,7 @@ def clients(endpoint: str, root: tuple[str, str], app: tuple[str, str], region: 
 
 
 @operation()
-def minio_converge(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired"):
+def setup(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired"):
     """
     Converge MinIO at `endpoint` (as seen from the host) to `desired`: buckets, privacy,
     versioning, lifecycle, and the application user with its bucket-scoped policy.
@@ -44,6 +41,14 @@ def minio_converge(endpoint: str, root: tuple[str, str], desired: "minio_setup.D
     + endpoint: host:port of MinIO's S3 API on the host, e.g. 127.0.0.1:9000
     + root: (root user, root password)
     + desired: minio_setup.Desired
+
+    **Example:**
+
+    .. code:: python
+
+        minio.setup(endpoint="127.0.0.1:9000", root=("mnemos", root_password),
+                            desired=minio_setup.Desired(buckets=[minio_setup.Bucket("mnemos-artifacts")],
+                                                        app_user="mnemos-app", app_secret=app_secret))
     """
     from minio.error import MinioAdminException, S3Error
 
@@ -76,18 +81,3 @@ def minio_converge(endpoint: str, root: tuple[str, str], desired: "minio_setup.D
         host.log(f"MinIO: {', '.join(done)}")
 
     yield FunctionCommand(converge, (), {})
-
-
-@deploy("MinIO")
-def minio_init(ctx: HostContext):
-    s = ctx.settings
-    if skip_setup(ctx, "minio", s.minio_init, "`docker compose exec minio mc ...`"):
-        return
-    from mnemos_provision import minio_setup
-    secrets = load_secrets(ctx)
-    desired = minio_setup.Desired(
-        buckets=[minio_setup.Bucket(name, **spec) for name, spec in s.minio_buckets.items()],
-        app_user=s.minio_app_user, app_secret=secrets["MINIO_APP_SECRET_KEY"])
-    minio_converge(name="Buckets, versioning, lifecycle and the application user of MinIO",
-                   endpoint=f"127.0.0.1:{s.ports['minio_api']}",
-                   root=("mnemos", secrets["MINIO_ROOT_PASSWORD"]), desired=desired)

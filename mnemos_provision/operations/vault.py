@@ -1,6 +1,7 @@
 """
-Vault (SOUL): init once, unseal on every converge, kv-v2, the service secrets, policy, AppRole,
-the scoped VAULT_TOKEN of .env and a file audit device (mnemos_provision/vault_setup.py).
+Vault (SOUL): `vault.setup` converges Vault: init once, unseal on every converge, kv-v2, the
+service secrets, policy, AppRole, the scoped VAULT_TOKEN of .env and a file audit device (the plan
+and its steps: mnemos_provision/vault_setup.py). `HostKeyStore` keeps the unseal keys on the host.
 
 The hvac client runs on the controller; its requests go out from the host through the pyinfra
 connector (mnemos_provision/host_http.py), so Vault on a remote host's or a container's loopback
@@ -14,13 +15,10 @@ import json
 import posixpath
 import secrets
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pyinfra import host
-from pyinfra.api import FunctionCommand, OperationError, deploy, operation
-
-from mnemos_provision.context import HostContext, skip_setup
-from roles.tree import load_secrets
+from pyinfra.api import FunctionCommand, OperationError, operation
 
 if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up time)
     from mnemos_provision import vault_setup
@@ -111,7 +109,7 @@ def _client(url: str, cacert: str | None):
 
 
 @operation()
-def vault_converge(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore",
+def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore | HostKeyStore",
                    wait_timeout: int = 120, cacert: str | None = None):
     """
     Converge Vault at `url` (as seen from the host) to `desired`. Reads first (plan); writes only
@@ -123,16 +121,26 @@ def vault_converge(url: str, desired: "vault_setup.Desired", store: "vault_setup
     + store: where the unseal keys and root token live (HostKeyStore)
     + wait_timeout: seconds to wait for the API
     + cacert: CA file on the host for a TLS listener
+
+    **Example:**
+
+    .. code:: python
+
+        vault.setup(url="http://127.0.0.1:8200", desired=vault_setup.Desired(...),
+                            store=vault.HostKeyStore("/home/dev/.config/mnemos/vault-keys.json", "dev", "dev"))
     """
     import hvac
 
     from mnemos_provision import vault_setup
     from mnemos_provision.host_http import HostHTTPError
+    # HostKeyStore has KeyStore's methods (load, save, initialize) without inheriting it, so that
+    # hvac loads only when Vault is managed
+    keys = cast("vault_setup.KeyStore", store)
     client, http = _client(url, cacert)
     try:
         if host.state.is_executing:
             vault_setup.wait_for_api(client, wait_timeout)
-        changes = vault_setup.plan(client, store, desired)
+        changes = vault_setup.plan(client, keys, desired)
     except (HostHTTPError, vault_setup.VaultSetupError) as exc:
         if not host.state.is_executing:  # planning before the stack runs: converge at execution
             changes = [f"converge once Vault answers ({exc})"]
@@ -147,7 +155,7 @@ def vault_converge(url: str, desired: "vault_setup.Desired", store: "vault_setup
     def converge() -> None:
         client, http = _client(url, cacert)
         try:
-            done = vault_setup.apply(client, store, desired)
+            done = vault_setup.apply(client, keys, desired)
         except (HostHTTPError, vault_setup.VaultSetupError, hvac.exceptions.VaultError) as exc:
             raise OperationError(f"Vault: {exc}") from None
         finally:
@@ -155,46 +163,3 @@ def vault_converge(url: str, desired: "vault_setup.Desired", store: "vault_setup
         host.log(f"Vault: {', '.join(done) or 'nothing to do'}")
 
     yield FunctionCommand(converge, (), {})
-
-
-def desired_state(ctx: HostContext, secrets: dict) -> "vault_setup.Desired":
-    from mnemos_provision import vault_setup
-    s = ctx.settings
-    mount = s.vault_mount_path.strip("/")
-    return vault_setup.Desired(
-        url=vault_url(ctx), keys_path=ctx.vault_keys_path,
-        key_shares=s.vault_key_shares, key_threshold=s.vault_key_threshold,
-        mount=mount,
-        secrets={
-            "postgres": {"username": "mnemos", "password": secrets["POSTGRES_PASSWORD"],
-                         "databases": "mnemos,mnemos_cortex,mnemos_genome,mnemos_synkron"},
-            "redis": {"password": secrets["REDIS_PASSWORD"]},
-            "minio": {"root_user": "mnemos", "root_password": secrets["MINIO_ROOT_PASSWORD"],
-                      "access_key": s.minio_app_user, "secret_key": secrets["MINIO_APP_SECRET_KEY"]},
-            "grafana": {"admin_user": "admin", "admin_password": secrets["GRAFANA_ADMIN_PASSWORD"]},
-            "jwt": {"secret_key": secrets["JWT_SECRET_KEY"], "algorithm": "HS256"},
-        },
-        policy_name=s.vault_policy_name, policy=vault_setup.policy_for(mount),
-        approle_name=s.vault_approle_name,
-        approle={"token_policies": [s.vault_policy_name], "token_ttl": "1h", "token_max_ttl": "24h"},
-        token_id=secrets["VAULT_TOKEN"], token_period=s.vault_token_period,
-        revoke_root_token=s.vault_revoke_root_token,
-    )
-
-
-def vault_url(ctx: HostContext) -> str:
-    s = ctx.settings
-    scheme = "https" if s.vault_tls else "http"
-    return f"{scheme}://127.0.0.1:{s.ports['vault']}"
-
-
-@deploy("Vault")
-def vault_init(ctx: HostContext):
-    s = ctx.settings
-    if skip_setup(ctx, "vault", s.vault_init, "`docker compose exec vault vault operator init`"):
-        return
-    secrets = load_secrets(ctx)
-    vault_converge(name="Initialize, unseal and configure Vault", url=vault_url(ctx),
-                   desired=desired_state(ctx, secrets),
-                   store=HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group),
-                   cacert=f"{ctx.root}/config/vault/tls/vault.crt" if s.vault_tls else None)

@@ -1,0 +1,88 @@
+"""
+Docker Compose: `compose.stack` (a compose project up, in its configuration, healthy).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import StringCommand
+
+from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
+from mnemos_provision.facts.docker import ComposeStatus
+
+
+def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | None) -> list[str]:
+    """Why the stack must be (re)converged; [] when every wanted service runs its config healthy."""
+    if wanted is None or running is None:
+        return ["Docker or the rendered compose file is not there yet"]
+    reasons = []
+    for service, config_hash in sorted(wanted.items()):
+        current = running.get(service)
+        if current is None:
+            reasons.append(f"{service}: no container")
+        elif current["hash"] != config_hash:
+            reasons.append(f"{service}: configuration changed")
+        elif current["state"] != "running":
+            reasons.append(f"{service}: {current['state']}")
+        elif current["health"] not in ("healthy", "none"):
+            reasons.append(f"{service}: {current['health']}")
+    for service in sorted(set(running) - set(wanted)):
+        reasons.append(f"{service}: orphan container of a disabled service")
+    return reasons
+
+
+@batched_operation(lambda root, project, **_: {
+    "status": (ComposeStatus, {"root": root, "project": project})})
+def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
+          services: list[str], timeout: int):
+    """
+    Converge a compose stack: `docker compose up -d --wait --remove-orphans` only when a wanted
+    service has no container, another configuration (compose config hash), is not running or is
+    unhealthy, or an orphan is left. Missing images are pulled first, one by one, and a pull that
+    fails names the image and the setting to change. A service that does not become healthy is an
+    error with its health output and last log lines. Volumes are never removed.
+
+    + root: directory of docker-compose.yml and .env
+    + project: compose project name (container labels)
+    + images: {service: image} of the enabled services
+    + services: the enabled services
+    + timeout: seconds `--wait` may take
+
+    **Example:**
+
+    .. code:: python
+
+        compose.stack(root="/home/dev/mnemos", project="mnemos",
+                      images={"redis": "redis:7.4.6-alpine"}, services=["redis"], timeout=300)
+    """
+    status = facts["status"]
+    wanted, running = status["wanted"], status["running"]
+    reasons = stack_differences(wanted, running)
+    if not reasons:
+        host.noop(f"stack {project}: {len(wanted)} services running their configuration, healthy")
+        return
+    q = shlex.quote
+    pulls = []
+    for service in services:
+        image = images[service]
+        message = (f'image {image} cannot be pulled: set images["{service}"] in group_data to a '
+                   "reachable registry or mirror, or docker load it")
+        pulls.append(
+            f"docker image inspect {q(image)} >/dev/null 2>&1 || "
+            f"docker pull -q {q(image)} >/dev/null || "
+            f"{{ echo {q(message)} >&2; exit 1; }}"
+        )
+    report = (
+        "echo 'the stack did not become healthy:' >&2; docker compose ps -a >&2; "
+        "for c in $(docker compose ps -a --format '{{.Service}}'); do "
+        "s=$(docker compose ps -a --format '{{.Health}}' \"$c\"); "
+        "case \"$s\" in healthy|'') ;; *) echo \"--- $c ($s): last log lines\" >&2; "
+        "docker compose logs --no-color --tail 20 \"$c\" >&2 ;; esac; done; exit 1"
+    )
+    yield StringCommand(
+        f"cd {q(root)}\n" + "\n".join(pulls) + "\n"
+        f"docker compose up -d --wait --wait-timeout {int(timeout)} --remove-orphans "
+        f"|| {{ {report}; }}"
+    )

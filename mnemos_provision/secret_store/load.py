@@ -1,0 +1,74 @@
+"""
+Loading the secret state for a run: one read of the host (with the operations' privileges), the
+decision of mnemos_provision.secret_store, made once per host and shared by every role (the tree,
+Vault and MinIO roles must never generate different values for the same secret). A state that
+cannot be used stops this host before any change.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+
+from mnemos_provision import context
+from mnemos_provision.context import HostContext
+from mnemos_provision.secret_store import (
+    Decision,
+    HostState,
+    Secrets,
+    StateError,
+    VolumesNeeded,
+    decide,
+    parse_read,
+    read_command,
+    state_dir_problem,
+)
+
+# The secret decision of this run, per host: made once (read, recovered, completed) and shared by
+# every role, so that roles never generate different values for the same secret.
+_RUN_SECRETS: dict[str, Decision] = {}
+
+
+def load_secrets(ctx: HostContext) -> Secrets:
+    return secret_decision(ctx).values
+
+
+def secret_decision(ctx: HostContext) -> Decision:
+    if host.name not in _RUN_SECRETS:
+        _RUN_SECRETS[host.name] = _decide(ctx)
+    return _RUN_SECRETS[host.name]
+
+
+def _decide(ctx: HostContext) -> Decision:
+    fail, run_as_operations = context.fail, context.run_as_operations
+
+    path = ctx.secrets_state_path
+    env_path = f"{ctx.root}/.env"
+
+    def read(volumes: bool) -> HostState:
+        ok, lines, stderr = run_as_operations(read_command(
+            path, env_path, f"{ctx.root}/data/backups", ctx.settings.compose_project, volumes))
+        if not ok:
+            fail("the secret state could not be read; nothing on the host was changed:",
+                 [f"{path}: {' '.join(stderr)[-300:] or 'the read command failed'}"])
+        return parse_read(lines)
+
+    def decide_from(found: HostState) -> Decision:
+        return decide(found, ctx.settings.secrets, state_path=path,
+                      env_path=env_path, project=ctx.settings.compose_project)
+
+    found = read(volumes=False)  # a converged host: one command, no Docker call
+    problem = state_dir_problem(found.state_dir, path, ctx.user)
+    if problem:
+        fail("the secret state cannot be kept safely; nothing on the host was changed:", [problem])
+    try:
+        try:
+            decision = decide_from(found)
+        except VolumesNeeded:  # a secret is missing: which data depends on it?
+            decision = decide_from(read(volumes=True))
+    except StateError as exc:
+        fail("the secret state cannot be used or recovered; nothing on the host was changed:",
+             exc.problems)
+        raise  # unreachable: fail() exits
+    for note in decision.notes:
+        logger.warning(f"[{host.name}] {note}")
+    return decision

@@ -1,0 +1,27 @@
+"""
+MinIO (ENGRAM): the buckets and application user of the settings, converged by `minio.setup`
+(mnemos_provision/operations/minio.py).
+"""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+
+from mnemos_provision.context import HostContext, skip_setup
+from mnemos_provision.operations import minio
+from mnemos_provision.secret_store.load import load_secrets
+
+
+@deploy("MinIO")
+def minio_init(ctx: HostContext):
+    s = ctx.settings
+    if skip_setup(ctx, "minio", s.minio_init, "`docker compose exec minio mc ...`"):
+        return
+    from mnemos_provision import minio_setup
+    secrets = load_secrets(ctx)
+    desired = minio_setup.Desired(
+        buckets=[minio_setup.Bucket(name, **spec) for name, spec in s.minio_buckets.items()],
+        app_user=s.minio_app_user, app_secret=secrets["MINIO_APP_SECRET_KEY"])
+    minio.setup(name="Buckets, versioning, lifecycle and the application user of MinIO",
+                endpoint=f"127.0.0.1:{s.ports['minio_api']}",
+                root=("mnemos", secrets["MINIO_ROOT_PASSWORD"]), desired=desired)

@@ -1,0 +1,62 @@
+"""
+Vault (SOUL): the desired Vault of the settings and the secret state, converged by `vault.setup`
+(mnemos_provision/operations/vault.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyinfra.api import deploy
+
+from mnemos_provision.context import HostContext, skip_setup
+from mnemos_provision.operations import vault
+from mnemos_provision.secret_store.load import load_secrets
+
+if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up time)
+    from mnemos_provision import vault_setup
+
+
+def desired_state(ctx: HostContext, secrets: dict) -> "vault_setup.Desired":
+    from mnemos_provision import vault_setup
+    s = ctx.settings
+    mount = s.vault_mount_path.strip("/")
+    return vault_setup.Desired(
+        url=vault_url(ctx), keys_path=ctx.vault_keys_path,
+        key_shares=s.vault_key_shares, key_threshold=s.vault_key_threshold,
+        mount=mount,
+        secrets={
+            "postgres": {"username": "mnemos", "password": secrets["POSTGRES_PASSWORD"],
+                         "databases": "mnemos,mnemos_cortex,mnemos_genome,mnemos_synkron"},
+            "redis": {"password": secrets["REDIS_PASSWORD"]},
+            "minio": {"root_user": "mnemos", "root_password": secrets["MINIO_ROOT_PASSWORD"],
+                      "access_key": s.minio_app_user,
+                      "secret_key": secrets["MINIO_APP_SECRET_KEY"]},
+            "grafana": {"admin_user": "admin", "admin_password": secrets["GRAFANA_ADMIN_PASSWORD"]},
+            "jwt": {"secret_key": secrets["JWT_SECRET_KEY"], "algorithm": "HS256"},
+        },
+        policy_name=s.vault_policy_name, policy=vault_setup.policy_for(mount),
+        approle_name=s.vault_approle_name,
+        approle={"token_policies": [s.vault_policy_name], "token_ttl": "1h",
+                 "token_max_ttl": "24h"},
+        token_id=secrets["VAULT_TOKEN"], token_period=s.vault_token_period,
+        revoke_root_token=s.vault_revoke_root_token,
+    )
+
+
+def vault_url(ctx: HostContext) -> str:
+    s = ctx.settings
+    scheme = "https" if s.vault_tls else "http"
+    return f"{scheme}://127.0.0.1:{s.ports['vault']}"
+
+
+@deploy("Vault")
+def vault_init(ctx: HostContext):
+    s = ctx.settings
+    if skip_setup(ctx, "vault", s.vault_init, "`docker compose exec vault vault operator init`"):
+        return
+    secrets = load_secrets(ctx)
+    vault.setup(name="Initialize, unseal and configure Vault", url=vault_url(ctx),
+                   desired=desired_state(ctx, secrets),
+                   store=vault.HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group),
+                   cacert=f"{ctx.root}/config/vault/tls/vault.crt" if s.vault_tls else None)
