@@ -799,6 +799,7 @@ def _spec() -> tuple[Spec, ...]:
 
 SPEC: tuple[Spec, ...] = _spec()
 FIELD_NAMES = tuple(s.name for s in SPEC)
+DEFAULTS_KEYS = frozenset(FIELD_NAMES)
 DICT_SETTINGS = frozenset(s.name for s in SPEC if get_origin(s.type) is dict)
 
 
@@ -901,5 +902,3 @@ def validate_layers(layers: list[dict[str, Any]], **kwargs) -> Settings:
     """Validate data given as layers, lowest first (see `merge_layers` and `host_layers`)."""
     return validate(merge_layers(*layers), **kwargs)
 
-
-DEFAULTS_KEYS = frozenset(FIELD_NAMES)

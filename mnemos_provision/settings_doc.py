@@ -15,10 +15,10 @@ import sys
 import textwrap
 from typing import Any
 
-from mnemos_provision.settings import REPO_ROOT, SPEC, Spec
+from mnemos_provision.settings import DEFAULTS_FILE, REPO_ROOT, SPEC, Spec
 
 WIDTH = 100
-ALL_FILE = REPO_ROOT / "group_data" / "all.py"
+ALL_FILE = DEFAULTS_FILE
 README = REPO_ROOT / "README.md"
 README_BLOCK = re.compile(r"<!-- defaults:begin -->\n```python\n.*?```\n<!-- defaults:end -->",
                           re.S)
