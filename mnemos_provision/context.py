@@ -14,7 +14,7 @@ from pyinfra import host, logger
 from pyinfra.api import OperationError, StringCommand
 
 from mnemos_provision.facts.server import HostSnapshot, Snapshot
-from mnemos_provision.settings import Settings, SettingsError, validate
+from mnemos_provision.settings import Settings, SettingsError, host_layers, validate_layers
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,8 @@ def for_each_host():
 
 
 def load_settings() -> Settings:
-    data = {k: v for k, v in host.data.dict().items()}
     try:
-        return validate(data)
+        return validate_layers(host_layers(host))  # dict settings merged key by key
     except SettingsError as exc:
         fail(f"{len(exc.problems)} problem(s) in the settings; nothing on the host was changed:",
              exc.problems)

@@ -1,6 +1,16 @@
 """
-Settings: the one place that reads host data. It layers host.data over the defaults of
-group_data/all.py, checks everything at once and returns a frozen, typed `Settings`.
+Settings: the one place that reads host data, and the one place each setting is declared.
+
+`Settings` below is the specification: every field is one setting with its type (the annotation),
+its default, its one-line documentation and its check (`setting(...)`). From it come the typed,
+frozen `Settings` a run reads, their validation (`validate`), `group_data/all.py` and the README's
+settings block (`mnemos_provision/settings_doc.py` writes both; a unit test keeps them identical).
+
+Layers (lowest first): these defaults, group_data/all.py, the host's groups (group_data/<group>.py
+and inventory group data), the host's inventory data, `--data`. A scalar or list setting of a
+higher layer replaces the lower one; a dict setting is merged key by key, one level deep (an entry
+replaces that entry whole; an entry set to None removes it), so an environment that changes one
+image names that image only.
 
 Every problem is collected and reported together, each naming the key, the value and what is
 expected, before the first operation is declared, so a bad input never changes the host.
@@ -8,13 +18,14 @@ expected, before the first operation is declared, so a bad input never changes t
 
 from __future__ import annotations
 
+import copy
 import difflib
 import ipaddress
 import re
-import runpy
-from dataclasses import dataclass, fields
+import types
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar, Union, get_args, get_origin, get_type_hints
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "group_data" / "all.py"
@@ -89,123 +100,17 @@ class SettingsError(Exception):
         )
 
 
-@dataclass(frozen=True)
-class Settings:
-    environment: str
-    mnemos_user: str | None
-    mnemos_root: str
-    secrets_state_path: str
-    vault_keys_path: str
-    secrets_file: str | None
-    secrets: dict
-    preflight_strict: bool
-    supported_os: dict
-    min_memory_gib: int
-    min_cpus: int
-    min_disk_gib: int
-    recommended_memory_gib: int
-    recommended_cpus: int
-    recommended_disk_gib: int
-    apt_packages: list
-    apt_optional_packages: list
-    apt_cache_valid_time: int
-    docker_source: str
-    docker_apt_repo_url: str
-    docker_apt_key_fingerprint: str
-    docker_ce_packages: list
-    docker_conflicting_packages: list
-    docker_distro_packages: list
-    docker_distro_compose_package: str
-    compose_plugin_binary: str | None
-    docker_min_version: str
-    compose_min_version: str
-    docker_daemon_config: dict
-    docker_buildkit_profile: bool
-    docker_start_timeout: int
-    tools: list
-    tool_downloads: dict
-    trivy_apt_repo_url: str
-    trivy_version: str
-    claude_code_npm_package: str
-    compose_project: str
-    compose_profiles: list
-    images: dict
-    image_archives: list
-    stack_subnets: dict
-    bind_address: str
-    publish_ports: bool
-    ports: dict
-    vault_tls: bool
-    traefik_tls: bool
-    traefik_log_level: str
-    launch_stack: bool
-    stack_wait_timeout: int
-    vault_init: bool
-    vault_key_shares: int
-    vault_key_threshold: int
-    vault_mount_path: str
-    vault_policy_name: str
-    vault_approle_name: str
-    vault_token_period: str
-    vault_revoke_root_token: bool
-    minio_init: bool
-    minio_buckets: dict
-    minio_app_user: str
-    dotenv_overrides: dict
-    backup_enabled: bool
-    backup_schedule: str
-    backup_retention_days: int
-    backup_encrypt: bool
-
-    # ------------------------------------------------------------ derived views
-    @property
-    def enabled_services(self) -> list[str]:
-        """Services whose layer or own name is in compose_profiles, in design order."""
-        active = set(self.compose_profiles)
-        return [s for s in SERVICES if s in active or SERVICE_LAYERS[s] in active]
-
-    def service_enabled(self, service: str) -> bool:
-        return service in self.enabled_services
-
-    @property
-    def published_ports(self) -> dict[str, int]:
-        """Port key -> host port, for the enabled services that publish on the host."""
-        out = {}
-        for key, port in self.ports.items():
-            service = PORT_SERVICES[key]
-            if not self.service_enabled(service):
-                continue
-            if service not in FRONTEND_SERVICES and not self.publish_ports:
-                continue
-            out[key] = port
-        return out
-
-    def home_path(self, path: str, home: str) -> str:
-        """Expand a leading "~/" against mnemos_user's home."""
-        if path == "~":
-            return home
-        if path.startswith("~/"):
-            return home.rstrip("/") + path[1:]
-        return path
-
-
-FIELD_NAMES = tuple(f.name for f in fields(Settings))
-
-
-def load_defaults() -> dict[str, Any]:
-    """The defaults of group_data/all.py, read the way pyinfra reads group data."""
-    namespace = runpy.run_path(str(DEFAULTS_FILE))
-    return {k: v for k, v in namespace.items() if not k.startswith("__")}
-
-
 # ---------------------------------------------------------------- checks
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "on": True,
                "false": False, "no": False, "0": False, "off": False}
 
 
 class _Checker:
-    def __init__(self, data: dict[str, Any]):
+    """Collects problems; `out` holds each value that passed its check, normalized."""
+
+    def __init__(self, data: dict[str, Any], controller_path_exists: Callable[[str], bool]):
         self.data = data
+        self.controller_path_exists = controller_path_exists
         self.problems: list[str] = []
         self.out: dict[str, Any] = {}
 
@@ -271,19 +176,19 @@ class _Checker:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             return self.fail(key, self.data[key], "expected a list of strings")
         if choices:
-            for v in value:
-                if v not in choices:
-                    self.fail(key, v, f"unknown entry; expected entries from {', '.join(choices)}"
-                              f"{_closest(v, choices)}")
+            bad = [v for v in value if v not in choices]
+            for v in bad:
+                self.fail(key, v, f"unknown entry; expected entries from {', '.join(choices)}"
+                          f"{_closest(v, choices)}")
+            if bad:
+                return
         self.out[key] = list(value)
 
-    def mapping(self, key: str) -> dict | None:
+    def mapping(self, key: str, hidden: bool = False) -> None:
         value = self.data[key]
         if not isinstance(value, dict):
-            self.fail(key, value, "expected a dict")
-            return None
+            return self.fail(key, "<hidden>" if hidden else value, "expected a dict")
         self.out[key] = dict(value)
-        return value
 
 
 def _closest(value: str, choices) -> str:
@@ -301,220 +206,151 @@ def _version_tuple(text: str) -> tuple[int, ...] | None:
         return None
 
 
-def validate(data: dict[str, Any], controller_path_exists=lambda p: Path(p).is_file()) -> Settings:
-    """Check `data` (host data layered over the defaults); raise SettingsError listing all problems."""
-    defaults = load_defaults()
-    merged = dict(defaults)
-    merged.update(data)
-    c = _Checker(merged)
 
-    for key in sorted(data):
-        if key in defaults or _is_pyinfra_key(key):
-            continue
-        c.problems.append(
-            f"{key} = {data[key]!r}: unknown setting{_closest(key, FIELD_NAMES)}; "
-            "the settings are listed in group_data/all.py"
-        )
+# ---------------------------------------------------------------- checks beyond the type
+# Each runs once every setting has had its type check, and only if its own value passed it:
+# c.out[key] is the value (normalized), c.data[key] the value as given, c.out the other settings.
 
-    c.string("environment", choices=ENVIRONMENTS)
-    c.string("mnemos_user", allow_none=True)
-    for key in ("mnemos_root", "secrets_state_path", "vault_keys_path"):
-        c.path(key)
-    _check_locations(c)
-    c.path("secrets_file", allow_none=True)
-    c.path("compose_plugin_binary", allow_none=True)
-    if c.out.get("compose_plugin_binary") and not controller_path_exists(
-        merged["compose_plugin_binary"]
-    ):
-        c.fail("compose_plugin_binary", merged["compose_plugin_binary"],
-               "no such file on the machine running pyinfra (the controller)")
-    for key in ("preflight_strict", "docker_buildkit_profile", "publish_ports",
-                "vault_tls", "traefik_tls", "launch_stack", "backup_enabled", "backup_encrypt",
-                "vault_init", "vault_revoke_root_token", "minio_init"):
-        c.boolean(key)
-    c.integer("vault_key_shares", low=1, high=10)
-    c.integer("vault_key_threshold", low=1, high=10)
-    if c.out.get("vault_key_threshold", 0) > c.out.get("vault_key_shares", 10):
-        c.fail("vault_key_threshold", merged["vault_key_threshold"],
-               f"must not exceed vault_key_shares ({merged['vault_key_shares']})")
-    for key in ("vault_mount_path", "vault_policy_name", "vault_approle_name", "minio_app_user"):
-        c.string(key)
-    c.string("vault_token_period")
-    if c.out.get("vault_token_period") and not re.fullmatch(r"\d+[smh]", c.out["vault_token_period"]):
-        c.fail("vault_token_period", merged["vault_token_period"], "expected a duration like 768h")
-    _check_buckets(c, merged)
-    for key in ("min_memory_gib", "min_cpus", "min_disk_gib", "recommended_memory_gib",
-                "recommended_cpus", "recommended_disk_gib"):
-        c.integer(key, low=0)
-    c.integer("apt_cache_valid_time", low=0)
-    c.integer("docker_start_timeout", low=1, high=3600)
-    c.integer("stack_wait_timeout", low=1, high=7200)
-    c.integer("backup_retention_days", low=1, high=3650)
-    c.string("docker_source", choices=DOCKER_SOURCES)
-    for key in ("docker_apt_repo_url", "docker_distro_compose_package", "trivy_apt_repo_url",
-                "trivy_version", "claude_code_npm_package", "backup_schedule"):
-        c.string(key)
-    c.string("docker_apt_key_fingerprint")
-    c.string("compose_project")
-    if c.out.get("compose_project") and not all(
-        ch.isalnum() and ch.islower() or ch.isdigit() or ch in "-_" for ch in c.out["compose_project"]
-    ):
-        c.fail("compose_project", merged["compose_project"],
-               "expected lowercase letters, digits, '-' and '_' (Compose project name rules)")
-    for key in ("docker_min_version", "compose_min_version"):
-        c.string(key)
-        if key in c.out and _version_tuple(c.out[key]) is None:
-            c.fail(key, merged[key], "expected a version like 24.0")
-    for key in ("apt_packages", "apt_optional_packages", "docker_ce_packages",
-                "docker_conflicting_packages", "docker_distro_packages"):
-        c.string_list(key)
-    c.string_list("tools", choices=KNOWN_TOOLS)
-    c.string_list("image_archives")
-    for archive in c.out.get("image_archives", []):
+def _exists_on_controller(c: _Checker, key: str) -> None:
+    if c.out[key] and not c.controller_path_exists(c.out[key]):
+        c.fail(key, c.data[key], "no such file on the machine running pyinfra (the controller)")
+
+
+def _check_archives(c: _Checker, key: str) -> None:
+    for archive in c.out[key]:
         if not archive.startswith("/"):
-            c.fail("image_archives", archive, "expected an absolute path on the controller")
-        elif not controller_path_exists(archive):
-            c.fail("image_archives", archive, "no such file on the machine running pyinfra (the controller)")
-    c.string_list("compose_profiles", choices=LAYERS + SERVICES)
-
-    for key in ("docker_daemon_config", "tool_downloads"):
-        c.mapping(key)
-    _check_supported_os(c)
-    _check_dotenv_overrides(c, merged)
-    _check_schedule(c, merged)
-    _check_traefik_log_level(c, merged)
-    _check_bind_address(c, merged)
-    _check_images(c, merged)
-    _check_subnets(c, merged)
-    _check_ports(c, merged)
-    _check_secrets(c, merged)
-    _check_tool_downloads(c, merged)
-
-    if c.problems:
-        raise SettingsError(c.problems)
-    return Settings(**{name: c.out[name] for name in FIELD_NAMES})
+            c.fail(key, archive, "expected an absolute path on the controller")
+        elif not c.controller_path_exists(archive):
+            c.fail(key, archive, "no such file on the machine running pyinfra (the controller)")
 
 
-def _check_buckets(c: _Checker, merged: dict) -> None:
-    buckets = c.mapping("minio_buckets")
-    if buckets is None:
-        return
-    for name, spec in buckets.items():
-        key = f"minio_buckets[{name!r}]"
+def _check_threshold(c: _Checker, key: str) -> None:
+    shares = c.out.get("vault_key_shares", 10)
+    if c.out[key] > shares:
+        c.fail(key, c.data[key], f"must not exceed vault_key_shares ({c.data['vault_key_shares']})")
+
+
+def _check_duration(c: _Checker, key: str) -> None:
+    if not re.fullmatch(r"\d+[smh]", c.out[key]):
+        c.fail(key, c.data[key], "expected a duration like 768h")
+
+
+def _check_compose_project(c: _Checker, key: str) -> None:
+    if not all(ch.isalnum() and ch.islower() or ch.isdigit() or ch in "-_" for ch in c.out[key]):
+        c.fail(key, c.data[key],
+               "expected lowercase letters, digits, '-' and '_' (Compose project name rules)")
+
+
+def _check_version(c: _Checker, key: str) -> None:
+    if _version_tuple(c.out[key]) is None:
+        c.fail(key, c.data[key], "expected a version like 24.0")
+
+
+def _check_buckets(c: _Checker, key: str) -> None:
+    for name, spec in c.out[key].items():
+        label = f"{key}[{name!r}]"
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", str(name)):
-            c.fail(key, name, "expected an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
+            c.fail(label, name,
+                   "expected an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
         if not isinstance(spec, dict) or not set(spec) <= {"versioning", "expire_days"}:
-            c.fail(key, spec, "expected a dict with optional versioning (bool) and expire_days (int)")
+            c.fail(label, spec,
+                   "expected a dict with optional versioning (bool) and expire_days (int)")
         elif "expire_days" in spec and (not isinstance(spec["expire_days"], int)
                                         or isinstance(spec["expire_days"], bool)
                                         or spec["expire_days"] < 1):
-            c.fail(f"{key}['expire_days']", spec["expire_days"], "expected a number of days >= 1")
+            c.fail(f"{label}['expire_days']", spec["expire_days"], "expected a number of days >= 1")
 
 
-def _check_schedule(c: _Checker, merged: dict) -> None:
-    value = merged["backup_schedule"]
-    if isinstance(value, str) and len(value.split()) != 5:
-        c.fail("backup_schedule", value, "expected a 5-field cron expression like '0 3 * * *'")
+def _check_schedule(c: _Checker, key: str) -> None:
+    if len(c.out[key].split()) != 5:
+        c.fail(key, c.data[key], "expected a 5-field cron expression like '0 3 * * *'")
 
 
-def _check_traefik_log_level(c: _Checker, merged: dict) -> None:
-    value = merged["traefik_log_level"]
-    if isinstance(value, str) and value.upper() in TRAEFIK_LOG_LEVELS:
-        c.out["traefik_log_level"] = value.upper()
+def _check_traefik_log_level(c: _Checker, key: str) -> None:
+    value = c.out.pop(key)
+    if value.upper() in TRAEFIK_LOG_LEVELS:
+        c.out[key] = value.upper()
     else:
-        c.fail("traefik_log_level", value, f"expected one of {', '.join(TRAEFIK_LOG_LEVELS)}"
-               f"{_closest(str(value).upper(), TRAEFIK_LOG_LEVELS)}")
-    # .env's TRAEFIK_LOG_LEVEL only mirrors the setting: an override there would change nothing.
-    overrides = merged["dotenv_overrides"]
-    if isinstance(overrides, dict) and "TRAEFIK_LOG_LEVEL" in overrides:
-        c.fail("dotenv_overrides['TRAEFIK_LOG_LEVEL']", overrides["TRAEFIK_LOG_LEVEL"],
-               "set traefik_log_level instead (Traefik reads its level from "
-               "config/traefik/traefik.yml, not from its environment)")
+        c.fail(key, value, f"expected one of {', '.join(TRAEFIK_LOG_LEVELS)}"
+               f"{_closest(value.upper(), TRAEFIK_LOG_LEVELS)}")
 
 
-def _check_bind_address(c: _Checker, merged: dict) -> None:
-    value = merged["bind_address"]
-    if not isinstance(value, str):
-        return c.fail("bind_address", value, "expected an IP address such as 127.0.0.1")
+def _check_bind_address(c: _Checker, key: str) -> None:
     try:
-        c.out["bind_address"] = str(ipaddress.ip_address(value))
+        c.out[key] = str(ipaddress.ip_address(c.out[key]))
     except ValueError:
-        c.fail("bind_address", value, "expected an IP address such as 127.0.0.1")
+        del c.out[key]
+        c.fail(key, c.data[key], "expected an IP address such as 127.0.0.1")
 
 
-def _check_images(c: _Checker, merged: dict) -> None:
-    images = c.mapping("images")
-    if images is None:
-        return
+def _check_images(c: _Checker, key: str) -> None:
+    images = c.out[key]
     for service in SERVICES:
         if service not in images:
-            c.fail("images", sorted(images), f"missing an image for {service!r}")
+            c.fail(key, sorted(images), f"missing an image for {service!r}")
     for service, ref in images.items():
         if service not in SERVICES:
-            c.fail(f"images[{service!r}]", ref, f"unknown service{_closest(service, SERVICES)}")
+            c.fail(f"{key}[{service!r}]", ref, f"unknown service{_closest(service, SERVICES)}")
             continue
         if not isinstance(ref, str) or not ref:
-            c.fail(f"images[{service!r}]", ref, "expected an image reference")
+            c.fail(f"{key}[{service!r}]", ref, "expected an image reference")
             continue
         name = ref.split("@", 1)[0]
         tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else None
         if "@sha256:" not in ref and (tag is None or tag == "latest"):
-            c.fail(f"images[{service!r}]", ref,
+            c.fail(f"{key}[{service!r}]", ref,
                    "expected a pinned tag or digest (not :latest, not untagged)")
 
 
-def _check_subnets(c: _Checker, merged: dict) -> None:
-    subnets = c.mapping("stack_subnets")
-    if subnets is None:
-        return
+def _check_subnets(c: _Checker, key: str) -> None:
+    subnets = c.out[key]
     parsed = {}
     for name in NETWORKS:
         if name not in subnets:
-            c.fail("stack_subnets", sorted(subnets), f"missing the {name!r} network")
+            c.fail(key, sorted(subnets), f"missing the {name!r} network")
     for name, cidr in subnets.items():
-        key = f"stack_subnets[{name!r}]"
+        label = f"{key}[{name!r}]"
         if name not in NETWORKS:
-            c.fail(key, cidr, f"unknown network{_closest(name, NETWORKS)}; expected {', '.join(NETWORKS)}")
+            c.fail(label, cidr,
+                   f"unknown network{_closest(name, NETWORKS)}; expected {', '.join(NETWORKS)}")
             continue
         try:
             if not isinstance(cidr, str):
                 raise TypeError("not a string")
             net = ipaddress.ip_network(cidr, strict=True)
         except (ValueError, TypeError) as exc:
-            c.fail(key, cidr, f"expected a network in CIDR notation like 172.20.0.0/24 ({exc})")
+            c.fail(label, cidr, f"expected a network in CIDR notation like 172.20.0.0/24 ({exc})")
             continue
         if net.version != 4 or net.prefixlen > 29:
-            c.fail(key, cidr, "expected an IPv4 network of /29 or larger")
+            c.fail(label, cidr, "expected an IPv4 network of /29 or larger")
             continue
         parsed[name] = net
     names = sorted(parsed)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             if parsed[a].overlaps(parsed[b]):
-                c.fail(f"stack_subnets[{b!r}]", str(parsed[b]),
-                       f"overlaps stack_subnets[{a!r}] = {str(parsed[a])!r}; give each network its own range")
+                c.fail(f"{key}[{b!r}]", str(parsed[b]), f"overlaps {key}[{a!r}] = "
+                       f"{str(parsed[a])!r}; give each network its own range")
 
 
-def _check_ports(c: _Checker, merged: dict) -> None:
-    ports = c.mapping("ports")
-    if ports is None:
-        return
+def _check_ports(c: _Checker, key: str) -> None:
+    ports = c.out[key]
     seen: dict[int, str] = {}
-    for key in PORT_SERVICES:
-        if key not in ports:
-            c.fail("ports", sorted(ports), f"missing the port {key!r}")
-    for key, port in ports.items():
-        label = f"ports[{key!r}]"
-        if key not in PORT_SERVICES:
-            c.fail(label, port, f"unknown port{_closest(key, PORT_SERVICES)}")
+    for name in PORT_SERVICES:
+        if name not in ports:
+            c.fail(key, sorted(ports), f"missing the port {name!r}")
+    for name, port in ports.items():
+        label = f"{key}[{name!r}]"
+        if name not in PORT_SERVICES:
+            c.fail(label, port, f"unknown port{_closest(name, PORT_SERVICES)}")
             continue
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             c.fail(label, port, "expected a port number between 1 and 65535")
             continue
         if port in seen:
-            c.fail(label, port, f"already used by ports[{seen[port]!r}]; each port must be unique")
+            c.fail(label, port, f"already used by {key}[{seen[port]!r}]; each port must be unique")
             continue
-        seen[port] = key
+        seen[port] = name
 
 
 MIN_SECRET_LENGTH = 16
@@ -526,56 +362,52 @@ WEAK_SECRETS = {"password", "changeme", "admin", "secret", "mnemos", "letmein", 
 SECRET_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")
 
 
-def _check_secrets(c: _Checker, merged: dict) -> None:
-    secrets = c.mapping("secrets")
-    if secrets is None:
-        return
+def _check_secrets(c: _Checker, key: str) -> None:
     from mnemos_provision.secret_store import Secrets
-    from_file = _read_secrets_file(c, merged)
+    secrets = c.out[key]
+    from_file = _read_secrets_file(c)
     for name in sorted(set(from_file) & set(secrets)):
-        c.fail(f"secrets[{name!r}]", "<hidden>",
-               f"also given in secrets_file {merged['secrets_file']!r}; supply each secret once")
+        c.fail(f"{key}[{name!r}]", "<hidden>",
+               f"also given in secrets_file {c.data['secrets_file']!r}; supply each secret once")
     secrets = {**secrets, **from_file}
-    c.out["secrets"] = Secrets(secrets)  # never shown in a repr, a traceback or a log
+    c.out[key] = Secrets(secrets)  # never shown in a repr, a traceback or a log
     for name, value in secrets.items():
-        key = f"secrets[{name!r}]"
+        label = f"{key}[{name!r}]"
         if name not in SECRET_NAMES:
-            c.fail(key, "<hidden>", f"unknown secret{_closest(name, SECRET_NAMES)}; expected one of "
-                   f"{', '.join(SECRET_NAMES)}")
+            c.fail(label, "<hidden>", f"unknown secret{_closest(name, SECRET_NAMES)}; expected one "
+                   f"of {', '.join(SECRET_NAMES)}")
             continue
         if not isinstance(value, str):
-            c.fail(key, "<hidden>", "expected a string")
+            c.fail(label, "<hidden>", "expected a string")
             continue
         lowered = value.lower()
         if (len(value) < MIN_SECRET_LENGTH or len(set(value)) < 6
                 or any(w in lowered for w in WEAK_SECRETS)):
-            c.fail(key, "<hidden>",
-                   f"too weak: use at least {MIN_SECRET_LENGTH} characters, not a common word, e.g. "
-                   "`openssl rand -hex 24`; or remove it and the deploy generates one")
+            c.fail(label, "<hidden>",
+                   f"too weak: use at least {MIN_SECRET_LENGTH} characters, not a common word, "
+                   "e.g. `openssl rand -hex 24`; or remove it and the deploy generates one")
             continue
         if not SECRET_CHARACTERS.fullmatch(value):
-            c.fail(key, "<hidden>", "may hold only letters, digits and . _ ~ - (it goes unquoted "
+            c.fail(label, "<hidden>", "may hold only letters, digits and . _ ~ - (it goes unquoted "
                    "into .env and into URLs such as DATABASE_URL, where @ / ? % : # and others "
                    "would change the URL); e.g. `openssl rand -hex 24`")
 
 
-def _check_tool_downloads(c: _Checker, merged: dict) -> None:
-    downloads = merged["tool_downloads"]
-    if not isinstance(downloads, dict):
-        return
+def _check_tool_downloads(c: _Checker, key: str) -> None:
+    downloads = c.out[key]
     for tool in ("yq", "hadolint"):
         spec = downloads.get(tool)
-        key = f"tool_downloads[{tool!r}]"
+        label = f"{key}[{tool!r}]"
         if not isinstance(spec, dict) or not {"version", "url", "sha256"} <= set(spec):
-            c.fail(key, spec, "expected a dict with version, url and sha256")
+            c.fail(label, spec, "expected a dict with version, url and sha256")
             continue
         if not isinstance(spec["sha256"], dict) or not all(
             isinstance(v, str) and len(v) == 64 for v in spec["sha256"].values()
         ):
-            c.fail(f"{key}['sha256']", spec["sha256"], "expected {arch: 64-hex-digit sha256}")
+            c.fail(f"{label}['sha256']", spec["sha256"], "expected {arch: 64-hex-digit sha256}")
 
 
-def _read_secrets_file(c: _Checker, merged: dict) -> dict:
+def _read_secrets_file(c: _Checker) -> dict:
     """The secrets of `secrets_file` (controller): a mapping of names to values, mode 0600."""
     path = c.out.get("secrets_file")
     if not path:
@@ -586,10 +418,10 @@ def _read_secrets_file(c: _Checker, merged: dict) -> dict:
     try:
         info = Path(path).stat()
     except OSError as exc:
-        c.fail(key, merged[key], f"cannot be read on the machine running pyinfra ({exc.strerror})")
+        c.fail(key, c.data[key], f"cannot be read on the machine running pyinfra ({exc.strerror})")
         return {}
     if info.st_mode & 0o077:
-        c.fail(key, merged[key], f"has mode {oct(info.st_mode & 0o777)[2:]}: other accounts can "
+        c.fail(key, c.data[key], f"has mode {oct(info.st_mode & 0o777)[2:]}: other accounts can "
                f"read it; run `chmod 600 {path}`")
         return {}
     import yaml
@@ -598,13 +430,13 @@ def _read_secrets_file(c: _Checker, merged: dict) -> dict:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         # the parser's message may quote the file's text: only its position is repeated here
         where = getattr(exc, "problem_mark", None)
-        c.fail(key, merged[key], "is not valid YAML or JSON"
+        c.fail(key, c.data[key], "is not valid YAML or JSON"
                + (f" (line {where.line + 1})" if where else ""))
         return {}
     if data is None:
         return {}
     if not isinstance(data, dict):
-        c.fail(key, merged[key], "expected a mapping of secret names to values, e.g. "
+        c.fail(key, c.data[key], "expected a mapping of secret names to values, e.g. "
                "POSTGRES_PASSWORD: <value>")
         return {}
     return {str(name): value for name, value in data.items()}
@@ -618,63 +450,455 @@ SYSTEM_DIRS = ("/", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", 
 WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/shm", "/var/crash")
 
 
-def _check_locations(c: _Checker) -> None:
+def _check_location(c: _Checker, key: str) -> None:
     """mnemos_root and the state files: never /, a system directory or the home directory itself;
     the secret state outside the tree (which is a git repository) and out of shared directories."""
     def inside(path: str, parent: str) -> bool:
         return path == parent or path.startswith(parent.rstrip("/") + "/")
 
-    for key in ("mnemos_root", "secrets_state_path", "vault_keys_path"):
-        path = c.out.get(key)
-        if path is None:
-            continue
-        if path in SYSTEM_DIRS or any(inside(path, d) for d in SYSTEM_TREES):
-            c.fail(key, path, "is / , a system directory or the home directory itself; choose a "
-                   "directory of its own, e.g. ~/mnemos or /srv/mnemos")
-            continue
-        if key != "mnemos_root":
-            # a directory of its own is checked on the host (0700-like, the user's); here: never
-            # straight in a directory every account can write
-            if str(Path(path).parent) in WORLD_WRITABLE:
-                c.fail(key, path, "lies straight in a directory every account can write; keep it "
-                       "in a directory of its own, e.g. ~/.config/mnemos/")
-                continue
-            root = c.out.get("mnemos_root")
-            if root and inside(path, root):
-                c.fail(key, path, f"lies inside mnemos_root ({root}), a git repository whose files "
-                       "get copied and committed; keep it outside, e.g. ~/.config/mnemos/")
-
-
-def _check_supported_os(c: _Checker) -> None:
-    value = c.mapping("supported_os")
-    if value is None:
+    path = c.out[key]
+    if path in SYSTEM_DIRS or any(inside(path, d) for d in SYSTEM_TREES):
+        return c.fail(key, path, "is / , a system directory or the home directory itself; choose "
+                      "a directory of its own, e.g. ~/mnemos or /srv/mnemos")
+    if key == "mnemos_root":
         return
-    for name, versions in value.items():
+    # a directory of its own is checked on the host (0700-like, the user's); here: never
+    # straight in a directory every account can write
+    if str(Path(path).parent) in WORLD_WRITABLE:
+        return c.fail(key, path, "lies straight in a directory every account can write; keep it "
+                      "in a directory of its own, e.g. ~/.config/mnemos/")
+    root = c.out.get("mnemos_root")
+    if root and inside(path, root):
+        c.fail(key, path, f"lies inside mnemos_root ({root}), a git repository whose files "
+               "get copied and committed; keep it outside, e.g. ~/.config/mnemos/")
+
+
+def _check_supported_os(c: _Checker, key: str) -> None:
+    for name, versions in c.out[key].items():
         if not isinstance(name, str) or not isinstance(versions, (list, tuple)) or not all(
                 isinstance(v, str) for v in versions):
-            c.fail(f"supported_os[{name!r}]", versions,
+            c.fail(f"{key}[{name!r}]", versions,
                    'expected a list of version strings, e.g. {"debian": ["12"]}')
 
 
-def _check_dotenv_overrides(c: _Checker, merged: dict) -> None:
+def _check_dotenv_overrides(c: _Checker, key: str) -> None:
     """Keys of .env.example only, string values on one line, no secret set or copied."""
     from mnemos_provision import dotenv
-    overrides = c.mapping("dotenv_overrides")
-    if overrides is None:
-        return
     secret_names = set(dotenv.SECRET_VARS) | set(dotenv.SECRET_LENGTHS)
-    for name, value in overrides.items():
-        key = f"dotenv_overrides[{name!r}]"
-        if name not in dotenv.NAMES:
-            c.fail(key, value, f"not a variable of .env.example{_closest(str(name), dotenv.NAMES)}")
+    for name, value in c.out[key].items():
+        label = f"{key}[{name!r}]"
+        if name == "TRAEFIK_LOG_LEVEL":
+            # .env's TRAEFIK_LOG_LEVEL only mirrors the setting: an override would change nothing
+            c.fail(label, value, "set traefik_log_level instead (Traefik reads its level from "
+                   "config/traefik/traefik.yml, not from its environment)")
+        elif name not in dotenv.NAMES:
+            c.fail(label, value,
+                   f"not a variable of .env.example{_closest(str(name), dotenv.NAMES)}")
         elif name in secret_names:
-            c.fail(key, "<hidden>", "is a secret: supply it in secrets_file (or `secrets`), not as "
-                   "an override")
+            c.fail(label, "<hidden>", "is a secret: supply it in secrets_file (or `secrets`), not "
+                   "as an override")
         elif not isinstance(value, str):
-            c.fail(key, value, f'expected a string, e.g. "{value}"')
+            c.fail(label, value, f'expected a string, e.g. "{value}"')
         elif "\n" in value or "\r" in value or "\0" in value:
-            c.fail(key, value, "expected one line (no newline): the value is written into .env and "
-                   "into configs such as prometheus.yml")
+            c.fail(label, value, "expected one line (no newline): the value is written into .env "
+                   "and into configs such as prometheus.yml")
         elif any(ref in secret_names for ref in dotenv.references(value)):
-            c.fail(key, value, "refers to a secret; a secret may reach only .env (0600), never a "
+            c.fail(label, value, "refers to a secret; a secret may reach only .env (0600), never a "
                    "config file or the output")
+
+
+# ---------------------------------------------------------------- the specification
+Check = Callable[[_Checker, str], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: name, type, default, one-line doc and check (see `setting`)."""
+
+    name: str
+    type: Any
+    default: Any
+    doc: str
+    section: str | None = None  # starts a section of group_data/all.py
+    choices: tuple | None = None  # strings, or list entries: one of these
+    low: int = 0  # integers: bounds
+    high: int | None = None
+    path: bool = False  # strings: an absolute path or one starting with ~/
+    hidden: bool = False  # never shown in a message (secrets)
+    check: Check | None = None  # what the type does not say; runs once every type check passed
+
+
+def setting(default: T, doc: str, *, section: str | None = None, choices: tuple | None = None,
+            low: int = 0, high: int | None = None, path: bool = False, hidden: bool = False,
+            check: Check | None = None) -> T:
+    """Declare a field of `Settings` as a setting (its default is copied for every use)."""
+    meta = dict(doc=doc, section=section, choices=choices, low=low, high=high, path=path,
+                hidden=hidden, check=check)
+    return field(default_factory=lambda: copy.deepcopy(default),  # type: ignore[return-value]
+                 metadata={"setting": meta})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the deploy. Build it with `validate`, never directly."""
+
+    # ------------------------------------------------------------ who, where, which environment
+    environment: str = setting(
+        "development", "ENVIRONMENT in .env, TLS and exposure defaults",
+        section="who, where, which environment", choices=ENVIRONMENTS)
+    mnemos_user: str | None = setting(
+        None, "account that owns the tree and joins the docker group; None = the user pyinfra "
+        "connects as (under sudo: the user who ran sudo)")
+    mnemos_root: str = setting(
+        "~/mnemos", 'the MNEMOS tree; "~/" is mnemos_user\'s home; absolute paths only otherwise',
+        path=True, check=_check_location)
+    secrets_state_path: str = setting(
+        "~/.config/mnemos/secrets.json", "generated secrets (0600, outside the tree and git); "
+        ".env is rendered from it", path=True, check=_check_location)
+    vault_keys_path: str = setting(
+        "~/.config/mnemos/vault-keys.json", "Vault unseal keys and root token (0600, outside git)",
+        path=True, check=_check_location)
+    secrets_file: str | None = setting(
+        None, "a 0600 YAML/JSON file on the controller with the secrets you supply "
+        "({NAME: value}); read by the deploy, never part of pyinfra's data (which --debug prints)",
+        path=True)
+    secrets: dict[str, str] = setting(
+        {}, "secrets supplied as data (printed by pyinfra at --debug: prefer secrets_file); "
+        "supplied secrets win over generated ones on a new install; weak ones are refused",
+        hidden=True, check=_check_secrets)
+
+    # ------------------------------------------------------------ preflight
+    preflight_strict: bool = setting(
+        True, "below-minimum memory/CPUs/disk fail the run; False turns them into warnings",
+        section="preflight")
+    supported_os: dict[str, list[str]] = setting(
+        {"ubuntu": ["22.04", "24.04"], "debian": ["12"]},
+        "distributions and versions the deploy is tested for", check=_check_supported_os)
+    min_memory_gib: int = setting(8, "design minimum RAM")
+    min_cpus: int = setting(4, "design minimum CPU cores")
+    min_disk_gib: int = setting(100, "design minimum free disk where mnemos_root lives")
+    recommended_memory_gib: int = setting(16, "design recommendation (below: warning only)")
+    recommended_cpus: int = setting(8, "design recommendation (below: warning only)")
+    recommended_disk_gib: int = setting(500, "design recommendation (below: warning only)")
+
+    # ------------------------------------------------------------ packages
+    apt_packages: list[str] = setting(
+        ["build-essential", "git", "curl", "wget", "jq", "vim", "htop", "net-tools",
+         "python3-pip", "python3-venv", "apt-transport-https", "ca-certificates", "gnupg",
+         "lsb-release", "shellcheck", "make", "openssl", "cron", "tree"],
+        "the design's \"essential tools\" (python3.11 is added where the distribution has it)",
+        section="packages")
+    apt_optional_packages: list[str] = setting(
+        ["python3.11", "software-properties-common"],
+        "installed only where the distribution has them")
+    apt_cache_valid_time: int = setting(
+        86400, "seconds an apt cache stays fresh: a re-run within it does not refresh "
+        "(zero changes)")
+
+    # ------------------------------------------------------------ docker
+    docker_source: str = setting(
+        "auto", "where Docker Engine and Compose v2 come from", section="docker",
+        choices=DOCKER_SOURCES)
+    docker_apt_repo_url: str = setting(
+        "https://download.docker.com/linux", "Docker's apt repository (docker-ce)")
+    docker_apt_key_fingerprint: str = setting(
+        "9DC858229FC7DD38854AE2D88D81803C0EBFCD88",
+        "Docker's release key; the keyring is refused if it differs")
+    docker_ce_packages: list[str] = setting(
+        ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin",
+         "docker-compose-plugin"], "docker-ce set")
+    docker_conflicting_packages: list[str] = setting(
+        ["docker.io", "docker-doc", "docker-compose", "docker-compose-v2", "podman-docker",
+         "containerd", "runc"], "removed for docker-ce")
+    docker_distro_packages: list[str] = setting(
+        ["docker.io"],
+        "distro set (plus docker_distro_compose_package where the distribution has one)")
+    docker_distro_compose_package: str = setting(
+        "docker-compose-v2", "the distribution's Compose v2 package (Ubuntu has it; Debian 12 "
+        "does not); not used with compose_plugin_binary")
+    compose_plugin_binary: str | None = setting(
+        None, "path ON THE CONTROLLER of a docker-compose v2 binary to install as the CLI plugin "
+        "(air-gapped hosts)", path=True, check=_exists_on_controller)
+    docker_min_version: str = setting(
+        "24.0", "design requirement for the engine", check=_check_version)
+    compose_min_version: str = setting(
+        "2.20", "design requirement for Compose v2", check=_check_version)
+    docker_daemon_config: dict[str, Any] = setting(
+        {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}},
+        "/etc/docker/daemon.json (log rotation as in the design)")
+    docker_buildkit_profile: bool = setting(
+        True, "export DOCKER_BUILDKIT=1 in mnemos_user's ~/.profile, as the design does")
+    docker_start_timeout: int = setting(
+        60, "seconds to wait for dockerd to answer after starting it", low=1, high=3600)
+
+    # ------------------------------------------------------------ tools of the design
+    tools: list[str] = setting(
+        ["yq", "hadolint", "trivy", "claude-code"],
+        "which extra tools to install; [] installs none", section="tools of the design",
+        choices=KNOWN_TOOLS)
+    tool_downloads: dict[str, dict[str, Any]] = setting(
+        {
+            "yq": {
+                "version": "v4.44.3",
+                "url": "https://github.com/mikefarah/yq/releases/download/{version}/"
+                       "yq_linux_{arch}",
+                "sha256": {"amd64": "a2c097180dd884a8d50c956ee16a9cec070f30a7947cf4ebf87d5f36213e"
+                                    "9ed7"},
+            },
+            "hadolint": {
+                "version": "v2.12.0",
+                "url": "https://github.com/hadolint/hadolint/releases/download/{version}/"
+                       "hadolint-Linux-{uname_arch}",
+                "sha256": {"amd64": "56de6d5e5ec427e17b74fa48d51271c7fc0d61244bf5c90e828aab8362d"
+                                    "55010"},
+            },
+        },
+        "pinned single-binary downloads, verified by sha256 per architecture (an architecture "
+        "without a checksum is refused)", check=_check_tool_downloads)
+    trivy_apt_repo_url: str = setting(
+        "https://aquasecurity.github.io/trivy-repo/deb",
+        "trivy's signed apt repository, as in the design")
+    trivy_version: str = setting("0.58.1", "pinned trivy package version")
+    claude_code_npm_package: str = setting(
+        "@anthropic-ai/claude-code@2.0.14",
+        "Claude Code CLI, through npm (login stays the user's step)")
+
+    # ------------------------------------------------------------ the stack
+    compose_project: str = setting(
+        "mnemos", "COMPOSE_PROJECT_NAME: prefix of containers, networks and volumes",
+        section="the stack", check=_check_compose_project)
+    compose_profiles: list[str] = setting(
+        ["data", "observability", "gateway"],
+        "enabled groups (data, observability, gateway) or single services",
+        choices=LAYERS + SERVICES)
+    images: dict[str, str] = setting(
+        {
+            "postgres": "postgres:16.11-alpine",
+            "redis": "redis:7.4.6-alpine",
+            "vault": "hashicorp/vault:1.21.0",
+            "minio": "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z",
+            "otel-collector": "otel/opentelemetry-collector-contrib:0.158.0",
+            "prometheus": "prom/prometheus:v3.13.0",
+            "loki": "grafana/loki:3.7.0",
+            "grafana": "grafana/grafana:13.0.0",
+            "traefik": "traefik:v3.6.2",
+        },
+        "every image pinned; point them at a mirror for air-gapped hosts", check=_check_images)
+    image_archives: list[str] = setting(
+        [], "paths ON THE CONTROLLER of `docker save` archives, loaded when an image of `images` "
+        "is missing (air-gapped hosts)", check=_check_archives)
+    stack_subnets: dict[str, str] = setting(
+        {"frontend": "172.20.0.0/24", "backend": "172.21.0.0/24", "data": "172.22.0.0/24",
+         "hostaccess": "172.23.0.0/24"},
+        "design subnets, plus the publishing network (fixed too: a dynamic one can take a design "
+        "range)", check=_check_subnets)
+    bind_address: str = setting(
+        "127.0.0.1", "host address every published port binds to; 0.0.0.0 exposes the stack to "
+        "the network", check=_check_bind_address)
+    publish_ports: bool = setting(
+        True, "publish every service port on bind_address (via the non-internal \"hostaccess\" "
+        "network); False: only Grafana and Traefik publish, the rest is reached with docker "
+        "compose exec")
+    ports: dict[str, int] = setting(
+        {"postgres": 5432, "redis": 6379, "vault": 8200, "minio_api": 9000, "minio_console": 9001,
+         "otel_grpc": 4317, "otel_http": 4318, "otel_metrics": 8888, "otel_prometheus": 8889,
+         "otel_health": 13133, "prometheus": 9090, "loki": 3100, "grafana": 3000,
+         "traefik_http": 80, "traefik_https": 443, "traefik_dashboard": 8080},
+        "host ports (published on bind_address)", check=_check_ports)
+    vault_tls: bool = setting(
+        False, "Vault listener TLS (self-signed in the tree); False = tls_disable, for "
+        "development only")
+    traefik_tls: bool = setting(
+        False, "self-signed certificate for Traefik's websecure entrypoint in config/traefik/certs")
+    traefik_log_level: str = setting(
+        "INFO", f"{' | '.join(TRAEFIK_LOG_LEVELS)}: log.level in config/traefik/traefik.yml "
+        "(Traefik ignores TRAEFIK_LOG_LEVEL there)", check=_check_traefik_log_level)
+    launch_stack: bool = setting(True, "start the compose stack and wait until it is healthy")
+    stack_wait_timeout: int = setting(
+        300, "seconds to wait for every enabled service to be healthy", low=1, high=7200)
+    dotenv_overrides: dict[str, str] = setting(
+        {}, 'values for non-secret .env variables (e.g. {"LOG_LEVEL": "DEBUG"}); keys must exist '
+        "in .env.example", check=_check_dotenv_overrides)
+
+    # ------------------------------------------------------------ Vault (SOUL) and MinIO (ENGRAM)
+    vault_init: bool = setting(
+        True, "initialize (once), unseal (every run) and configure Vault when it is enabled",
+        section="Vault (SOUL) and MinIO (ENGRAM)")
+    vault_key_shares: int = setting(5, "unseal key shares created at initialization",
+                                    low=1, high=10)
+    vault_key_threshold: int = setting(3, "keys needed to unseal", low=1, high=10,
+                                       check=_check_threshold)
+    vault_mount_path: str = setting(
+        "mnemos/", "kv-v2 mount of the service secrets (design: VAULT_MOUNT_PATH)")
+    vault_policy_name: str = setting(
+        "mnemos-services", "policy that lets the MNEMOS services read their secrets")
+    vault_approle_name: str = setting("mnemos-services", "AppRole role of the MNEMOS services")
+    vault_token_period: str = setting(
+        "768h", "period of the renewable scoped token written to .env as VAULT_TOKEN",
+        check=_check_duration)
+    vault_revoke_root_token: bool = setting(
+        False, "revoke the root token after set-up (later runs then only unseal)")
+    minio_init: bool = setting(
+        True, "create buckets and the application user when MinIO is enabled")
+    minio_buckets: dict[str, dict[str, Any]] = setting(
+        {"mnemos-artifacts": {"versioning": True}, "mnemos-models": {"versioning": True},
+         "mnemos-backups": {"expire_days": 60}, "mnemos-uploads": {}},
+        "private buckets; versioning and expiry (days, current and noncurrent versions)",
+        check=_check_buckets)
+    minio_app_user: str = setting(
+        "mnemos-app", "the services' MinIO user (AWS_ACCESS_KEY_ID), limited to minio_buckets")
+
+    # ------------------------------------------------------------ backups
+    backup_enabled: bool = setting(True, "install the backup schedule", section="backups")
+    backup_schedule: str = setting(
+        "0 3 * * *", "cron expression (design: daily at 3 AM)", check=_check_schedule)
+    backup_retention_days: int = setting(30, "archives older than this are pruned",
+                                         low=1, high=3650)
+    backup_encrypt: bool = setting(True, "encrypt archives with BACKUP_ENCRYPTION_KEY")
+
+    # ------------------------------------------------------------ derived views
+    @property
+    def enabled_services(self) -> list[str]:
+        """Services whose layer or own name is in compose_profiles, in design order."""
+        active = set(self.compose_profiles)
+        return [s for s in SERVICES if s in active or SERVICE_LAYERS[s] in active]
+
+    def service_enabled(self, service: str) -> bool:
+        return service in self.enabled_services
+
+    @property
+    def published_ports(self) -> dict[str, int]:
+        """Port key -> host port, for the enabled services that publish on the host."""
+        out = {}
+        for key, port in self.ports.items():
+            service = PORT_SERVICES[key]
+            if not self.service_enabled(service):
+                continue
+            if service not in FRONTEND_SERVICES and not self.publish_ports:
+                continue
+            out[key] = port
+        return out
+
+    def home_path(self, path: str, home: str) -> str:
+        """Expand a leading "~/" against mnemos_user's home."""
+        if path == "~":
+            return home
+        if path.startswith("~/"):
+            return home.rstrip("/") + path[1:]
+        return path
+
+
+def _spec() -> tuple[Spec, ...]:
+    hints = get_type_hints(Settings)
+    return tuple(Spec(name=f.name, type=hints[f.name],
+                      default=f.default_factory(),  # type: ignore[misc]
+                      **f.metadata["setting"])
+                 for f in fields(Settings))
+
+
+SPEC: tuple[Spec, ...] = _spec()
+FIELD_NAMES = tuple(s.name for s in SPEC)
+DEFAULTS_KEYS = frozenset(FIELD_NAMES)
+DICT_SETTINGS = frozenset(s.name for s in SPEC if get_origin(s.type) is dict)
+
+
+def load_defaults() -> dict[str, Any]:
+    """Every setting's default (fresh copies)."""
+    return {s.name: copy.deepcopy(s.default) for s in SPEC}
+
+
+# ---------------------------------------------------------------- layers
+def merge_layers(*layers: dict[str, Any]) -> dict[str, Any]:
+    """
+    Layers of data, lowest first, as one dict. A higher layer's value replaces a lower one's,
+    except for a dict setting given as a dict over a dict: that is merged key by key, one level
+    deep (an entry replaces that entry whole; an entry set to None removes it).
+    """
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            below = out.get(key)
+            if key in DICT_SETTINGS and isinstance(value, dict) and isinstance(below, dict):
+                merged = dict(below)
+                for inner, inner_value in value.items():
+                    if inner_value is None:
+                        merged.pop(inner, None)
+                    else:
+                        merged[inner] = inner_value
+                out[key] = merged
+            else:
+                out[key] = value
+    return out
+
+
+def host_layers(host) -> list[dict[str, Any]]:
+    """
+    A pyinfra host's data as layers, lowest first, in pyinfra's own order (pyinfra.api.host:
+    override, host, groups, global, deploy defaults), with each group a layer of its own (in the
+    host's group order, the last winning, as pyinfra's get_groups_data has it).
+    """
+    inventory = host.inventory
+    return [
+        host.get_deploy_data() or {},
+        inventory.get_data(),  # group_data/all.py and the inventory's `all` data
+        *(inventory.get_group_data(group) for group in host.groups),
+        inventory.get_host_data(host.name),
+        inventory.get_override_data(),  # --data
+        host.data.override_datas,  # host.data.<key> = ... during the deploy
+    ]
+
+
+# ---------------------------------------------------------------- validation
+def _type_check(c: _Checker, s: Spec) -> None:
+    kind, args = get_origin(s.type), get_args(s.type)
+    allow_none = kind in (Union, types.UnionType) and type(None) in args
+    base = next(a for a in args if a is not type(None)) if allow_none else s.type
+    if base is bool:
+        c.boolean(s.name)
+    elif base is int:
+        c.integer(s.name, low=s.low, high=s.high)
+    elif base is str and s.path:
+        c.path(s.name, allow_none=allow_none)
+    elif base is str:
+        c.string(s.name, allow_none=allow_none, choices=s.choices)
+    elif get_origin(base) is list:
+        c.string_list(s.name, choices=s.choices)
+    elif get_origin(base) is dict:
+        c.mapping(s.name, hidden=s.hidden)
+    else:  # pragma: no cover - a setting declared with a type this function does not know
+        raise TypeError(f"setting {s.name}: no check for the type {s.type}")
+
+
+def validate(data: dict[str, Any],
+             controller_path_exists: Callable[[str], bool] = lambda p: Path(p).is_file()
+             ) -> Settings:
+    """
+    Check `data` (host data) layered over the defaults with `merge_layers`; raise SettingsError
+    listing every problem.
+    """
+    merged = merge_layers(load_defaults(), data)
+    c = _Checker(merged, controller_path_exists)
+
+    for key in sorted(data):
+        if key in DEFAULTS_KEYS or _is_pyinfra_key(key):
+            continue
+        c.problems.append(
+            f"{key} = {data[key]!r}: unknown setting{_closest(key, FIELD_NAMES)}; "
+            "the settings are listed in group_data/all.py"
+        )
+    for s in SPEC:
+        _type_check(c, s)
+    for s in SPEC:
+        if s.check and s.name in c.out:
+            s.check(c, s.name)
+
+    if c.problems:
+        raise SettingsError(c.problems)
+    return Settings(**{name: c.out[name] for name in FIELD_NAMES})
+
+
+def validate_layers(layers: list[dict[str, Any]], **kwargs) -> Settings:
+    """Validate data given as layers, lowest first (see `merge_layers` and `host_layers`)."""
+    return validate(merge_layers(*layers), **kwargs)
+
