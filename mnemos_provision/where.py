@@ -87,7 +87,8 @@ def where_things_are(settings: Settings, root: str, vault_keys_path: str,
     host = url_host(s.bind_address)
     published = s.published_ports
     lines = [f"{TITLE} (the stack in {root}):"]
-    width = max(len(ENTRIES[name].label) for name in s.enabled_services) if s.enabled_services else 0
+    width = (max(len(ENTRIES[name].label) for name in s.enabled_services)
+             if s.enabled_services else 0)
     for name in s.enabled_services:
         entry = ENTRIES[name]
         shown = [fmt.format(host=host, port=published[key],
@@ -99,7 +100,8 @@ def where_things_are(settings: Settings, root: str, vault_keys_path: str,
         lines.append(f"  (bind_address = {s.bind_address}: the ports are open on every address "
                      "of this host, not only on loopback)")
 
-    routes = [n for n in TRAEFIK_ROUTES if n in s.enabled_services] if "traefik" in s.enabled_services else []
+    routes = ([n for n in TRAEFIK_ROUTES if n in s.enabled_services]
+              if "traefik" in s.enabled_services else [])
     if routes and "traefik_http" in published:
         names = [TRAEFIK_ROUTES[n] for n in routes]
         via = [f"http://{{name}}{_port_suffix(published['traefik_http'], 80)}/"]
@@ -130,7 +132,8 @@ def where_things_are(settings: Settings, root: str, vault_keys_path: str,
             ("vault", s.vault_init, "docker compose exec vault vault operator init"),
             ("minio", s.minio_init, "docker compose exec minio mc ...")):
         if service in s.enabled_services and enabled and not s.publish_ports:
-            lines.append(f"  {ENTRIES[service].label} publishes no port (publish_ports = False), so "
+            lines.append(f"  {ENTRIES[service].label} publishes no port "
+                         f"(publish_ports = False), so "
                          f"the deploy left its set-up to you: cd {root} && {manual}")
     return "\n".join(lines)
 

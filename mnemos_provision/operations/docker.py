@@ -41,7 +41,8 @@ def daemon(facts: DeclaredFacts, systemd: bool, timeout: int):
         log = "tail -n 20 /var/log/dockerd.log"
     yield StringCommand(
         f"{start}\n"
-        f"i=0; while [ $i -lt {int(timeout)} ]; do docker version --format x >/dev/null 2>&1 && exit 0; "
+        f"i=0; while [ $i -lt {int(timeout)} ]; do "
+        f"docker version --format x >/dev/null 2>&1 && exit 0; "
         f"i=$((i+1)); sleep 1; done; "
         f"echo 'Docker Engine did not answer within {int(timeout)} s; last log lines:' >&2; "
         f"{log} >&2; exit 1"

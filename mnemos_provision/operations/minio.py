@@ -48,7 +48,8 @@ def setup(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired"):
 
         minio.setup(endpoint="127.0.0.1:9000", root=("mnemos", root_password),
                             desired=minio_setup.Desired(buckets=[minio_setup.Bucket("mnemos-artifacts")],
-                                                        app_user="mnemos-app", app_secret=app_secret))
+                                                        app_user="mnemos-app", \
+app_secret=app_secret))
     """
     from minio.error import MinioAdminException, S3Error
 
@@ -66,14 +67,16 @@ def setup(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired"):
     finally:
         http.close()
     if not changes:
-        host.noop(f"MinIO: {len(desired.buckets)} buckets and the user {desired.app_user} as declared")
+        host.noop(f"MinIO: {len(desired.buckets)} buckets and the user {desired.app_user} "
+                  f"as declared")
         return
 
     def converge() -> None:
         s3, app_s3, admin, http = clients(endpoint, root, (desired.app_user, desired.app_secret),
                                           desired.region)
         try:
-            done = minio_setup.apply_buckets(s3, desired) + minio_setup.apply_user(admin, app_s3, desired)
+            done = (minio_setup.apply_buckets(s3, desired)
+                    + minio_setup.apply_user(admin, app_s3, desired))
         except (HostHTTPError, S3Error, MinioAdminException) as exc:
             raise OperationError(f"MinIO at {endpoint}: {exc}") from None
         finally:

@@ -45,8 +45,8 @@ class HostKeyStore:
 
     def load(self) -> dict | None:
         q = shlex.quote(self.path)
-        rc, out = self.runner.run(f"if [ -f {q} ]; then echo PRESENT; base64 {q}; else echo MISSING; "
-                                  f"fi; echo @@END@@")
+        rc, out = self.runner.run(f"if [ -f {q} ]; then echo PRESENT; base64 {q}; "
+                                  f"else echo MISSING; fi; echo @@END@@")
         lines = out.splitlines()
         if rc != 0 or not lines or lines[0] not in ("PRESENT", "MISSING") or "@@END@@" not in lines:
             raise OperationError(f"cannot read {self.path}: {out.strip()[-200:]}")
@@ -127,7 +127,8 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
     .. code:: python
 
         vault.setup(url="http://127.0.0.1:8200", desired=vault_setup.Desired(...),
-                            store=vault.HostKeyStore("/home/dev/.config/mnemos/vault-keys.json", "dev", "dev"))
+                            store=vault.HostKeyStore("/home/dev/.config/mnemos/vault-keys.json", \
+"dev", "dev"))
     """
     import hvac
 

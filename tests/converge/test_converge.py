@@ -42,7 +42,8 @@ def test_first_run_provisions_the_machine(provisioned):
     # where things are, once, after the last operation (mnemos_provision/where.py)
     assert first.output.count("Where things are") == 1, first.output[-3000:]
     block = first.output[first.output.index("Where things are"):]
-    assert "redis://127.0.0.1:6379" in block and "dashboard http://127.0.0.1:8080/dashboard/" in block
+    assert "redis://127.0.0.1:6379" in block \
+        and "dashboard http://127.0.0.1:8080/dashboard/" in block
     assert "/home/dev/mnemos/.env (0600)" in block and "make health" in block
 
 
@@ -53,17 +54,22 @@ def test_host_suite_passes_after_the_first_run(provisioned):
     # the design's checklist: the item of each service that runs here passes; the others are
     # skipped, each naming its service
     import runpy
+
     from mnemos_provision.settings import validate
-    ci = validate({k: v for k, v in runpy.run_path("group_data/ci.py").items() if not k.startswith("__")
-                   and not hasattr(v, "__spec__")}, controller_path_exists=lambda p: True)
+    ci = validate({k: v for k, v in runpy.run_path("group_data/ci.py").items()
+                   if not k.startswith("__") and not hasattr(v, "__spec__")},
+                  controller_path_exists=lambda p: True)
     for service, item in CHECKLIST_SERVICE_ITEMS.items():
         if ci.service_enabled(service):
             assert f"[x] {item}\n" in suite.stdout, f"{item}: not passed\n{suite.stdout[-4000:]}"
         else:
-            assert f"[-] {item}  -- skipped: " in suite.stdout and f"({service}) is not run on this host" \
-                in suite.stdout, f"{item}: not skipped naming {service}\n{suite.stdout[-4000:]}"
-    for item in ("Volumes created and data persisting across restarts", "Can restart individual services",
-                 "Can view logs with `make logs`", "All services passing health checks (`make health` succeeds)"):
+            assert f"[-] {item}  -- skipped: " in suite.stdout \
+                and f"({service}) is not run on this host" in suite.stdout, \
+                f"{item}: not skipped naming {service}\n{suite.stdout[-4000:]}"
+    for item in ("Volumes created and data persisting across restarts",
+                 "Can restart individual services",
+                 "Can view logs with `make logs`",
+                 "All services passing health checks (`make health` succeeds)"):
         assert f"[x] {item}\n" in suite.stdout, f"{item}: not passed\n{suite.stdout[-4000:]}"
 
 
@@ -134,7 +140,7 @@ def test_no_secret_in_pyinfra_output_even_with_diff(provisioned):
     # drift .env and a config so that --diff has something to print
     machine.exec(f"sed -i 's/^LOG_LEVEL=.*/LOG_LEVEL=DEBUG/' {ROOT}/.env && "
                  f"echo '# drift' >> {ROOT}/docker/redis/redis.conf")
-    from tests.harness import sh, REPO, parse_results
+    from tests.harness import REPO, parse_results, sh
     # the most verbose output pyinfra has: every command, its output and every fact
     args = machine.pyinfra_args("deploys/tree.py") + ["--diff", "-vvv", "--debug"]
     result = sh(args, check=False, cwd=REPO, env=machine.env())
@@ -192,7 +198,8 @@ def second_machine():
 
 def vault_status(machine) -> str:
     """`vault status` in the Vault container: 0 unsealed, 2 sealed, 1 error."""
-    return machine.exec("docker exec mnemos-vault vault status >/dev/null 2>&1; echo $?").stdout.strip()
+    return machine.exec("docker exec mnemos-vault vault status >/dev/null 2>&1; "
+                        "echo $?").stdout.strip()
 
 
 def test_a_killed_first_run_is_finished_by_the_next_run(second_machine):
@@ -203,7 +210,8 @@ def test_a_killed_first_run_is_finished_by_the_next_run(second_machine):
     assert "--> Results:" not in killed, "the run finished before it was killed: kill it earlier"
     after = machine.deploy()
     assert after.returncode == 0, after.output[-4000:]
-    for op in (VAULT_OP, "MinIO | Buckets, versioning, lifecycle and the application user of MinIO"):
+    for op in (VAULT_OP,
+               "MinIO | Buckets, versioning, lifecycle and the application user of MinIO"):
         assert op in after.changed, f"{op} did not run:\n{after.rows}"
     suite = machine.host_suite()
     assert suite.returncode == 0, suite.stdout[-4000:]
@@ -217,7 +225,8 @@ def test_vault_standin_is_unsealed_and_env_token_reads_only_its_secrets(second_m
     assert vault_status(machine) == "0", "Vault is not unsealed after the converge"
     assert machine.exec(f"stat -c '%a %U' {KEYS}").stdout.split() == ["600", "dev"]
     # VAULT_TOKEN of .env, through a header file (never on a command line), from the host
-    machine.exec(f"umask 077; printf 'X-Vault-Token: %s\n' \"$(sed -n 's/^VAULT_TOKEN=//p' {ROOT}/.env)\" "
+    machine.exec(f"umask 077; printf 'X-Vault-Token: %s\n' "
+                 f"\"$(sed -n 's/^VAULT_TOKEN=//p' {ROOT}/.env)\" "
                  "> /root/vault-header")
     read = machine.exec("curl -s -o /dev/null -w '%{http_code}' -H @/root/vault-header "
                         "http://127.0.0.1:8200/v1/mnemos/data/postgres").stdout
@@ -230,13 +239,15 @@ def test_vault_standin_is_unsealed_and_env_token_reads_only_its_secrets(second_m
 def test_a_restarted_vault_is_only_unsealed(second_machine):
     machine = second_machine
     machine.exec("docker restart mnemos-vault >/dev/null && for i in $(seq 1 60); do "
-                 "[ \"$(docker inspect -f '{{.State.Health.Status}}' mnemos-vault)\" = healthy ] && break; "
+                 "[ \"$(docker inspect -f '{{.State.Health.Status}}' mnemos-vault)\" = healthy ] "
+                 "&& break; "
                  "sleep 1; done")
     assert vault_status(machine) == "2", "a restarted Vault should come back sealed"
     run = machine.deploy(flags=("-v",))
     assert run.returncode == 0, run.output[-3000:]
     assert run.changed == [VAULT_OP], run.rows
-    assert "Vault: unsealed\n" in run.output or run.output.rstrip().count("Vault: unsealed") == 1, run.output[-3000:]
+    assert "Vault: unsealed\n" in run.output \
+        or run.output.rstrip().count("Vault: unsealed") == 1, run.output[-3000:]
     assert "Vault: unsealed," not in run.output, "more than unsealing was done"
     assert vault_status(machine) == "0"
 

@@ -227,7 +227,8 @@ def test_the_host_suite_passes_over_ssh_on_every_host(fleet, first_runs):
     for name, suite in suites.items():
         assert suite.returncode == 0, f"{name}:\n" + suite.stdout[-4000:] + suite.stderr[-2000:]
         # the design's checklist over SSH: the service that runs on these hosts does its job
-        assert "[x] Redis container running and responding to PING\n" in suite.stdout, suite.stdout[-4000:]
+        assert "[x] Redis container running and responding to PING\n" in suite.stdout, \
+            suite.stdout[-4000:]
 
 
 def test_a_further_run_changes_nothing_on_any_host(fleet, first_runs):

@@ -32,13 +32,16 @@ USERS_OWN = (
 
 def pytest_addoption(parser):
     parser.addoption("--mnemos-group", default="dev",
-                     help="group_data/<group>.py layered over group_data/all.py (dev, staging, production, ci)")
+                     help="group_data/<group>.py layered over group_data/all.py "
+                          "(dev, staging, production, ci)")
     parser.addoption("--mnemos-data", action="append", default=[],
-                     help="key=value overriding a setting, as pyinfra's --data (JSON values allowed)")
+                     help="key=value overriding a setting, as pyinfra's --data "
+                          "(JSON values allowed)")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "checklist(item): the design's Phase 1 checklist item a test checks")
+    config.addinivalue_line("markers",
+                            "checklist(item): the design's Phase 1 checklist item a test checks")
     config._mnemos_checklist = {}  # nodeid -> [item, host, outcome, reason]
 
 
@@ -69,7 +72,8 @@ def pytest_runtest_makereport(item, call):
     if report.skipped:
         entry[2] = "skipped"
         longrepr = report.longrepr
-        entry[3] = longrepr[2].removeprefix("Skipped: ") if isinstance(longrepr, tuple) else str(longrepr)
+        entry[3] = (longrepr[2].removeprefix("Skipped: ") if isinstance(longrepr, tuple)
+                    else str(longrepr))
     elif report.failed:
         entry[2] = "failed"
         text = call.excinfo.exconly() if call.excinfo else report.longreprtext
@@ -105,7 +109,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for item in USERS_OWN:
             tr.write_line(f"[ ] {item}  -- the user's own (no machine can check it)")
         tr.write_line(f"checklist: {counts['passed']} passed, {counts['skipped']} skipped, "
-                      f"{counts['failed']} failed" + (f", {counts[None]} not run" if counts[None] else "")
+                      f"{counts['failed']} failed"
+                      + (f", {counts[None]} not run" if counts[None] else "")
                       + f", {len(USERS_OWN)} left to the user")
 
 

@@ -66,7 +66,8 @@ def curl(host, url: str, config: str = "", extra: str = "") -> tuple[int, str]:
     """(HTTP status, body) of a GET from the host; `config`: shell printing curl config lines
     (credentials), piped to curl -K - so that nothing secret is on a command line."""
     feed = f"{{ {config}; }} | " if config else ": | "
-    result = run(host, f"{feed}curl -sS -m 10 -K - {extra} -w '\\n%{{http_code}}' {shlex.quote(url)}")
+    result = run(host, f"{feed}curl -sS -m 10 -K - {extra} -w '\\n%{{http_code}}' "
+                       f"{shlex.quote(url)}")
     body, _, code = result.stdout.rpartition("\n")
     assert code.strip().isdigit(), f"GET {url}: {result.stderr.strip() or result.stdout}"
     assert int(code) != 0, f"GET {url}: no answer ({result.stderr.strip()})"
@@ -80,7 +81,8 @@ def http_code(host, url: str) -> int:
 def wait_healthy(host, paths, service: str, seconds: int = 90) -> str:
     state = ""
     for _ in range(seconds):
-        state = host.run(f"{compose(paths)} ps --format '{{{{.State}}}} {{{{.Health}}}}' {service}").stdout.strip()
+        state = host.run(f"{compose(paths)} ps --format '{{{{.State}}}} {{{{.Health}}}}' "
+                         f"{service}").stdout.strip()
         if state in ("running healthy", "running"):
             return state
         time.sleep(1)
@@ -88,7 +90,8 @@ def wait_healthy(host, paths, service: str, seconds: int = 90) -> str:
 
 
 def env_values(host, paths) -> dict:
-    return dict(line.split("=", 1) for line in host.file(f"{paths['root']}/.env").content_string.splitlines()
+    return dict(line.split("=", 1)
+                for line in host.file(f"{paths['root']}/.env").content_string.splitlines()
                 if line and not line.startswith("#") and "=" in line)
 
 
@@ -121,8 +124,8 @@ class TestEnvironment:
     def test_claude_code_cli_installed(self, host, settings, account):
         if "claude-code" not in settings.tools:
             pytest.skip(f"claude-code is not in tools={settings.tools}")
-        result = host.run(f"su - {account['name']} -c 'claude --version'" if host.user().name == "root"
-                          else "claude --version")
+        result = host.run(f"su - {account['name']} -c 'claude --version'"
+                          if host.user().name == "root" else "claude --version")
         assert result.rc == 0, f"claude --version: {result.stderr or result.stdout}"
 
 
@@ -140,7 +143,8 @@ class TestProjectFiles:
     @pytest.mark.checklist(".gitignore configured")
     def test_gitignore_configured(self, host, paths, secrets):
         root = paths["root"]
-        git = f"git -c safe.directory='*' -C {root}"  # the suite may run as another user than the owner
+        # the suite may run as another user than the owner
+        git = f"git -c safe.directory='*' -C {root}"
         assert host.run(f"{git} check-ignore -q .env").rc == 0, ".env is not ignored by git"
         would_add = host.run(f"{git} add -A --dry-run")
         assert would_add.rc == 0, would_add.stderr
@@ -151,7 +155,8 @@ class TestProjectFiles:
 
     @pytest.mark.checklist("docker-compose.yml created with all infrastructure services")
     def test_compose_file_has_all_infrastructure_services(self, host, paths):
-        profiles = " ".join(f"--profile {layer}" for layer in LAYERS)  # every service, enabled or not
+        # every service, enabled or not
+        profiles = " ".join(f"--profile {layer}" for layer in LAYERS)
         result = host.run(f"{compose(paths)} {profiles} config --services")
         assert result.rc == 0, f"docker compose config: {result.stderr}"
         assert sorted(result.stdout.split()) == sorted(SERVICES)
@@ -161,7 +166,8 @@ class TestProjectFiles:
         example = host.file(f"{paths['root']}/.env.example")
         assert example.is_file, ".env.example is missing"
         lines = example.content_string.splitlines()
-        names = [line.split("=", 1)[0] for line in lines if "=" in line and not line.startswith("#")]
+        names = [line.split("=", 1)[0] for line in lines
+                 if "=" in line and not line.startswith("#")]
         assert names == dotenv.NAMES, f"variables differ: {sorted(set(dotenv.NAMES) ^ set(names))}"
         assert sum(line.startswith("#") for line in lines) >= 10, "hardly any comment documents it"
 
@@ -169,7 +175,8 @@ class TestProjectFiles:
     def test_env_created_with_values_not_committed(self, host, paths):
         root = paths["root"]
         env = host.file(f"{root}/.env")
-        assert env.is_file and env.mode == 0o600, f".env: mode {oct(env.mode) if env.exists else 'missing'}"
+        assert env.is_file and env.mode == 0o600, \
+            f".env: mode {oct(env.mode) if env.exists else 'missing'}"
         values = env_values(host, paths)
         assert list(values) == dotenv.NAMES
         for name in dotenv.SECRET_VARS:
@@ -220,14 +227,17 @@ class TestServices:
         if published:  # the published port answers the PostgreSQL protocol (an SSLRequest: N or S)
             h, p = published
             probe = host.run("timeout 10 bash -c " + shlex.quote(
-                f"exec 3<>/dev/tcp/{h}/{p} && printf '\\0\\0\\0\\10\\4\\322\\26\\57' >&3 && head -c 1 <&3"))
-            assert probe.stdout in ("N", "S"), f"{h}:{p} does not answer as PostgreSQL: {probe.stderr}"
+                f"exec 3<>/dev/tcp/{h}/{p} && "
+                f"printf '\\0\\0\\0\\10\\4\\322\\26\\57' >&3 && head -c 1 <&3"))
+            assert probe.stdout in ("N", "S"), \
+                f"{h}:{p} does not answer as PostgreSQL: {probe.stderr}"
         # every database with .env's user and password, over TCP (password auth, as the services
         # connect); the password goes from .env to psql on stdin
-        script = ('read -r pw; for db in ' + " ".join(dbs) + '; do PGPASSWORD="$pw" psql -h 127.0.0.1 '
+        script = ('read -r pw; for db in ' + " ".join(dbs) + '; do '
+                  'PGPASSWORD="$pw" psql -h 127.0.0.1 '
                   f'-U {user} -d "$db" -tAc "select current_database()" || exit 1; done; '
-                  f'PGPASSWORD=not-the-password psql -h 127.0.0.1 -U {user} -d {dbs[0]} -tAc "select 1" '
-                  '2>&1 && exit 3; exit 0')
+                  f'PGPASSWORD=not-the-password psql -h 127.0.0.1 -U {user} -d {dbs[0]} '
+                  '-tAc "select 1" 2>&1 && exit 3; exit 0')
         result = run(host, f"cd {root} && sed -n 's/^POSTGRES_PASSWORD=//p' .env | "
                            f"docker compose exec -T postgres sh -c {shlex.quote(script)}")
         assert result.rc != 3, "PostgreSQL accepted a wrong password"
@@ -245,10 +255,13 @@ class TestServices:
                       "printf 'PING\\r\\nAUTH %s\\r\\nPING\\r\\n' \"$pw\" >&3; head -n 3 <&3")
             result = host.run("timeout 10 bash -c " + shlex.quote(script))
             replies = [line.strip() for line in result.stdout.splitlines()]
-            assert replies[:1] and replies[0].startswith("-NOAUTH"), f"PING without the password: {replies}"
-            assert replies[1:] == ["+OK", "+PONG"], f"AUTH with .env's REDIS_PASSWORD, PING: {replies}"
+            assert replies[:1] and replies[0].startswith("-NOAUTH"), \
+                f"PING without the password: {replies}"
+            assert replies[1:] == ["+OK", "+PONG"], \
+                f"AUTH with .env's REDIS_PASSWORD, PING: {replies}"
         else:
-            result = run(host, f"cd {root} && sed -n 's/^REDIS_PASSWORD=//p' .env | docker compose exec -T "
+            result = run(host, f"cd {root} && sed -n 's/^REDIS_PASSWORD=//p' .env | "
+                               "docker compose exec -T "
                                "redis sh -c 'read -r pw; REDISCLI_AUTH=\"$pw\" redis-cli ping'")
             assert result.stdout.strip() == "PONG", f"{result.stdout}{result.stderr}"
 
@@ -263,7 +276,8 @@ class TestServices:
         if not published:
             script = ("read -r t; VAULT_TOKEN=\"$t\" vault status -format=json && "
                       f"VAULT_TOKEN=\"$t\" vault kv get -format=json {mount}/postgres")
-            result = run(host, f"cd {root} && sed -n 's/^VAULT_TOKEN=//p' .env | docker compose exec -T "
+            result = run(host, f"cd {root} && sed -n 's/^VAULT_TOKEN=//p' .env | "
+                               "docker compose exec -T "
                                f"vault sh -c {shlex.quote(script)}")
             assert result.rc == 0, f"{result.stdout}{result.stderr}"
             assert '"sealed": false' in result.stdout
@@ -277,7 +291,8 @@ class TestServices:
         assert status["initialized"] and not status["sealed"], f"Vault is {status}"
         token = f"printf 'header = \"X-Vault-Token: %s\"\\n' {env_sh('VAULT_TOKEN', root)}"
         code, body = curl(host, f"{base}/v1/{mount}/data/postgres", config=token, extra=tls)
-        assert code == 200, f"the scoped token of .env could not read {mount}/postgres: {code} {body}"
+        assert code == 200, \
+            f"the scoped token of .env could not read {mount}/postgres: {code} {body}"
         assert json.loads(body)["data"]["data"], "the secret is empty"
 
     @pytest.mark.checklist("MinIO container running with console accessible")
@@ -291,13 +306,16 @@ class TestServices:
                       + "; ".join(f"mc stat --quiet m/{b} >/dev/null || exit 1" for b in buckets))
             feed = (f"{{ sed -n 's/^AWS_ACCESS_KEY_ID=//p' {root}/.env; "
                     f"sed -n 's/^AWS_SECRET_ACCESS_KEY=//p' {root}/.env; }}")
-            result = run(host, f"cd {root} && {feed} | docker compose exec -T minio sh -c {shlex.quote(script)}")
-            assert result.rc == 0, f"a bucket is missing or the app credentials fail: {result.stdout}{result.stderr}"
+            result = run(host, f"cd {root} && {feed} | "
+                               f"docker compose exec -T minio sh -c {shlex.quote(script)}")
+            assert result.rc == 0, \
+                f"a bucket is missing or the app credentials fail: {result.stdout}{result.stderr}"
             return
         base = f"http://{api[0]}:{api[1]}"
         assert http_code(host, f"{base}/minio/health/live") == 200, "MinIO's API is not live"
         if console:
-            assert http_code(host, f"http://{console[0]}:{console[1]}/") == 200, "the console does not answer"
+            assert http_code(host, f"http://{console[0]}:{console[1]}/") == 200, \
+                "the console does not answer"
         creds = (f"printf 'user = \"%s:%s\"\\n' {env_sh('AWS_ACCESS_KEY_ID', root)} "
                  f"{env_sh('AWS_SECRET_ACCESS_KEY', root)}")
         for bucket in buckets:  # signed with the application user's keys of .env (AWS sigv4)
@@ -309,17 +327,21 @@ class TestServices:
     def test_prometheus_running_and_scraping_targets(self, host, settings, paths):
         require(settings, "prometheus")
         import yaml
-        config = yaml.safe_load(host.file(f"{paths['root']}/config/prometheus/prometheus.yml").content_string)
+        config = yaml.safe_load(
+            host.file(f"{paths['root']}/config/prometheus/prometheus.yml").content_string)
         jobs = sorted(c["job_name"] for c in config["scrape_configs"])
         targets = {}
         for _ in range(60):  # a target is "unknown" until its first scrape (scrape_interval)
             body = prometheus_get(host, settings, paths, "/api/v1/targets")
             targets = {t["labels"]["job"]: t for t in json.loads(body)["data"]["activeTargets"]}
-            if all(t["health"] != "unknown" for t in targets.values()) and set(jobs) <= set(targets):
+            if all(t["health"] != "unknown" for t in targets.values()) \
+                    and set(jobs) <= set(targets):
                 break
             time.sleep(1)
-        assert sorted(targets) == jobs, f"configured jobs {jobs}, Prometheus reports {sorted(targets)}"
-        down = {job: t["lastError"] or t["health"] for job, t in targets.items() if t["health"] != "up"}
+        assert sorted(targets) == jobs, \
+            f"configured jobs {jobs}, Prometheus reports {sorted(targets)}"
+        down = {job: t["lastError"] or t["health"] for job, t in targets.items()
+                if t["health"] != "up"}
         assert not down, f"targets not up: {down}"
 
     @pytest.mark.checklist("Loki container running and accepting logs")
@@ -327,18 +349,22 @@ class TestServices:
         require(settings, "loki")
         published = address(settings, "loki")
         if not published:
-            pytest.skip("publish_ports is false: Loki publishes no port and its image has no HTTP client")
+            pytest.skip("publish_ports is false: Loki publishes no port "
+                        "and its image has no HTTP client")
         base = f"http://{published[0]}:{published[1]}"
         mark = f"checklist-{time.time_ns()}"
         now = time.time_ns()
-        push = json.dumps({"streams": [{"stream": {"job": "mnemos-checklist"}, "values": [[str(now), mark]]}]})
-        result = run(host, f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' -H 'Content-Type: application/json' "
+        push = json.dumps({"streams": [{"stream": {"job": "mnemos-checklist"},
+                                        "values": [[str(now), mark]]}]})
+        result = run(host, f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' "
+                           f"-H 'Content-Type: application/json' "
                            f"--data-binary {shlex.quote(push)} {base}/loki/api/v1/push")
         assert result.stdout.strip() == "204", f"push answered {result.stdout} {result.stderr}"
         query = "%7Bjob%3D%22mnemos-checklist%22%7D"
         found = ""
         for _ in range(30):
-            code, found = curl(host, f"{base}/loki/api/v1/query_range?query={query}&start={now - 10**9}"
+            code, found = curl(host, f"{base}/loki/api/v1/query_range?query={query}"
+                                     f"&start={now - 10**9}"
                                      f"&end={now + 60 * 10**9}&limit=100")
             if code == 200 and mark in found:
                 break
@@ -364,7 +390,8 @@ class TestServices:
             if (ds == "loki" and not settings.service_enabled("loki")) or \
                     (ds == "prometheus" and not settings.service_enabled("prometheus")):
                 continue  # its service is left out by compose_profiles
-            code, body = curl(host, f"{base}/api/datasources/uid/{source['uid']}/health", config=creds)
+            code, body = curl(host, f"{base}/api/datasources/uid/{source['uid']}/health",
+                              config=creds)
             assert code == 200, f"datasource {source['name']}: {code} {body}"
         code, body = curl(host, f"{base}/api/dashboards/uid/mnemos-stack-health", config=creds)
         assert code == 200, f"the provisioned dashboard is missing: {code} {body[:200]}"
@@ -379,30 +406,38 @@ class TestServices:
         # a request routed by its Host rule through the web entry point reaches its backend
         web_h, web_p = address(settings, "traefik_http")
         if settings.service_enabled("grafana"):
-            code, body = curl(host, f"http://{web_h}:{web_p}/api/health", extra="-H 'Host: grafana.mnemos.local'")
+            code, body = curl(host, f"http://{web_h}:{web_p}/api/health",
+                              extra="-H 'Host: grafana.mnemos.local'")
             assert code == 200 and '"database"' in body, f"routed to Grafana: {code} {body[:200]}"
         else:
-            code, body = curl(host, f"http://{web_h}:{web_p}/api/overview", extra="-H 'Host: traefik.mnemos.local'")
+            code, body = curl(host, f"http://{web_h}:{web_p}/api/overview",
+                              extra="-H 'Host: traefik.mnemos.local'")
             assert code == 200, f"routed to the dashboard: {code} {body[:200]}"
-        assert http_code(host, f"http://{web_h}:{web_p}/") == 404, "a request matching no rule was routed"
+        assert http_code(host, f"http://{web_h}:{web_p}/") == 404, \
+            "a request matching no rule was routed"
 
     @pytest.mark.checklist("OTEL Collector running and accepting traces")
     def test_otel_collector_running_and_accepting_traces(self, host, settings, paths):
         require(settings, "otel-collector")
         published = address(settings, "otel_http")
         if not published:
-            pytest.skip("publish_ports is false: the collector publishes no port and its image has no shell")
+            pytest.skip("publish_ports is false: the collector publishes no port "
+                        "and its image has no shell")
         trace = json.dumps({"resourceSpans": [{"resource": {"attributes": [
             {"key": "service.name", "value": {"stringValue": "mnemos-checklist"}}]},
             "scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c",
                                        "spanId": "eee19b7ec3c1b174", "name": "checklist", "kind": 1,
                                        "startTimeUnixNano": str(time.time_ns() - 10**6),
                                        "endTimeUnixNano": str(time.time_ns())}]}]}]})
-        result = run(host, f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' -H 'Content-Type: application/json' "
-                           f"--data-binary {shlex.quote(trace)} http://{published[0]}:{published[1]}/v1/traces")
-        assert result.stdout.strip() == "200", f"OTLP/HTTP trace answered {result.stdout} {result.stderr}"
+        result = run(host, f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' "
+                           f"-H 'Content-Type: application/json' "
+                           f"--data-binary {shlex.quote(trace)} "
+                           f"http://{published[0]}:{published[1]}/v1/traces")
+        assert result.stdout.strip() == "200", \
+            f"OTLP/HTTP trace answered {result.stdout} {result.stderr}"
         if settings.service_enabled("prometheus"):  # its own metrics reach Prometheus
-            body = prometheus_get(host, settings, paths, "/api/v1/query?query=up%7Bjob%3D%22otel-collector%22%7D")
+            body = prometheus_get(host, settings, paths,
+                                  "/api/v1/query?query=up%7Bjob%3D%22otel-collector%22%7D")
             values = [r["value"][1] for r in json.loads(body)["data"]["result"]]
             assert values == ["1"], f"up{{job=otel-collector}} in Prometheus: {values}"
 
@@ -413,7 +448,8 @@ def prometheus_get(host, settings, paths, path: str) -> str:
         code, body = curl(host, f"http://{published[0]}:{published[1]}{path}")
         assert code == 200, f"Prometheus {path}: {code} {body[:200]}"
         return body
-    result = run(host, f"{compose(paths)} exec -T prometheus wget -qO- {shlex.quote('http://127.0.0.1:9090' + path)}")
+    result = run(host, f"{compose(paths)} exec -T prometheus wget -qO- "
+                       f"{shlex.quote('http://127.0.0.1:9090' + path)}")
     assert result.rc == 0, f"Prometheus {path}: {result.stderr}"
     return result.stdout
 
@@ -429,28 +465,33 @@ def restarted(host, settings, paths):
         pytest.skip("launch_stack is false: no service runs")
     service = next((s for s in ("postgres", "redis") if settings.service_enabled(s)), None)
     if service is None:
-        pytest.skip(f"neither PostgreSQL nor Redis runs here (compose_profiles={settings.compose_profiles})")
+        pytest.skip(f"neither PostgreSQL nor Redis runs here "
+                    f"(compose_profiles={settings.compose_profiles})")
     root, value = paths["root"], f"kept-{time.time_ns()}"
     c = compose(paths)
     if service == "postgres":
         write = (f"{c} exec -T postgres psql -U {env_values(host, paths)['POSTGRES_USER']} -d "
                  f"{env_values(host, paths)['POSTGRES_DB']} -v ON_ERROR_STOP=1 -qc "
-                 f"\"CREATE TABLE IF NOT EXISTS mnemos_checklist (v text); INSERT INTO mnemos_checklist VALUES ('{value}')\"")
+                 f"\"CREATE TABLE IF NOT EXISTS mnemos_checklist (v text); "
+                 f"INSERT INTO mnemos_checklist VALUES ('{value}')\"")
         read = (f"{c} exec -T postgres psql -U {env_values(host, paths)['POSTGRES_USER']} -d "
                 f"{env_values(host, paths)['POSTGRES_DB']} -tAc \"SELECT v FROM mnemos_checklist\"")
         clean = (f"{c} exec -T postgres psql -U {env_values(host, paths)['POSTGRES_USER']} -d "
                  f"{env_values(host, paths)['POSTGRES_DB']} -qc \"DROP TABLE mnemos_checklist\"")
     else:
-        cli = (f"cd {root} && sed -n 's/^REDIS_PASSWORD=//p' .env | docker compose exec -T redis sh -c "
+        cli = (f"cd {root} && sed -n 's/^REDIS_PASSWORD=//p' .env | "
+               "docker compose exec -T redis sh -c "
                "'read -r pw; REDISCLI_AUTH=\"$pw\" redis-cli {}'")
-        write, read, clean = cli.format(f"SET mnemos_checklist {value}"), cli.format("GET mnemos_checklist"), \
-            cli.format("DEL mnemos_checklist")
+        write, read, clean = cli.format(f"SET mnemos_checklist {value}"), \
+            cli.format("GET mnemos_checklist"), cli.format("DEL mnemos_checklist")
     container = f"{settings.compose_project}-{service}"
-    started = lambda: host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' {container}").stdout.strip()  # noqa: E731
+    started = lambda: host.run(  # noqa: E731
+        f"docker inspect -f '{{{{.State.StartedAt}}}}' {container}").stdout.strip()
     written = run(host, write)
     assert written.rc == 0, f"writing to {service}: {written.stdout}{written.stderr}"
     before = started()
-    others = {s: host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' {settings.compose_project}-"
+    others = {s: host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' "
+                          f"{settings.compose_project}-"
                           f"{'otel' if s == 'otel-collector' else s}").stdout.strip()
               for s in settings.enabled_services if s != service}
     restart = run(host, f"cd {root} && make restart-{service}", timeout=120)
@@ -466,9 +507,12 @@ class TestVerification:
         if not settings.launch_stack:
             pytest.skip("launch_stack is false: the stack is not started by the deploy")
         for service in settings.enabled_services:
-            state = host.run(f"{compose(paths)} ps --format '{{{{.State}}}} {{{{.Health}}}}' {service}")
+            state = host.run(f"{compose(paths)} ps --format '{{{{.State}}}} {{{{.Health}}}}' "
+                             f"{service}")
             assert state.stdout.split()[:1] == ["running"], \
-                f"{service} is not running: {state.stdout.strip() or state.stderr.strip() or 'docker compose ps lists no container'}"
+                f"{service} is not running: " \
+                f"""{state.stdout.strip() or state.stderr.strip()
+                     or 'docker compose ps lists no container'}"""
             if service != "otel-collector":  # its image can have no healthcheck (no shell)
                 assert "healthy" in state.stdout.split(), f"{service}: {state.stdout}"
         check = host.run(f"cd {paths['root']} && make health")
@@ -494,17 +538,21 @@ class TestVerification:
             pytest.skip(f"no enabled service ({settings.enabled_services}) is on backend or data")
 
     @pytest.mark.checklist("Volumes created and data persisting across restarts")
-    def test_volumes_created_and_data_persists_across_restarts(self, host, settings, paths, restarted):
+    def test_volumes_created_and_data_persists_across_restarts(self, host, settings, paths,
+                                                                restarted):
         model = json.loads(host.run(f"{compose(paths)} config --format json").stdout)
         for name, service in model["services"].items():
             for mount in service.get("volumes", []):
                 if mount["type"] == "volume":
                     volume = model["volumes"][mount["source"]]["name"]
-                    assert host.run(f"docker volume inspect {volume}").rc == 0, f"volume {volume} is missing"
-        assert restarted["after"] != restarted["before"], f"{restarted['service']} was not restarted"
+                    assert host.run(f"docker volume inspect {volume}").rc == 0, \
+                        f"volume {volume} is missing"
+        assert restarted["after"] != restarted["before"], \
+            f"{restarted['service']} was not restarted"
         value = run(host, restarted["read"])
         assert restarted["value"] in value.stdout.split(), \
-            f"what was written to {restarted['service']} is gone after the restart: {value.stdout}{value.stderr}"
+            f"what was written to {restarted['service']} is gone after the restart: " \
+            f"{value.stdout}{value.stderr}"
 
 
 # ------------------------------------------------------------------ access
@@ -548,7 +596,8 @@ class TestOperations:
         # LOGS_FOLLOW= prints the logs and returns instead of following them (-f)
         result = run(host, f"cd {paths['root']} && make logs-{service} LOGS_FOLLOW=", timeout=30)
         assert result.rc == 0, result.stderr
-        lines = [line for line in result.stdout.splitlines() if "|" in line and service in line.split("|", 1)[0]]
+        lines = [line for line in result.stdout.splitlines()
+                 if "|" in line and service in line.split("|", 1)[0]]
         assert lines, f"make logs-{service} printed no line of {service}:\n{result.stdout[-500:]}"
         everything = run(host, f"cd {paths['root']} && make logs LOGS_FOLLOW=", timeout=30)
         assert everything.rc == 0 and service in everything.stdout, everything.stderr
@@ -556,9 +605,14 @@ class TestOperations:
     @pytest.mark.checklist("Can restart individual services")
     def test_can_restart_individual_services(self, host, settings, paths, restarted):
         service = restarted["service"]
-        assert restarted["restart"].rc == 0, restarted["restart"].stdout + restarted["restart"].stderr
-        assert restarted["after"] != restarted["before"], f"make restart-{service} did not restart it"
-        assert restarted["state"] in ("running healthy", "running"), f"{service} after the restart: {restarted['state']}"
-        now = {s: host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' {settings.compose_project}-"
-                           f"{'otel' if s == 'otel-collector' else s}").stdout.strip() for s in restarted["others"]}
+        assert restarted["restart"].rc == 0, \
+            restarted["restart"].stdout + restarted["restart"].stderr
+        assert restarted["after"] != restarted["before"], \
+            f"make restart-{service} did not restart it"
+        assert restarted["state"] in ("running healthy", "running"), \
+            f"{service} after the restart: {restarted['state']}"
+        now = {s: host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' "
+                           f"{settings.compose_project}-"
+                           f"{'otel' if s == 'otel-collector' else s}").stdout.strip()
+               for s in restarted["others"]}
         assert now == restarted["others"], "another service was restarted with it"

@@ -81,7 +81,8 @@ def test_compose_file_binds_every_port_to_bind_address(host, settings, paths):
     assert "version" not in model
     for name, service in model["services"].items():
         for port in service.get("ports", []):
-            assert port["host_ip"] == settings.bind_address, f"{name} publishes on {port['host_ip']}"
+            assert port["host_ip"] == settings.bind_address, \
+                f"{name} publishes on {port['host_ip']}"
 
 
 def test_backups_are_scheduled(host, settings, paths, account):

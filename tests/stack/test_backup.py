@@ -21,7 +21,8 @@ def dev(machine, command: str, check=True):
 
 
 def psql(machine, sql: str) -> str:
-    return machine.exec(f"docker exec mnemos-postgres psql -U mnemos -d mnemos_cortex -tAc \"{sql}\"").stdout.strip()
+    return machine.exec(f"docker exec mnemos-postgres psql -U mnemos -d mnemos_cortex "
+                        f"-tAc \"{sql}\"").stdout.strip()
 
 
 def redis(machine, *args: str) -> str:
@@ -58,10 +59,12 @@ def test_backup_destroy_restore_gives_identical_data(provisioned, data):
     dev(machine, "docker compose down -v")
     run = machine.deploy()
     assert run.returncode == 0, run.output[-3000:]
-    assert psql(machine, "SELECT to_regclass('jobs') IS NULL") == "t", "the volume was not destroyed"
+    assert psql(machine, "SELECT to_regclass('jobs') IS NULL") == "t", \
+        "the volume was not destroyed"
     restore = dev(machine, f"make restore BACKUP_FILE={archive}")
     assert "verified" in restore.stdout
-    assert psql(machine, "SELECT md5(string_agg(id || name, ',' ORDER BY id)) FROM jobs") == data["rows"]
+    assert psql(machine, "SELECT md5(string_agg(id || name, ',' ORDER BY id)) FROM jobs") \
+        == data["rows"]
     assert redis(machine, "MGET", *[f"key:{i}" for i in range(20)]) == data["keys"]
     assert dev(machine, "make health").returncode == 0
 
@@ -69,24 +72,29 @@ def test_backup_destroy_restore_gives_identical_data(provisioned, data):
 def test_an_archive_with_one_flipped_byte_is_refused_and_nothing_changes(provisioned, data):
     machine, _ = provisioned
     archive = make_backup(machine)
-    started = machine.exec("docker inspect -f '{{.State.StartedAt}}' mnemos-postgres mnemos-redis").stdout
+    started = machine.exec("docker inspect -f '{{.State.StartedAt}}' "
+                           "mnemos-postgres mnemos-redis").stdout
     redis(machine, "SET", "after-backup", "kept")
     for keep_checksum in (True, False):
         bad = f"/tmp/flipped-{keep_checksum}.tar.gz.gpg"
         machine.exec(f"cp {archive} {bad} && chmod 644 {bad}")
         if keep_checksum:
-            machine.exec(f"sed 's|{archive.split('/')[-1]}|{bad.split('/')[-1]}|' {archive}.sha256 > {bad}.sha256")
+            machine.exec(f"sed 's|{archive.split('/')[-1]}|{bad.split('/')[-1]}|' "
+                         f"{archive}.sha256 > {bad}.sha256")
         size = int(machine.exec(f"stat -c %s {bad}").stdout)
         offset = size // 2
         byte = int(machine.exec(f"od -An -tu1 -j{offset} -N1 {bad}").stdout)
-        machine.exec(f"printf '\\{(byte ^ 0xFF):03o}' | dd of={bad} bs=1 seek={offset} conv=notrunc 2>/dev/null")
+        machine.exec(f"printf '\\{(byte ^ 0xFF):03o}' | "
+                     f"dd of={bad} bs=1 seek={offset} conv=notrunc 2>/dev/null")
         assert int(machine.exec(f"od -An -tu1 -j{offset} -N1 {bad}").stdout) == byte ^ 0xFF
         result = dev(machine, f"sh scripts/backup/restore-all.sh {bad}", check=False)
         assert result.returncode != 0
         assert "refused, nothing was changed" in result.stderr, result.stderr
-    assert machine.exec("docker inspect -f '{{.State.StartedAt}}' mnemos-postgres mnemos-redis").stdout == started
+    assert machine.exec("docker inspect -f '{{.State.StartedAt}}' "
+                        "mnemos-postgres mnemos-redis").stdout == started
     assert redis(machine, "GET", "after-backup") == "kept"
-    assert psql(machine, "SELECT md5(string_agg(id || name, ',' ORDER BY id)) FROM jobs") == data["rows"]
+    assert psql(machine, "SELECT md5(string_agg(id || name, ',' ORDER BY id)) FROM jobs") \
+        == data["rows"]
 
 
 def test_an_encrypted_archive_cannot_be_read_without_the_key(provisioned, data):
@@ -105,7 +113,8 @@ def test_an_encrypted_archive_cannot_be_read_without_the_key(provisioned, data):
                          check=False, user="dev")
     assert right.returncode == 0 and "job-42" in right.stdout, "the key of .env does not open it"
     listing = machine.exec(f"printf '%s\\n' '{key}' | gpg --batch --pinentry-mode loopback "
-                           f"--passphrase-fd 0 -d {archive} 2>/dev/null | tar -tzf -", user="dev").stdout
+                           f"--passphrase-fd 0 -d {archive} 2>/dev/null | tar -tzf -",
+                           user="dev").stdout
     assert "./postgres.sql" in listing and "./MANIFEST.sha256" in listing
 
 
@@ -114,7 +123,8 @@ def test_retention_removes_only_old_archives(provisioned, data):
     machine.exec(
         f"cd {BACKUPS} && touch -d '45 days ago' mnemos-backup-20200101T000000Z.tar.gz.gpg "
         "mnemos-backup-20200101T000000Z.tar.gz.gpg.sha256 unrelated-notes.txt && "
-        "touch -d '10 days ago' mnemos-backup-20200301T000000Z.tar.gz.gpg && chown dev: *", user=None)
+        "touch -d '10 days ago' mnemos-backup-20200301T000000Z.tar.gz.gpg && chown dev: *",
+        user=None)
     make_backup(machine)
     left = machine.exec(f"ls {BACKUPS}").stdout.split()
     assert "mnemos-backup-20200101T000000Z.tar.gz.gpg" not in left

@@ -52,7 +52,8 @@ def presented_fingerprint(machine, server_name: str | None) -> str:
 def test_traefik_is_the_pinned_version_and_healthy_by_its_own_ping(provisioned):
     machine, _ = provisioned
     info = json.loads(machine.exec("docker inspect mnemos-traefik").stdout)[0]
-    assert info["Config"]["Entrypoint"] == ["/entrypoint.sh"] and info["Config"]["Cmd"] == ["traefik"]
+    assert info["Config"]["Entrypoint"] == ["/entrypoint.sh"] \
+        and info["Config"]["Cmd"] == ["traefik"]
     assert info["Config"]["Healthcheck"]["Test"] == ["CMD", "traefik", "healthcheck", "--ping"]
     assert info["State"]["Health"]["Status"] == "healthy", info["State"]["Health"]
     assert info["State"]["Health"]["Log"][-1]["ExitCode"] == 0
@@ -80,7 +81,8 @@ def test_the_dashboard_answers_on_bind_address_only(provisioned):
         if ":" in address:
             continue
         status, body = curl(machine, f"http://{address}:8080/dashboard/")
-        assert status == 0 and "curl exit 7" in body, f"dashboard on {address}: {status} {body[:200]}"
+        assert status == 0 and "curl exit 7" in body, \
+            f"dashboard on {address}: {status} {body[:200]}"
 
 
 def test_prometheus_is_routed_by_the_docker_providers_labels_over_http(provisioned):
@@ -91,7 +93,8 @@ def test_prometheus_is_routed_by_the_docker_providers_labels_over_http(provision
     assert "prometheus@docker" in routers or "web-prometheus@docker" in routers, sorted(routers)
     assert all(r.get("status") == "enabled" for r in routers.values()), routers
     # a real Prometheus answers behind the gateway: its build information, as the container has it
-    status, body = curl(machine, "http://127.0.0.1/api/v1/status/buildinfo", "-H", f"Host: {PROMETHEUS}")
+    status, body = curl(machine, "http://127.0.0.1/api/v1/status/buildinfo",
+                        "-H", f"Host: {PROMETHEUS}")
     assert status == 200, (status, body[:300])
     routed = json.loads(body)["data"]["version"]
     direct = machine.exec("docker exec mnemos-prometheus prometheus --version").stdout
@@ -103,7 +106,8 @@ def test_prometheus_is_routed_by_the_docker_providers_labels_over_http(provision
 def test_prometheus_lifecycle_endpoints_are_not_routed(provisioned):
     machine, _ = provisioned
     for path in ("/-/quit", "/-/reload"):
-        status, _ = curl(machine, f"http://127.0.0.1{path}", "-X", "POST", "-H", f"Host: {PROMETHEUS}")
+        status, _ = curl(machine, f"http://127.0.0.1{path}", "-X", "POST",
+                         "-H", f"Host: {PROMETHEUS}")
         assert status == 404, f"POST {path} through Traefik answered {status}"
     assert curl(machine, "http://127.0.0.1:9090/-/healthy")[0] == 200, "Prometheus stopped"
 

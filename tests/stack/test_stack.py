@@ -38,11 +38,13 @@ def test_a_stopped_service_is_named_and_started_by_the_next_converge(provisioned
     machine.exec("docker stop mnemos-redis >/dev/null")
     check = machine.exec(f"cd {ROOT} && sh scripts/health-check.sh", check=False)
     assert check.returncode != 0
-    assert "Checking Redis... " in check.stdout and "container mnemos-redis is exited" in check.stdout
+    assert "Checking Redis... " in check.stdout \
+        and "container mnemos-redis is exited" in check.stdout
     assert "1 service(s) unhealthy" in check.stdout
     run = machine.deploy()
     assert run.returncode == 0, run.output[-3000:]
-    assert run.changed == ["MNEMOS stack | Converge the compose stack (postgres, redis, prometheus, traefik)"]
+    assert run.changed == [
+        "MNEMOS stack | Converge the compose stack (postgres, redis, prometheus, traefik)"]
     assert machine.exec(f"cd {ROOT} && sh scripts/health-check.sh", check=False).returncode == 0
 
 
@@ -70,7 +72,8 @@ def test_backend_and_data_are_internal_and_cannot_route_out(provisioned):
         else:
             bridge = "br-" + info["Id"][:12]
             drop = f"-A DOCKER-ISOLATION-STAGE-1 ! -d {subnet} -i {bridge} -j DROP"
-            assert drop in rules, f"engine {engine}: no rule dropping what leaves {network}:\n{rules}"
+            assert drop in rules, \
+                f"engine {engine}: no rule dropping what leaves {network}:\n{rules}"
     hostaccess = json.loads(machine.exec("docker network inspect mnemos_hostaccess").stdout)[0]
     assert hostaccess["Internal"] is False, "the network that publishes ports must not be internal"
 
@@ -108,18 +111,23 @@ def test_init_db_databases_exist_and_env_passwords_work(provisioned):
 def test_data_survives_compose_down_and_a_converge(provisioned):
     machine, _ = provisioned
     machine.exec("docker exec mnemos-postgres psql -U mnemos -d mnemos -c "
-                 "\"CREATE TABLE IF NOT EXISTS survival (v text); INSERT INTO survival VALUES ('kept')\"")
-    machine.exec("docker exec mnemos-redis sh -c 'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli SET survival kept'")
-    machine.exec("docker exec mnemos-redis sh -c 'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli SAVE'")
+                 "\"CREATE TABLE IF NOT EXISTS survival (v text); "
+                 "INSERT INTO survival VALUES ('kept')\"")
+    machine.exec("docker exec mnemos-redis sh -c "
+                 "'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli SET survival kept'")
+    machine.exec("docker exec mnemos-redis sh -c "
+                 "'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli SAVE'")
     machine.exec(f"{COMPOSE} down")
-    assert machine.exec("docker ps -q --filter label=com.docker.compose.project=mnemos").stdout.strip() == ""
+    assert machine.exec(
+        "docker ps -q --filter label=com.docker.compose.project=mnemos").stdout.strip() == ""
     run = machine.deploy()
     assert run.returncode == 0, run.output[-3000:]
     rows = machine.exec("docker exec mnemos-postgres psql -U mnemos -d mnemos -tAc "
                         "'select v from survival'").stdout.split()
     assert "kept" in rows
-    value = machine.exec("docker exec mnemos-redis sh -c "
-                         "'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli GET survival'").stdout.strip()
+    value = machine.exec(
+        "docker exec mnemos-redis sh -c "
+        "'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli GET survival'").stdout.strip()
     assert value == "kept"
 
 

@@ -60,7 +60,8 @@ def s3():
 
 def test_buckets_are_created_versioned_and_expiring_then_left_alone(s3):
     assert set(minio_setup.bucket_differences(s3, DESIRED)) == {
-        "bucket mnemos-artifacts", "bucket mnemos-models", "bucket mnemos-backups", "bucket mnemos-uploads"}
+        "bucket mnemos-artifacts", "bucket mnemos-models", "bucket mnemos-backups",
+        "bucket mnemos-uploads"}
     minio_setup.apply_buckets(s3, DESIRED)
     assert {b.name for b in s3.list_buckets()} >= {b.name for b in DESIRED.buckets}
     assert s3.get_bucket_versioning("mnemos-artifacts").status == ENABLED
@@ -131,11 +132,13 @@ def test_the_application_policy_as_minio_returns_it_in_any_order_is_not_applied_
     admin = FakeAdmin(shuffled)
     assert minio_setup.user_differences(admin, FakeAppS3(), DESIRED) == []
     assert minio_setup.apply_user(admin, FakeAppS3(), DESIRED) == [] and admin.added == []
-    one = minio_setup.Desired(buckets=DESIRED.buckets[:1], app_user="mnemos-app", app_secret="s" * 40)
+    one = minio_setup.Desired(buckets=DESIRED.buckets[:1], app_user="mnemos-app",
+                              app_secret="s" * 40)
     single = minio_setup.app_policy_document(one.buckets)
     single["Statement"][0]["Resource"] = single["Statement"][0]["Resource"][0]
     assert minio_setup.user_differences(FakeAdmin(single), FakeAppS3(), one) == []
     wider = json.loads(json.dumps(shuffled))
     wider["Statement"][0]["Action"].append("s3:PutBucketPolicy")
-    assert minio_setup.user_differences(FakeAdmin(wider), FakeAppS3(), DESIRED) == ["policy mnemos-app"]
+    assert minio_setup.user_differences(FakeAdmin(wider), FakeAppS3(), DESIRED) \
+        == ["policy mnemos-app"]
 

@@ -16,37 +16,58 @@ pytestmark = pytest.mark.unit
 BAD_INPUTS = [
     # (--data arguments, fragments the message must contain)
     (["mnemos_roots=/tmp/x"], ["mnemos_roots", "unknown setting", "did you mean 'mnemos_root'"]),
-    (["docker_source=docker_ce"], ["docker_source = 'docker_ce'", "expected one of auto, desktop, docker-ce, distro", "did you mean 'docker-ce'"]),
+    (["docker_source=docker_ce"],
+     ["docker_source = 'docker_ce'", "expected one of auto, desktop, docker-ce, distro",
+      "did you mean 'docker-ce'"]),
     (["bind_address=localhost"], ["bind_address = 'localhost'", "expected an IP address"]),
     (["mnemos_root=mnemos"], ["mnemos_root = 'mnemos'", "absolute path or one starting with ~/"]),
     (["launch_stack=maybe"], ["launch_stack = 'maybe'", "expected true or false"]),
     (["stack_wait_timeout=soon"], ["stack_wait_timeout = 'soon'", "expected a whole number"]),
-    (["environment=prod"], ["environment = 'prod'", "expected one of development, staging, production", "did you mean 'production'"]),
-    (["compose_plugin_binary=/nonexistent/docker-compose"], ["compose_plugin_binary", "no such file on the machine running pyinfra"]),
+    (["environment=prod"],
+     ["environment = 'prod'", "expected one of development, staging, production",
+      "did you mean 'production'"]),
+    (["compose_plugin_binary=/nonexistent/docker-compose"],
+     ["compose_plugin_binary", "no such file on the machine running pyinfra"]),
     (["tools=yq,trivvy"], ["tools = 'trivvy'", "unknown entry", "did you mean 'trivy'"]),
-    (["compose_profiles=data,observabilty"], ["compose_profiles = 'observabilty'", "did you mean 'observability'"]),
+    (["compose_profiles=data,observabilty"],
+     ["compose_profiles = 'observabilty'", "did you mean 'observability'"]),
     (["backup_schedule=daily"], ["backup_schedule = 'daily'", "5-field cron expression"]),
     # dotenv_overrides: keys of .env.example, one-line strings, no secret set or referenced
-    (['dotenv_overrides={"LOG_LEVL": "DEBUG"}'], ["dotenv_overrides['LOG_LEVL']", "not a variable of .env.example", "did you mean 'LOG_LEVEL'"]),
-    (['dotenv_overrides={"LOG_LEVEL": 5}'], ["dotenv_overrides['LOG_LEVEL'] = 5", "expected a string"]),
-    (['dotenv_overrides={"PROMETHEUS_SCRAPE_INTERVAL": "15s\\nbad: 1"}'], ["dotenv_overrides['PROMETHEUS_SCRAPE_INTERVAL']", "expected one line"]),
-    (['dotenv_overrides={"LOKI_URL": "{POSTGRES_PASSWORD}"}'], ["dotenv_overrides['LOKI_URL']", "refers to a secret"]),
-    (['dotenv_overrides={"POSTGRES_PASSWORD": "x"}'], ["dotenv_overrides['POSTGRES_PASSWORD'] = '<hidden>'", "is a secret"]),
-    (['supported_os={"debian": 12}'], ["supported_os['debian'] = 12", "expected a list of version strings"]),
+    (['dotenv_overrides={"LOG_LEVL": "DEBUG"}'],
+     ["dotenv_overrides['LOG_LEVL']", "not a variable of .env.example",
+      "did you mean 'LOG_LEVEL'"]),
+    (['dotenv_overrides={"LOG_LEVEL": 5}'],
+     ["dotenv_overrides['LOG_LEVEL'] = 5", "expected a string"]),
+    (['dotenv_overrides={"PROMETHEUS_SCRAPE_INTERVAL": "15s\\nbad: 1"}'],
+     ["dotenv_overrides['PROMETHEUS_SCRAPE_INTERVAL']", "expected one line"]),
+    (['dotenv_overrides={"LOKI_URL": "{POSTGRES_PASSWORD}"}'],
+     ["dotenv_overrides['LOKI_URL']", "refers to a secret"]),
+    (['dotenv_overrides={"POSTGRES_PASSWORD": "x"}'],
+     ["dotenv_overrides['POSTGRES_PASSWORD'] = '<hidden>'", "is a secret"]),
+    (['supported_os={"debian": 12}'],
+     ["supported_os['debian'] = 12", "expected a list of version strings"]),
     # where the tree and the state may be
     (["mnemos_root=/"], ["mnemos_root = '/'", "system directory or the home directory itself"]),
     (["mnemos_root=/etc"], ["mnemos_root = '/etc'", "system directory"]),
-    (["secrets_state_path=/tmp/mnemos-secrets.json"], ["secrets_state_path = '/tmp/mnemos-secrets.json'", "every account can write"]),
-    (["secrets_state_path=/srv/m/.config/s.json", "mnemos_root=/srv/m"], ["lies inside mnemos_root (/srv/m)"]),
+    (["secrets_state_path=/tmp/mnemos-secrets.json"],
+     ["secrets_state_path = '/tmp/mnemos-secrets.json'", "every account can write"]),
+    (["secrets_state_path=/srv/m/.config/s.json", "mnemos_root=/srv/m"],
+     ["lies inside mnemos_root (/srv/m)"]),
     # a supplied secret that would change every URL of .env
-    (['secrets={"POSTGRES_PASSWORD": "Zq9xW2vB7nM4kL8p@R3tY/x"}'], ["secrets['POSTGRES_PASSWORD'] = '<hidden>'", "only letters, digits and . _ ~ -"]),
+    (['secrets={"POSTGRES_PASSWORD": "Zq9xW2vB7nM4kL8p@R3tY/x"}'],
+     ["secrets['POSTGRES_PASSWORD'] = '<hidden>'", "only letters, digits and . _ ~ -"]),
     # pyinfra's --data reads 20.10 as the number 20.1: the message says how to quote it
-    (["docker_min_version=20.10"], ["docker_min_version = 20.1", "quote it as JSON", "--data 'docker_min_version=\"20.1\"'"]),
-    (["traefik_log_level=WARNING"], ["traefik_log_level = 'WARNING'", "expected one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL, PANIC", "did you mean 'WARN'"]),
+    (["docker_min_version=20.10"],
+     ["docker_min_version = 20.1", "quote it as JSON", "--data 'docker_min_version=\"20.1\"'"]),
+    (["traefik_log_level=WARNING"],
+     ["traefik_log_level = 'WARNING'",
+      "expected one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL, PANIC", "did you mean 'WARN'"]),
 ]
 
 
-@pytest.mark.parametrize("data,fragments", BAD_INPUTS, ids=[d[0][0].split("=")[0] + ":" + d[0][0].split("=")[1] for d in BAD_INPUTS])
+@pytest.mark.parametrize("data,fragments", BAD_INPUTS,
+                         ids=[d[0][0].split("=")[0] + ":" + d[0][0].split("=")[1]
+                              for d in BAD_INPUTS])
 def test_bad_input_stops_before_any_operation(tmp_path, data, fragments):
     root = tmp_path / "mnemos"
     settings = {"mnemos_root": str(root), "secrets_state_path": f"{tmp_path}/state/s.json"}
@@ -161,10 +182,12 @@ def test_tls_certificates_are_made_once_with_private_keys(tmp_path):
     first = run(args, cwd=REPO)
     assert first.returncode == 0, first.stdout + first.stderr
     vault_crt = tmp_path / "mnemos/config/vault/tls/vault.crt"
-    sans = run(["openssl", "x509", "-in", str(vault_crt), "-noout", "-ext", "subjectAltName"]).stdout
+    sans = run(["openssl", "x509", "-in", str(vault_crt), "-noout",
+                "-ext", "subjectAltName"]).stdout
     assert "IP Address:127.0.0.1" in sans and "DNS:vault" in sans
     assert oct((tmp_path / "mnemos/config/vault/tls/vault.key").stat().st_mode & 0o777) == "0o640"
-    assert oct((tmp_path / "mnemos/config/traefik/certs/mnemos.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "mnemos/config/traefik/certs/mnemos.key").stat().st_mode & 0o777) \
+        == "0o600"
     before = vault_crt.read_bytes()
     second = run(args, cwd=REPO)
     from tests.harness import parse_results

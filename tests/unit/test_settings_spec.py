@@ -15,7 +15,13 @@ import pytest
 
 from mnemos_provision import settings_doc
 from mnemos_provision.settings import (
-    DICT_SETTINGS, SPEC, SettingsError, host_layers, load_defaults, merge_layers, validate,
+    DICT_SETTINGS,
+    SPEC,
+    SettingsError,
+    host_layers,
+    load_defaults,
+    merge_layers,
+    validate,
     validate_layers,
 )
 from tests.conftest import REPO, run

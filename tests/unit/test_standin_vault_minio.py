@@ -70,7 +70,8 @@ class Container:
             harness.sh(["docker", "volume", "rm", "-f", volume], check=False)
 
 
-def vault_container(images, tmp_path, storage="/vault/file", mlock="false", extra=(), ipc_lock=True):
+def vault_container(images, tmp_path, storage="/vault/file", mlock="false", extra=(),
+                    ipc_lock=True):
     config = tmp_path / "config"
     config.mkdir()
     (config / "vault.hcl").write_text(HCL.format(path=storage, mlock=mlock))
@@ -83,7 +84,8 @@ def vault_container(images, tmp_path, storage="/vault/file", mlock="false", extr
 
 
 def request(url: str, method="GET", body=None, token=""):
-    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body else None,
+    req = urllib.request.Request(url, method=method,
+                                 data=json.dumps(body).encode() if body else None,
                                  headers={"X-Vault-Token": token} if token else {})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -107,7 +109,8 @@ def healthcheck(c: Container) -> int:
     return c.exec("vault status >/dev/null 2>&1; test $? -ne 1").returncode
 
 
-def test_vault_standin_entrypoint_chowns_only_its_three_directories_and_drops_to_vault(images, tmp_path):
+def test_vault_standin_entrypoint_chowns_only_its_three_directories_and_drops_to_vault(
+        images, tmp_path):
     c = vault_container(images, tmp_path).start(8200)
     try:
         wait_for(c.url(8200) + "/v1/sys/seal-status")
@@ -115,7 +118,8 @@ def test_vault_standin_entrypoint_chowns_only_its_three_directories_and_drops_to
         assert "/vault/file vault" in owners and "/vault/logs vault" in owners, owners
         assert "/vault/data root" in owners, f"a volume outside the three was chowned:\n{owners}"
         server = c.exec("for p in /proc/[0-9]*; do case $(tr '\\0' ' ' < $p/cmdline) in "
-                        "*vault-python' '*/vault' server'*) stat -c %U $p;; esac; done").stdout.split()
+                        "*vault-python' '*/vault' server'*) stat -c %U $p;; esac; "
+                        "done").stdout.split()
         assert server and set(server) == {"vault"}, f"vault server runs as {server}"
         caps = c.exec("getcap /usr/local/libexec/vault/vault-python").stdout
         assert "cap_ipc_lock" in caps, f"the entrypoint's setcap step did not run: {caps!r}"
@@ -130,7 +134,8 @@ def test_vault_standin_status_exit_codes_drive_the_compose_healthcheck(images, t
         wait_for(url + "/v1/sys/seal-status")
         assert c.exec("vault status").returncode == 2  # uninitialized: sealed
         assert healthcheck(c) == 0, "a sealed Vault is healthy for compose (the deploy unseals it)"
-        status, init = request(url + "/v1/sys/init", "PUT", {"secret_shares": 1, "secret_threshold": 1})
+        status, init = request(url + "/v1/sys/init", "PUT",
+                               {"secret_shares": 1, "secret_threshold": 1})
         assert status == 200, init
         request(url + "/v1/sys/unseal", "PUT", {"key": init["keys"][0]})
         assert c.exec("vault status").returncode == 0
@@ -147,14 +152,16 @@ def test_vault_standin_status_exit_codes_drive_the_compose_healthcheck(images, t
         c.remove()
 
 
-def test_vault_standin_refuses_to_initialize_on_a_storage_path_the_entrypoint_does_not_prepare(images, tmp_path):
+def test_vault_standin_refuses_to_initialize_on_a_storage_path_the_entrypoint_does_not_prepare(
+        images, tmp_path):
     """/vault/data is a fresh, root-owned volume: the vault user cannot write it, so sys/init
     fails and Vault stays uninitialized (what the real image does with that vault.hcl)."""
     c = vault_container(images, tmp_path, storage="/vault/data").start(8200)
     try:
         url = c.url(8200)
         wait_for(url + "/v1/sys/seal-status")
-        status, body = request(url + "/v1/sys/init", "PUT", {"secret_shares": 1, "secret_threshold": 1})
+        status, body = request(url + "/v1/sys/init", "PUT",
+                               {"secret_shares": 1, "secret_threshold": 1})
         assert status == 500 and "Permission denied" in json.dumps(body), (status, body)
         assert request(url + "/v1/sys/init")[1] == {"initialized": False}
     finally:
@@ -175,7 +182,8 @@ def test_vault_standin_mlock_needs_ipc_lock_as_vault_does(images, tmp_path):
     bad = vault_container(images, tmp_path, mlock="false", extra=limit, ipc_lock=False).start(8200)
     try:
         time.sleep(4)
-        state = harness.sh(["docker", "inspect", "-f", "{{.State.Running}}", bad.name]).stdout.strip()
+        state = harness.sh(["docker", "inspect", "-f", "{{.State.Running}}",
+                            bad.name]).stdout.strip()
         assert state == "false", bad.logs()
         assert "Couldn't start vault with IPC_LOCK" in bad.logs(), bad.logs()
         assert "Failed to lock memory" in bad.logs(), bad.logs()
@@ -218,7 +226,8 @@ def test_minio_standin_healthcheck_console_and_root_only_admin(minio):
     with pytest.raises(S3Error) as refused:
         stranger.bucket_exists("standin-check")
     assert refused.value.code == "InvalidAccessKeyId"
-    admin = MinioAdmin(endpoint=endpoint, credentials=StaticProvider("nobody-known", "whatever-secret"), secure=False)
+    admin = MinioAdmin(endpoint=endpoint,
+                       credentials=StaticProvider("nobody-known", "whatever-secret"), secure=False)
     with pytest.raises(MinioAdminException):
         admin.user_add("someone", "someone-secret")
     # a healthcheck that fails when the server does not answer (stopped from outside: PID 1 of a
@@ -245,7 +254,8 @@ def test_minio_standin_serves_the_deploys_admin_calls_and_shuffles_policies(mini
     s3 = Minio(endpoint, *root, secure=False)
     app = Minio(endpoint, desired.app_user, desired.app_secret, secure=False)
     admin = MinioAdmin(endpoint=endpoint, credentials=StaticProvider(*root), secure=False)
-    before = minio_setup.bucket_differences(s3, desired) + minio_setup.user_differences(admin, app, desired)
+    before = (minio_setup.bucket_differences(s3, desired)
+              + minio_setup.user_differences(admin, app, desired))
     assert f"user {desired.app_user}" in before
     minio_setup.apply_buckets(s3, desired)
     minio_setup.apply_user(admin, app, desired)

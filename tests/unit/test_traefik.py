@@ -80,7 +80,8 @@ def routed_services(compose: dict, network: str) -> dict[str, dict]:
         routers: dict[str, dict] = {}
         services: dict[str, int] = {}
         for key, value in labels.items():
-            if not key.startswith("traefik.") or key in ("traefik.enable", "traefik.docker.network"):
+            if not key.startswith("traefik.") \
+                    or key in ("traefik.enable", "traefik.docker.network"):
                 continue
             if m := ROUTER_LABEL.fullmatch(key):
                 router, attr = m.groups()

@@ -71,7 +71,8 @@ def test_fresh_vault_is_initialized_unsealed_and_configured_then_left_alone(vaul
     assert len(store.data["keys_base64"]) == 3 and store.data["root_token"]
     assert not sim.sealed and sim.kv["mnemos/"]["postgres"][-1]["password"] == "p" * 32
     token = sim.tokens[want.token_id]
-    assert "mnemos-services" in token["policies"] and token["renewable"] and token["period"] == "768h"
+    assert "mnemos-services" in token["policies"] and token["renewable"] \
+        and token["period"] == "768h"
     writes = list(sim.writes)
     assert vault_setup.plan(client, store, want) == []
     assert vault_setup.apply(client, store, want) == []
@@ -134,8 +135,10 @@ def test_drifted_policy_and_secret_are_repaired(vault):
     vault_setup.apply(client, store, want)
     sim.policies["mnemos-services"] = 'path "*" { capabilities = ["sudo"] }'
     sim.kv["mnemos/"]["redis"].append({"password": "changed-by-hand"})
-    assert set(vault_setup.plan(client, store, want)) == {"policy mnemos-services", "secret mnemos/redis"}
-    assert set(vault_setup.apply(client, store, want)) == {"policy mnemos-services", "wrote mnemos/redis"}
+    assert set(vault_setup.plan(client, store, want)) == {"policy mnemos-services",
+                                                          "secret mnemos/redis"}
+    assert set(vault_setup.apply(client, store, want)) == {"policy mnemos-services",
+                                                           "wrote mnemos/redis"}
     assert vault_setup.plan(client, store, want) == []
 
 
@@ -155,11 +158,13 @@ def test_simulated_vault_holds_the_scoped_token_to_its_policy(vault):
     assert secret["data"]["data"]["password"] == "p" * 32
     assert scoped.auth.token.lookup_self()["data"]["policies"] == ["default", "mnemos-services"]
     refused = [
-        lambda: scoped.secrets.kv.v2.create_or_update_secret(path="postgres", secret={"password": "x"},
+        lambda: scoped.secrets.kv.v2.create_or_update_secret(path="postgres",
+                                                             secret={"password": "x"},
                                                              mount_point="mnemos"),
         lambda: scoped.secrets.kv.v2.create_or_update_secret(path="elsewhere", secret={"a": "b"},
                                                              mount_point="mnemos"),
-        lambda: scoped.sys.create_or_update_policy(name="mine", policy='path "*" { capabilities = ["sudo"] }'),
+        lambda: scoped.sys.create_or_update_policy(
+            name="mine", policy='path "*" { capabilities = ["sudo"] }'),
         lambda: scoped.sys.enable_secrets_engine(backend_type="kv", path="mine"),
         lambda: scoped.sys.read_policy(name="mnemos-services"),
         lambda: scoped.sys.list_mounted_secrets_engines(),
@@ -179,7 +184,8 @@ def test_simulated_vault_revokes_the_children_of_a_revoked_token_but_not_orphans
     vault_setup.apply(client, store, desired(url))
     root = client_with(url, store.data["root_token"])
     child = root.auth.token.create(policies=["mnemos-services"])["auth"]["client_token"]
-    orphan = root.auth.token.create(policies=["mnemos-services"], no_parent=True)["auth"]["client_token"]
+    orphan = root.auth.token.create(policies=["mnemos-services"],
+                                    no_parent=True)["auth"]["client_token"]
     assert root.auth.token.lookup(child)["data"]["orphan"] is False
     assert root.auth.token.lookup(orphan)["data"]["orphan"] is True
     root.auth.token.revoke_self()
@@ -195,11 +201,13 @@ def test_simulated_vault_lets_only_root_or_sudo_choose_a_token_id_or_make_an_orp
     root.sys.create_or_update_policy(
         name="creator", policy='path "auth/token/create" {\n  capabilities = ["update"]\n}\n')
     root.sys.create_or_update_policy(
-        name="creator-sudo", policy='path "auth/token/create" {\n  capabilities = ["update", "sudo"]\n}\n')
+        name="creator-sudo",
+        policy='path "auth/token/create" {\n  capabilities = ["update", "sudo"]\n}\n')
     creator = client_with(url, root.auth.token.create(policies=["creator"])["auth"]["client_token"])
-    for options, message in (({"id": "chosen-id"}, "root or sudo privileges required to specify token id"),
-                             ({"no_parent": True}, "root or sudo privileges required to create orphan token"),
-                             ({"period": "768h"}, "root or sudo privileges required to create periodic token")):
+    for options, message in (
+            ({"id": "chosen-id"}, "root or sudo privileges required to specify token id"),
+            ({"no_parent": True}, "root or sudo privileges required to create orphan token"),
+            ({"period": "768h"}, "root or sudo privileges required to create periodic token")):
         with pytest.raises(hvac.exceptions.InvalidRequest) as err:
             creator.auth.token.create(policies=["creator"], **options)
         assert message in str(err.value)
@@ -207,7 +215,8 @@ def test_simulated_vault_lets_only_root_or_sudo_choose_a_token_id_or_make_an_orp
         creator.auth.token.create(policies=["mnemos-services"])
     assert "child policies must be subset of parent" in str(err.value)
     assert creator.auth.token.create(policies=["creator"])["auth"]["orphan"] is False
-    sudo = client_with(url, root.auth.token.create(policies=["creator-sudo"])["auth"]["client_token"])
+    sudo = client_with(url,
+                       root.auth.token.create(policies=["creator-sudo"])["auth"]["client_token"])
     sudo.auth.token.create(id="chosen-id", no_parent=True, policies=["mnemos-services"])
     assert sim.tokens["chosen-id"]["parent"] == ""
 
@@ -276,7 +285,8 @@ class AnswerLostRunner(LocalRunner):
         return rc, out
 
 
-def test_keys_are_on_the_host_before_the_controller_sees_them_and_the_next_run_unseals(vault, tmp_path):
+def test_keys_are_on_the_host_before_the_controller_sees_them_and_the_next_run_unseals(
+        vault, tmp_path):
     sim, client, url = vault
     keys = tmp_path / "state" / "vault-keys.json"
     store, want = host_key_store(keys), desired(url)
@@ -354,7 +364,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def real_vault(tmp_path):
-    """A REAL Vault: VAULT_TEST_ADDR (an uninitialized test server), or `vault server` (not -dev)."""
+    """A REAL Vault: VAULT_TEST_ADDR (an uninitialized test server), \
+or `vault server` (not -dev)."""
     if os.environ.get("VAULT_TEST_ADDR"):
         yield os.environ["VAULT_TEST_ADDR"]
         return

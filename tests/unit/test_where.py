@@ -25,7 +25,8 @@ from tests.unit.test_render import ENVIRONMENTS, env_data, write_tree
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parent.parent.parent
-ROOT, KEYS, STATE = "/home/u/mnemos", "/home/u/.config/mnemos/vault-keys.json", "/home/u/.config/mnemos/secrets.json"
+ROOT, KEYS, STATE = ("/home/u/mnemos", "/home/u/.config/mnemos/vault-keys.json",
+                     "/home/u/.config/mnemos/secrets.json")
 
 
 def rendered_compose(settings, tmp_path: Path) -> dict:
@@ -53,7 +54,8 @@ def test_every_published_port_of_the_compose_file_is_in_the_block_and_no_other(e
     assert shown == published, text
     # a service that publishes nothing gets the command that reaches it
     for name in settings.enabled_services:
-        if not any(settings.published_ports.get(k) for k, s in _port_services().items() if s == name):
+        if not any(settings.published_ports.get(k)
+                   for k, s in _port_services().items() if s == name):
             assert f"docker compose exec {name}" in text or name == "otel-collector", (name, text)
 
 
@@ -103,7 +105,8 @@ def test_what_changes_with_the_settings():
     assert KEYS not in production  # publish_ports = False: the deploy does not initialize Vault
     assert "docker compose exec vault vault operator init" in production
     assert "https://grafana.mnemos.local/" in production
-    other_port = block({**env_data("dev"), "ports": {**validate(env_data("dev")).ports, "traefik_http": 8081}})
+    other_port = block({**env_data("dev"),
+                        "ports": {**validate(env_data("dev")).ports, "traefik_http": 8081}})
     assert "http://grafana.mnemos.local:8081/" in other_port
 
 
@@ -128,7 +131,8 @@ DEPLOY = textwrap.dedent('''
 ''')
 
 
-def pyinfra_run(tmp_path: Path, change: str, where: str | None = None) -> subprocess.CompletedProcess:
+def pyinfra_run(tmp_path: Path, change: str,
+                where: str | None = None) -> subprocess.CompletedProcess:
     deploy = tmp_path / "where_deploy.py"
     deploy.write_text(DEPLOY)
     env = {**os.environ, "CHANGE": change, "PYTHONPATH": str(REPO)}

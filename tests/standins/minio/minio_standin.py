@@ -91,7 +91,8 @@ def access_key(headers) -> str:
     m = re.search(r"Credential=([^/]+)/", headers.get("Authorization", ""))
     if m:
         return m.group(1)
-    return parse_qs(urlsplit(headers.get("X-Original-Url", "")).query).get("X-Amz-Credential", [""])[0].split("/")[0]
+    return parse_qs(urlsplit(headers.get("X-Original-Url", "")).query).get(
+        "X-Amz-Credential", [""])[0].split("/")[0]
 
 
 def _error_xml(code: str, message: str) -> bytes:
@@ -104,7 +105,8 @@ def serve(args: list[str]) -> int:
     from moto.server import ThreadedMotoServer
 
     if not args or args[0] != "server":
-        sys.stderr.write("The MinIO stand-in runs only `minio server <dir> [--console-address :port]`\n")
+        sys.stderr.write("The MinIO stand-in runs only "
+                         "`minio server <dir> [--console-address :port]`\n")
         return 1
     rest = args[1:]
     console = ":9001"
@@ -121,11 +123,13 @@ def serve(args: list[str]) -> int:
     user = os.environ.get("MINIO_ROOT_USER", "minioadmin")
     password = os.environ.get("MINIO_ROOT_PASSWORD", "minioadmin")
     if len(user) < 3 or len(password) < 8:
-        sys.stderr.write("FATAL Unable to validate credentials inherited from the shell environment: "
+        sys.stderr.write("FATAL Unable to validate credentials inherited from the shell "
+                         "environment: "
                          "Invalid credentials (MINIO_ROOT_USER at least 3 characters, "
                          "MINIO_ROOT_PASSWORD at least 8)\n")
         return 1
-    os.makedirs(os.path.join(data_dir, ".minio.sys"), exist_ok=True)  # fails as MinIO on a bad /data
+    # fails as MinIO on a bad /data
+    os.makedirs(os.path.join(data_dir, ".minio.sys"), exist_ok=True)
     iam = IAM(data_dir, (user, password))
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=MOTO_PORT, verbose=False)
     moto.start()
@@ -172,7 +176,8 @@ def serve(args: list[str]) -> int:
             passed = {k: v for k, v in resp.getheaders()
                       if k.lower() not in ("content-length", "content-type", "transfer-encoding",
                                            "connection", "server", "date")}
-            self._reply(resp.status, data, resp.getheader("Content-Type", "application/xml"), passed)
+            self._reply(resp.status, data, resp.getheader("Content-Type", "application/xml"),
+                        passed)
             conn.close()
 
         def _admin(self, command: str, query: dict, body: bytes):
@@ -186,14 +191,16 @@ def serve(args: list[str]) -> int:
                     old = iam.users.get(q["accessKey"], {})
                     iam.users[q["accessKey"]] = {"secretKey": info["secretKey"],
                                                  "status": info.get("status", "enabled"),
-                                                 "policies": old.get("policies", []), "updatedAt": now}
+                                                 "policies": old.get("policies", []),
+                                                 "updatedAt": now}
                     iam.save()
                     return self._reply(200)
                 if command == "user-info" and self.command == "GET":
                     u = iam.users.get(q.get("accessKey", ""))
                     if u is None:
-                        return self._admin_error(404, "XMinioAdminNoSuchUser",
-                                                 "The specified user does not exist. (Specified user does not exist)")
+                        return self._admin_error(
+                            404, "XMinioAdminNoSuchUser",
+                            "The specified user does not exist. (Specified user does not exist)")
                     return self._reply(200, json.dumps({"policyName": ",".join(u["policies"]),
                                                         "status": u["status"], "memberOf": None,
                                                         "updatedAt": u["updatedAt"]}).encode())
@@ -201,40 +208,49 @@ def serve(args: list[str]) -> int:
                     try:
                         iam.policies[q["name"]] = json.loads(body)
                     except ValueError:
-                        return self._admin_error(400, "XMinioMalformedJSON", "The JSON you provided was not well-formed")
+                        return self._admin_error(400, "XMinioMalformedJSON",
+                                                 "The JSON you provided was not well-formed")
                     iam.save()
                     return self._reply(200)
                 if command == "info-canned-policy" and self.command == "GET":
                     doc = iam.policies.get(q.get("name", ""))
                     if doc is None:
-                        return self._admin_error(404, "XMinioAdminNoSuchPolicy",
-                                                 "The canned policy does not exist. (Specified canned policy does not exist)")
+                        return self._admin_error(
+                            404, "XMinioAdminNoSuchPolicy",
+                            "The canned policy does not exist. "
+                            "(Specified canned policy does not exist)")
                     if q.get("v") == "2":
-                        return self._reply(200, json.dumps({"PolicyName": q["name"], "Policy": shuffled(doc),
-                                                            "CreateDate": now, "UpdateDate": now}).encode())
+                        return self._reply(200, json.dumps({"PolicyName": q["name"],
+                                                            "Policy": shuffled(doc),
+                                                            "CreateDate": now,
+                                                            "UpdateDate": now}).encode())
                     return self._reply(200, json.dumps(shuffled(doc)).encode())
                 if command == "idp/builtin/policy/attach" and self.command == "POST":
                     req = json.loads(decrypt(_Body(body), password))
                     target = iam.users.get(req.get("user", ""))
                     if target is None:
-                        return self._admin_error(404, "XMinioAdminNoSuchUser",
-                                                 "The specified user does not exist. (Specified user does not exist)")
+                        return self._admin_error(
+                            404, "XMinioAdminNoSuchUser",
+                            "The specified user does not exist. (Specified user does not exist)")
                     missing = [p for p in req["policies"] if p not in iam.policies]
                     if missing:
-                        return self._admin_error(404, "XMinioAdminNoSuchPolicy",
-                                                 f"The canned policy does not exist. ({missing[0]})")
+                        return self._admin_error(
+                            404, "XMinioAdminNoSuchPolicy",
+                            f"The canned policy does not exist. ({missing[0]})")
                     new = [p for p in req["policies"] if p not in target["policies"]]
                     if not new:
-                        return self._admin_error(400, "XMinioAdminPolicyChangeAlreadyApplied",
-                                                 "The specified policy change is already in effect.")
+                        return self._admin_error(
+                            400, "XMinioAdminPolicyChangeAlreadyApplied",
+                            "The specified policy change is already in effect.")
                     target["policies"] += new
                     target["updatedAt"] = now
                     iam.save()
                     answer = json.dumps({"policiesAttached": new, "user": req["user"],
                                          "updatedAt": now}).encode()
                     return self._reply(200, encrypt(answer, password), "application/octet-stream")
-            return self._admin_error(501, "NotImplemented",
-                                     f"the MinIO stand-in does not implement {self.command} {command}")
+            return self._admin_error(
+                501, "NotImplemented",
+                f"the MinIO stand-in does not implement {self.command} {command}")
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _do
 
@@ -283,6 +299,7 @@ def main(args: list[str]) -> int:
     if args and args[0] in ("--version", "-v", "version"):
         import minio.crypto  # noqa: F401  (the image's packages are whole)
         import moto.server  # noqa: F401
-        print("minio version RELEASE.2025-09-07T16-13-09Z (STAND-IN: tests/standins/minio, not MinIO)")
+        print("minio version RELEASE.2025-09-07T16-13-09Z "
+              "(STAND-IN: tests/standins/minio, not MinIO)")
         return 0
     return serve(args)

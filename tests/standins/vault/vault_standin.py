@@ -45,7 +45,8 @@ def read_config(paths: list[str]) -> dict:
     text = ""
     for path in paths:
         if os.path.isdir(path):
-            for name in sorted(glob.glob(os.path.join(path, "*.hcl")) + glob.glob(os.path.join(path, "*.json"))):
+            for name in sorted(glob.glob(os.path.join(path, "*.hcl"))
+                               + glob.glob(os.path.join(path, "*.json"))):
                 with open(name, encoding="utf-8") as f:
                     text += f.read() + "\n"
         else:
@@ -75,7 +76,8 @@ def read_config(paths: list[str]) -> dict:
 
 
 def lock_memory() -> None:
-    """mlockall(MCL_CURRENT | MCL_FUTURE), as Vault's mlock.LockMemory; Vault's message on failure."""
+    """mlockall(MCL_CURRENT | MCL_FUTURE), as Vault's mlock.LockMemory; \
+Vault's message on failure."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mlockall(3) != 0:
         err = os.strerror(ctypes.get_errno()).lower()
@@ -127,7 +129,8 @@ class StoredVault:
         with self.lock:
             # Enabling a file audit device opens its file: an unwritable path is refused
             # (https://developer.hashicorp.com/vault/docs/audit/file)
-            if p.startswith("sys/audit/") and method in ("PUT", "POST") and body.get("type") == "file" \
+            if p.startswith("sys/audit/") and method in ("PUT", "POST") \
+                    and body.get("type") == "file" \
                     and not self.vault.sealed and token in self.vault.tokens:
                 target = (body.get("options") or {}).get("file_path", "")
                 try:
@@ -156,7 +159,8 @@ class StoredVault:
 def serve(args: list[str]) -> int:
     configs = [a.split("=", 1)[1] for a in args if a.startswith("-config=")]
     if "-dev" in args or not configs:
-        sys.stderr.write("The Vault stand-in runs only `vault server -config=<dir>` (no -dev mode)\n")
+        sys.stderr.write("The Vault stand-in runs only `vault server -config=<dir>` "
+                         "(no -dev mode)\n")
         return 1
     config = read_config(configs)
     if not config["disable_mlock"]:
@@ -184,7 +188,8 @@ def serve(args: list[str]) -> int:
             if isinstance(payload, str):
                 data, ctype = payload.encode(), "text/plain; version=0.0.4"
             else:
-                data, ctype = (b"" if payload is None else json.dumps(payload).encode()), "application/json"
+                data, ctype = ((b"" if payload is None else json.dumps(payload).encode()),
+                               "application/json")
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
@@ -211,7 +216,8 @@ def serve(args: list[str]) -> int:
     print(f"             Storage: file (path: {config['storage_path']})", flush=True)
     print(f"            Listener: tcp (addr: \"{config['address']}\", tls: "
           f"\"{'disabled' if config['tls_disable'] else 'enabled'}\")", flush=True)
-    print(f"               Mlock: supported: true, enabled: {str(not config['disable_mlock']).lower()}",
+    print(f"               Mlock: supported: true, enabled: "
+          f"{str(not config['disable_mlock']).lower()}",
           flush=True)
     print("==> Vault server started! Log data will stream in below:", flush=True)
     server.serve_forever()
