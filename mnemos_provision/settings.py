@@ -27,38 +27,24 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from mnemos_provision.stack import (  # the stack model, declared once there
+    FRONTEND_SERVICES,
+    LAYERS,
+    NETWORKS,
+    PORT_SERVICES,
+    SERVICE_LAYERS,
+    SERVICES,
+)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "group_data" / "all.py"
 
 ENVIRONMENTS = ("development", "staging", "production")
 DOCKER_SOURCES = ("auto", "desktop", "docker-ce", "distro")
 KNOWN_TOOLS = ("yq", "hadolint", "trivy", "claude-code")
-SERVICES = (
-    "postgres", "redis", "vault", "minio",
-    "otel-collector", "prometheus", "loki", "grafana",
-    "traefik",
-)
-# Compose profiles: each service is in its layer's profile and in one named after itself.
-SERVICE_LAYERS = {
-    "postgres": "data", "redis": "data", "vault": "data", "minio": "data",
-    "otel-collector": "observability", "prometheus": "observability",
-    "loki": "observability", "grafana": "observability",
-    "traefik": "gateway",
-}
-LAYERS = ("data", "observability", "gateway")
 # Traefik's log levels (cmd/traefik/logger.go reads them case-insensitively; an unknown one becomes
 # ERROR with no more than a log line).
 TRAEFIK_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "PANIC")
-NETWORKS = ("frontend", "backend", "data", "hostaccess")
-FRONTEND_SERVICES = ("grafana", "traefik")  # on the non-internal frontend network by design
-PORT_SERVICES = {  # which service publishes each port key
-    "postgres": "postgres", "redis": "redis", "vault": "vault",
-    "minio_api": "minio", "minio_console": "minio",
-    "otel_grpc": "otel-collector", "otel_http": "otel-collector", "otel_metrics": "otel-collector",
-    "otel_prometheus": "otel-collector", "otel_health": "otel-collector",
-    "prometheus": "prometheus", "loki": "loki", "grafana": "grafana",
-    "traefik_http": "traefik", "traefik_https": "traefik", "traefik_dashboard": "traefik",
-}
 SECRET_NAMES = (
     "POSTGRES_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "MINIO_APP_SECRET_KEY",
     "GRAFANA_ADMIN_PASSWORD", "JWT_SECRET_KEY", "BACKUP_ENCRYPTION_KEY", "VAULT_TOKEN",
@@ -535,7 +521,7 @@ def setting(default: T, doc: str, *, section: str | None = None, choices: tuple 
     """Declare a field of `Settings` as a setting (its default is copied for every use)."""
     meta = dict(doc=doc, section=section, choices=choices, low=low, high=high, path=path,
                 hidden=hidden, check=check)
-    return field(default_factory=lambda: copy.deepcopy(default),  # type: ignore[return-value]
+    return field(default_factory=lambda: copy.deepcopy(default),
                  metadata={"setting": meta})
 
 
@@ -792,7 +778,7 @@ class Settings:
 def _spec() -> tuple[Spec, ...]:
     hints = get_type_hints(Settings)
     return tuple(Spec(name=f.name, type=hints[f.name],
-                      default=f.default_factory(),  # type: ignore[misc]
+                      default=f.default_factory(),  # type: ignore[operator]
                       **f.metadata["setting"])
                  for f in fields(Settings))
 

@@ -11,12 +11,10 @@ pytestmark = pytest.mark.unit
 
 
 def test_settings_use_the_stack_model():
-    # settings.py still names the model's constants itself (another branch owns it): the
-    # import that replaces them is `from mnemos_provision.stack import (FRONTEND_SERVICES, LAYERS,
-    # NETWORKS, PORT_SERVICES, SERVICE_LAYERS, SERVICES)`; until then they must be equal
+    # settings.py declares none of the model's constants itself: it imports them from stack.py
     for name in ("SERVICES", "SERVICE_LAYERS", "LAYERS", "NETWORKS", "FRONTEND_SERVICES",
                  "PORT_SERVICES"):
-        assert getattr(settings, name) == getattr(stack, name), name
+        assert getattr(settings, name) is getattr(stack, name), name
 
 
 @pytest.mark.parametrize("data", [
