@@ -169,7 +169,8 @@ def announce(ctx) -> None:
     if mode == "never":
         return
     text = where_things_are(s, ctx.root, ctx.vault_keys_path, ctx.secrets_state_path)
-    target = host._get_module()  # the Host itself, not pyinfra's context proxy of the moment
+    # the Host itself, not pyinfra's context proxy of the moment (typed as a Host for mypy)
+    target = getattr(host, "_get_module")()
     _handler(target.state).hosts[target] = (text, mode)
 
 
@@ -187,7 +188,7 @@ def _handler(state):
             self.hosts: dict = {}
             self.last: str | None = None
 
-        def operation_end(self, state, op_hash):
+        def operation_end(self, state, op_hash):  # type: ignore[override]
             if self.last is None:
                 order = state.get_op_order()
                 self.last = order[-1] if order else ""

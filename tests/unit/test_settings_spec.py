@@ -31,7 +31,8 @@ pytestmark = pytest.mark.unit
 PYINFRA = str(REPO / ".venv/bin/pyinfra")
 STANDINS = {"postgres": "mnemos-standin/postgres:debian12",
             "redis": "mnemos-standin/redis:debian12",
-            "prometheus": "mnemos-standin/prometheus:debian12"}
+            "prometheus": "mnemos-standin/prometheus:debian12",
+            "traefik": "mnemos-standin/traefik:debian12"}
 
 
 # ---------------------------------------------------------------- one declaration, three copies
