@@ -10,30 +10,48 @@ tests/operations/<module>.<operation>/<case>.json gives
                <dest>] per upload; ["function", <name>] per function command)
     "noop_description": the noop text, when it changes nothing
     "exception": {"name": ..., "message": ...} when it must refuse its arguments
+    "http":    the answers to the HTTP requests its planning sends from the host (vault.setup,
+               minio.setup: mnemos_provision/host_http.py), keyed by "METHOD /path" with the
+               query sorted ("GET /bucket?versioning", "GET /a?k=v"); each an answer or a list of
+               them: {"when": {"body": {...}, "headers": {...}}, "status": 200, "json": ... |
+               "xml": "..." | "text": "...", "headers": {...}}. "when" is what matters of the
+               request (the items its JSON body, and its headers, must have); an answer without
+               one answers any such request. The transport (curl on the host) is replaced; the
+               clients (hvac, minio) and their adapters are the real ones.
+
+A request the fixture has no answer for is a failure naming it, and so is an answer never asked
+for: the fixture says exactly what the planning reads.
 
 A fact asked with other arguments than the fixture has is a failure (the operation would read
 the wrong thing), and so is a fact read other than through the operation's declaration
 (batched_operation): the batch would not have it.
 
 Values that JSON has no type for: {"$bytes": "text"}, {"$path": "file beside the fixture"},
-{"$TreeEntry": {...}}, {"$StateSwap": {...}}; typed fact answers are built by FACT_TYPES.
+{"$TreeEntry": {...}}, {"$StateSwap": {...}}, {"$VaultDesired": {...}}, {"$MinioDesired": {...}}
+(its buckets as {"name": ..., ...}), {"$HostKeyStore": {"path", "user", "group", "file"}} (the
+keys file's content on the host, or null when there is none: its read is the only host command
+answered); typed fact answers are built by FACT_TYPES.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import shlex
 from importlib import import_module
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
 
-from mnemos_provision import fact_batch
+from mnemos_provision import fact_batch, host_http, minio_setup, vault_setup
 from mnemos_provision.facts.apt import AptState
 from mnemos_provision.facts.files import PathState
 from mnemos_provision.operations import util
 from mnemos_provision.operations.util import StateSwap
+from mnemos_provision.operations.vault import HostKeyStore
 from mnemos_provision.render import TreeEntry
 
 pytestmark = pytest.mark.unit
@@ -68,10 +86,106 @@ def decode(value, base: Path):
             return TreeEntry(**spec)
         if set(value) == {"$StateSwap"}:
             return StateSwap(**value["$StateSwap"])
+        if set(value) == {"$VaultDesired"}:
+            return vault_setup.Desired(**value["$VaultDesired"])
+        if set(value) == {"$MinioDesired"}:
+            spec = dict(value["$MinioDesired"])
+            spec["buckets"] = [minio_setup.Bucket(**b) for b in spec["buckets"]]
+            return minio_setup.Desired(**spec)
+        if set(value) == {"$HostKeyStore"}:
+            spec = dict(value["$HostKeyStore"])
+            runner = KeysFileRunner(spec["path"], spec.pop("file"))
+            return HostKeyStore(**spec, runner=runner)
         return {k: decode(v, base) for k, v in value.items()}
     if isinstance(value, list):
         return [decode(v, base) for v in value]
     return value
+
+
+class KeysFileRunner(host_http.Runner):
+    """The host as HostKeyStore sees it: only the keys file's read is answered."""
+
+    def __init__(self, path: str, content: dict | None):
+        self.path, self.content = path, content
+
+    def run(self, command: str) -> tuple[int, str]:
+        if not command.startswith(f"if [ -f {shlex.quote(self.path)} ]; then echo PRESENT; "):
+            raise AssertionError(f"the operation ran on the host: {command!r}; the fixture "
+                                 f"answers only the read of {self.path}")
+        if self.content is None:
+            return 0, "MISSING\n@@END@@\n"
+        encoded = base64.b64encode(vault_setup.dumps_keys(self.content)).decode()
+        return 0, f"PRESENT\n{encoded}\n@@END@@\n"
+
+    def put(self, data: bytes, remote: str) -> None:
+        raise AssertionError(f"the operation wrote {remote} on the host")
+
+
+def request_key(method: str, url: str) -> str:
+    parts = urlsplit(url)
+    query = "&".join(k if v == "" else f"{k}={v}"
+                     for k, v in sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    return f"{method.upper()} {parts.path}" + (f"?{query}" if query else "")
+
+
+class FixtureHTTP:
+    """host_http.HostHTTP for one fixture: each request answered from the fixture's "http"."""
+
+    def __init__(self, answers: dict):
+        self.answers = {key: value if isinstance(value, list) else [value]
+                        for key, value in answers.items()}
+        self.used: set[tuple[str, int]] = set()
+        self.unanswered: list[str] = []
+
+    def __call__(self, *args, **kwargs) -> FixtureHTTP:  # stands in for the class HostHTTP
+        return self
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _matches(when: dict, headers: dict, body: bytes | None) -> bool:
+        sent = {k.lower(): v for k, v in headers.items()}
+        if any(sent.get(k.lower()) != v for k, v in when.get("headers", {}).items()):
+            return False
+        if "body" not in when:
+            return True
+        try:
+            document = json.loads(body or b"null")
+        except ValueError:
+            return (body or b"").decode(errors="replace") == when["body"]
+        if isinstance(when["body"], dict) and isinstance(document, dict):
+            return all(document.get(k, object()) == v for k, v in when["body"].items())
+        return document == when["body"]
+
+    def request(self, method, url, headers=None, body=None, keep=None):
+        key = request_key(method, url)
+        for index, answer in enumerate(self.answers.get(key, [])):
+            if self._matches(answer.get("when", {}), headers or {}, body):
+                self.used.add((key, index))
+                return self._response(answer)
+        shown = key + (f" with the body {body.decode(errors='replace')}" if body else "")
+        self.unanswered.append(shown)
+        raise AssertionError(f"unanswered request: {shown}; the fixture answers "
+                             f"{sorted(self.answers)}")
+
+    @staticmethod
+    def _response(answer: dict) -> tuple[int, dict, bytes]:
+        headers = dict(answer.get("headers", {}))
+        if "json" in answer:
+            headers.setdefault("Content-Type", "application/json")
+            content = json.dumps(answer["json"]).encode()
+        elif "xml" in answer:
+            headers.setdefault("Content-Type", "application/xml")
+            content = answer["xml"].encode()
+        else:
+            content = answer.get("text", "").encode()
+        return answer.get("status", 200), headers, content
+
+    def never_asked(self) -> list[str]:
+        return [f"{key}" + (f" when {answer['when']}" if "when" in answer else "")
+                for key, answers in self.answers.items()
+                for index, answer in enumerate(answers) if (key, index) not in self.used]
 
 
 class FixtureHost:
@@ -81,7 +195,7 @@ class FixtureHost:
         self.facts, self.reads, self.direct = facts, reads, direct
         self.noops: list[str] = []
         self.name = "fixture"
-        self.state = SimpleNamespace(config=SimpleNamespace(DIFF=False))
+        self.state = SimpleNamespace(config=SimpleNamespace(DIFF=False), is_executing=False)
 
     def get_fact(self, cls, **kwargs):
         name, key = fact_name(cls), fact_key(kwargs)
@@ -129,16 +243,22 @@ def test_operation(op_path, case, monkeypatch):
     monkeypatch.setattr(module, "host", direct_host)
     # the staging names are 128 random bits: fixed here so that commands can be compared
     monkeypatch.setattr(util, "secrets", SimpleNamespace(token_hex=lambda n: "0" * 2 * n))
+    # every HTTP request from the host is answered by the fixture, or fails the test
+    http = FixtureHTTP(spec.get("http", {}))
+    monkeypatch.setattr(host_http, "HostHTTP", http)
 
     if "exception" in spec:
         expected = spec["exception"]
         with pytest.raises(Exception) as raised:
             list(op._inner(**kwargs))
+        assert http.unanswered == [], f"unanswered requests: {http.unanswered}"
         assert type(raised.value).__name__ == expected["name"]
         assert str(raised.value) == expected["message"]
         return
 
     commands = [command_json(c) for c in op._inner(**kwargs)]
+    assert http.unanswered == [], f"unanswered requests: {http.unanswered}"
+    assert http.never_asked() == [], f"answers never asked for: {http.never_asked()}"
     assert commands == spec["commands"]
     noops = batch_host.noops + direct_host.noops
     if "noop_description" in spec:
