@@ -19,6 +19,12 @@ tests/operations/<module>.<operation>/<case>.json gives
                one answers any such request. The transport (curl on the host) is replaced; the
                clients (hvac, minio) and their adapters are the real ones.
 
+    "changes": for those two, what their planning found to differ (PLANNERS: the return of
+               vault_setup.plan, of minio_setup's bucket_differences + user_differences), [] on
+               a noop. Both yield one function command whatever differs, and at planning an
+               answer they cannot read becomes "converge once ... answers" (the same command):
+               "changes" tells these apart.
+
 A request the fixture has no answer for is a failure naming it, and so is an answer never asked
 for: the fixture says exactly what the planning reads.
 
@@ -57,6 +63,11 @@ from mnemos_provision.render import TreeEntry
 pytestmark = pytest.mark.unit
 
 HERE = Path(__file__).resolve().parent.parent / "operations"
+
+PLANNERS = {
+    "vault.setup": ((vault_setup, "plan"),),
+    "minio.setup": ((minio_setup, "bucket_differences"), (minio_setup, "user_differences")),
+}
 
 FACT_TYPES = {
     "apt.AptPackages": lambda v: AptState(v["packages"], v.get("dpkg_interrupted", False)),
@@ -223,6 +234,22 @@ def command_json(command):
     return str(command)
 
 
+def spy_planners(op_path: str, monkeypatch) -> list:
+    """What the operation's planning functions return (or raise), in order."""
+    found: list = []
+    for module, name in PLANNERS.get(op_path, ()):
+        def spy(*args, _real=getattr(module, name), **kwargs):
+            try:
+                result = _real(*args, **kwargs)
+            except Exception as exc:
+                found.append(f"{_real.__name__} raised {type(exc).__name__}: {exc}")
+                raise
+            found.extend(result)
+            return result
+        monkeypatch.setattr(module, name, spy)
+    return found
+
+
 def cases():
     for directory in sorted(p for p in HERE.iterdir() if p.is_dir()):
         for case in sorted(directory.glob("*.json")):
@@ -246,6 +273,7 @@ def test_operation(op_path, case, monkeypatch):
     # every HTTP request from the host is answered by the fixture, or fails the test
     http = FixtureHTTP(spec.get("http", {}))
     monkeypatch.setattr(host_http, "HostHTTP", http)
+    changes = spy_planners(op_path, monkeypatch)
 
     if "exception" in spec:
         expected = spec["exception"]
@@ -259,6 +287,8 @@ def test_operation(op_path, case, monkeypatch):
     commands = [command_json(c) for c in op._inner(**kwargs)]
     assert http.unanswered == [], f"unanswered requests: {http.unanswered}"
     assert http.never_asked() == [], f"answers never asked for: {http.never_asked()}"
+    if op_path in PLANNERS:
+        assert changes == spec["changes"]
     assert commands == spec["commands"]
     noops = batch_host.noops + direct_host.noops
     if "noop_description" in spec:
