@@ -306,11 +306,9 @@ def test_operation(op_path, case, monkeypatch):
 
 
 def test_every_operation_has_fixtures():
-    """vault.setup and minio.setup are left out: they plan by asking Vault's and MinIO's HTTP
-    APIs, not facts; tests/unit/test_vault_simulated.py and test_minio_moto.py run them."""
     from mnemos_provision import operations
     ops = set()
-    for name in ("files", "apt", "docker", "compose", "server"):
+    for name in ("files", "apt", "docker", "compose", "server", "vault", "minio"):
         module = import_module(f"{operations.__name__}.{name}")
         ops |= {f"{name}.{n}" for n, v in vars(module).items()
                 if callable(v) and hasattr(v, "_inner") and v.__module__ == module.__name__}
