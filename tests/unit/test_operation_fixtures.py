@@ -25,8 +25,12 @@ tests/operations/<module>.<operation>/<case>.json gives
                answer they cannot read becomes "converge once ... answers" (the same command):
                "changes" tells these apart.
 
+    "converge": {"http": ..., "log": [...]}: the function commands it yields are run too (what
+               pyinfra runs at execution), their requests answered from this "http" alone, and
+               what they log compared with "log".
+
 A request the fixture has no answer for is a failure naming it, and so is an answer never asked
-for: the fixture says exactly what the planning reads.
+for: the fixture says exactly what the planning (and "converge", what the execution) reads.
 
 A fact asked with other arguments than the fixture has is a failure (the operation would read
 the wrong thing), and so is a fact read other than through the operation's declaration
@@ -205,6 +209,7 @@ class FixtureHost:
     def __init__(self, facts: dict, reads: list, direct: bool):
         self.facts, self.reads, self.direct = facts, reads, direct
         self.noops: list[str] = []
+        self.logs: list[str] = []
         self.name = "fixture"
         self.state = SimpleNamespace(config=SimpleNamespace(DIFF=False), is_executing=False)
 
@@ -220,6 +225,9 @@ class FixtureHost:
 
     def noop(self, text):
         self.noops.append(text)
+
+    def log(self, text):
+        self.logs.append(text)
 
 
 def command_json(command):
@@ -284,7 +292,8 @@ def test_operation(op_path, case, monkeypatch):
         assert str(raised.value) == expected["message"]
         return
 
-    commands = [command_json(c) for c in op._inner(**kwargs)]
+    yielded = list(op._inner(**kwargs))
+    commands = [command_json(c) for c in yielded]
     assert http.unanswered == [], f"unanswered requests: {http.unanswered}"
     if op_path in PLANNERS:  # first: it names an error the planning turned into a change
         assert changes == spec["changes"]
@@ -297,12 +306,27 @@ def test_operation(op_path, case, monkeypatch):
     else:
         assert noops == [], f"a noop while commands were expected: {noops}"
 
+    if "converge" in spec:
+        run_functions(yielded, spec["converge"], direct_host, monkeypatch)
+
     declared = getattr(op, "facts", None)
     declared_specs = list(declared(**kwargs).values()) if declared else []
     for cls, fact_kwargs, direct in reads:
         assert not direct, (f"{op_path} read {fact_name(cls)} ({fact_key(fact_kwargs)}) outside "
                             "its declaration: the run's batch would not have it")
         assert (cls, fact_kwargs) in declared_specs
+
+
+def run_functions(yielded: list, spec: dict, host: FixtureHost, monkeypatch) -> None:
+    """The function commands run as at execution, against the answers of spec["http"]."""
+    http = FixtureHTTP(spec.get("http", {}))
+    monkeypatch.setattr(host_http, "HostHTTP", http)
+    for command in yielded:
+        assert isinstance(command, FunctionCommand), f"not a function command: {command}"
+        command.function(*command.args, **command.kwargs)
+    assert http.unanswered == [], f"unanswered requests at execution: {http.unanswered}"
+    assert http.never_asked() == [], f"answers never asked for at execution: {http.never_asked()}"
+    assert host.logs == spec["log"]
 
 
 def test_every_operation_has_fixtures():
