@@ -15,16 +15,15 @@ tests/operations/<module>.<operation>/<case>.json gives
                query sorted ("GET /bucket?versioning", "GET /a?k=v"); each an answer or a list of
                them: {"when": {"body": {...}, "headers": {...}}, "status": 200, "json": ... |
                "xml": "..." | "text": "...", "headers": {...}}. "when" is what matters of the
-               request (the items its JSON body, and its headers, must have); an answer without
-               one answers any such request. The transport (curl on the host) is replaced; the
-               clients (hvac, minio) and their adapters are the real ones.
-
+               request: the items its JSON body must have (a body that is not JSON: the whole
+               text), the headers it must carry; an answer without one answers any such
+               request. The transport (curl on the host) is replaced; the clients (hvac, minio)
+               and their adapters are the real ones.
     "changes": for those two, what their planning found to differ (PLANNERS: the return of
                vault_setup.plan, of minio_setup's bucket_differences + user_differences), [] on
                a noop. Both yield one function command whatever differs, and at planning an
                answer they cannot read becomes "converge once ... answers" (the same command):
                "changes" tells these apart.
-
     "converge": {"http": ..., "log": [...]}: the function commands it yields are run too (what
                pyinfra runs at execution), their requests answered from this "http" alone, and
                what they log compared with "log".
