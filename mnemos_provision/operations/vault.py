@@ -126,9 +126,11 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
 
     .. code:: python
 
-        vault.setup(url="http://127.0.0.1:8200", desired=vault_setup.Desired(...),
-                            store=vault.HostKeyStore("/home/dev/.config/mnemos/vault-keys.json", \
-"dev", "dev"))
+        vault.setup(
+            url="http://127.0.0.1:8200",
+            desired=vault_setup.Desired(...),
+            store=vault.HostKeyStore("/home/dev/.config/mnemos/vault-keys.json", "dev", "dev"),
+        )
     """
     import hvac
 

@@ -364,8 +364,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def real_vault(tmp_path):
-    """A REAL Vault: VAULT_TEST_ADDR (an uninitialized test server), \
-or `vault server` (not -dev)."""
+    """A REAL Vault: VAULT_TEST_ADDR (an uninitialized test server), or `vault server`
+    (not -dev)."""
     if os.environ.get("VAULT_TEST_ADDR"):
         yield os.environ["VAULT_TEST_ADDR"]
         return
