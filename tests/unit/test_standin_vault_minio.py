@@ -230,6 +230,11 @@ def test_minio_standin_healthcheck_console_and_root_only_admin(minio):
                        credentials=StaticProvider("nobody-known", "whatever-secret"), secure=False)
     with pytest.raises(MinioAdminException):
         admin.user_add("someone", "someone-secret")
+    # metrics: refused without a token unless MINIO_PROMETHEUS_AUTH_TYPE=public (the compose
+    # service sets it: the converge tier's Prometheus scrapes the stand-in's job as `up`)
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(minio.url(9000) + "/minio/v2/metrics/cluster", timeout=10)
+    assert denied.value.code == 403
     # a healthcheck that fails when the server does not answer (stopped from outside: PID 1 of a
     # container ignores SIGSTOP sent from inside it)
     harness.sh(["docker", "kill", "-s", "STOP", minio.name])

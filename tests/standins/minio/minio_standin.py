@@ -3,7 +3,9 @@ STAND-IN for the MinIO server inside the MinIO stand-in image (not MinIO).
 
 `minio server /data --console-address :9001`: S3 on :9000 is moto's server (a real S3-protocol
 implementation, its objects in memory) behind a front that answers, like MinIO on the same port,
-/minio/health/{live,ready,cluster} and the admin API calls this project makes:
+/minio/health/{live,ready,cluster}, Prometheus metrics at /minio/v2/metrics/{cluster,node}
+(without a token only when MINIO_PROMETHEUS_AUTH_TYPE=public, as cmd/metrics-router.go has it;
+a bearer token is not verified: a stand-in's limit) and the admin API calls this project makes:
   PUT  /minio/admin/v3/add-user?accessKey=        (body encrypted with the root secret, madmin)
   GET  /minio/admin/v3/user-info?accessKey=       (404 XMinioAdminNoSuchUser when unknown)
   PUT  /minio/admin/v3/add-canned-policy?name=    (the policy JSON)
@@ -100,6 +102,17 @@ def _error_xml(code: str, message: str) -> bytes:
             f"<Message>{message}</Message></Error>").encode()
 
 
+# A few of MinIO's v2 metrics, in Prometheus's text format (the names MinIO exports).
+METRICS = """\
+# HELP minio_cluster_nodes_online_total Total number of MinIO nodes online.
+# TYPE minio_cluster_nodes_online_total gauge
+minio_cluster_nodes_online_total{server="127.0.0.1:9000"} 1
+# HELP minio_cluster_nodes_offline_total Total number of MinIO nodes offline.
+# TYPE minio_cluster_nodes_offline_total gauge
+minio_cluster_nodes_offline_total{server="127.0.0.1:9000"} 0
+"""
+
+
 def serve(args: list[str]) -> int:
     from minio.crypto import decrypt, encrypt
     from moto.server import ThreadedMotoServer
@@ -122,6 +135,7 @@ def serve(args: list[str]) -> int:
     data_dir = rest[0] if rest else "/data"
     user = os.environ.get("MINIO_ROOT_USER", "minioadmin")
     password = os.environ.get("MINIO_ROOT_PASSWORD", "minioadmin")
+    metrics_public = os.environ.get("MINIO_PROMETHEUS_AUTH_TYPE", "jwt") == "public"
     if len(user) < 3 or len(password) < 8:
         sys.stderr.write("FATAL Unable to validate credentials inherited from the shell "
                          "environment: "
@@ -160,6 +174,12 @@ def serve(args: list[str]) -> int:
             url = urlsplit(self.path)
             if url.path.startswith("/minio/health/"):
                 return self._reply(200, b"", headers={"X-Minio-Server-Status": "online"})
+            if url.path in ("/minio/v2/metrics/cluster", "/minio/v2/metrics/node"):
+                if not metrics_public and not self.headers.get("Authorization", "").startswith(
+                        "Bearer "):
+                    return self._reply(403, _error_xml("AccessDenied", "Access Denied."),
+                                       "application/xml")
+                return self._reply(200, METRICS.encode(), "text/plain; version=0.0.4")
             if url.path.startswith("/minio/admin/v3/"):
                 return self._admin(url.path[len("/minio/admin/v3/"):], parse_qs(url.query), body)
             key = access_key(self.headers)
