@@ -78,6 +78,14 @@ def http_code(host, url: str) -> int:
     return curl(host, url)[0]
 
 
+def post_json(host, url: str, payload: str) -> tuple[str, str]:
+    """(HTTP status as curl prints it, curl's stderr) of a JSON POST from the host."""
+    result = run(host, f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' "
+                       f"-H 'Content-Type: application/json' "
+                       f"--data-binary {shlex.quote(payload)} {shlex.quote(url)}")
+    return result.stdout.strip(), result.stderr
+
+
 def wait_healthy(host, paths, service: str, seconds: int = 90) -> str:
     state = ""
     for _ in range(seconds):
@@ -356,10 +364,8 @@ class TestServices:
         now = time.time_ns()
         push = json.dumps({"streams": [{"stream": {"job": "mnemos-checklist"},
                                         "values": [[str(now), mark]]}]})
-        result = run(host, f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' "
-                           f"-H 'Content-Type: application/json' "
-                           f"--data-binary {shlex.quote(push)} {base}/loki/api/v1/push")
-        assert result.stdout.strip() == "204", f"push answered {result.stdout} {result.stderr}"
+        code, err = post_json(host, f"{base}/loki/api/v1/push", push)
+        assert code == "204", f"push answered {code} {err}"
         query = "%7Bjob%3D%22mnemos-checklist%22%7D"
         found = ""
         for _ in range(30):
@@ -429,12 +435,8 @@ class TestServices:
                                        "spanId": "eee19b7ec3c1b174", "name": "checklist", "kind": 1,
                                        "startTimeUnixNano": str(time.time_ns() - 10**6),
                                        "endTimeUnixNano": str(time.time_ns())}]}]}]})
-        result = run(host, f"curl -sS -m 10 -o /dev/null -w '%{{http_code}}' "
-                           f"-H 'Content-Type: application/json' "
-                           f"--data-binary {shlex.quote(trace)} "
-                           f"http://{published[0]}:{published[1]}/v1/traces")
-        assert result.stdout.strip() == "200", \
-            f"OTLP/HTTP trace answered {result.stdout} {result.stderr}"
+        code, err = post_json(host, f"http://{published[0]}:{published[1]}/v1/traces", trace)
+        assert code == "200", f"OTLP/HTTP trace answered {code} {err}"
         if settings.service_enabled("prometheus"):  # its own metrics reach Prometheus
             body = prometheus_get(host, settings, paths,
                                   "/api/v1/query?query=up%7Bjob%3D%22otel-collector%22%7D")
