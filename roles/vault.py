@@ -57,6 +57,6 @@ def vault_init(ctx: HostContext):
         return
     secrets = load_secrets(ctx)
     vault.setup(name="Initialize, unseal and configure Vault", url=vault_url(ctx),
-                   desired=desired_state(ctx, secrets),
-                   store=vault.HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group),
-                   cacert=f"{ctx.root}/config/vault/tls/vault.crt" if s.vault_tls else None)
+                desired=desired_state(ctx, secrets),
+                store=vault.HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group),
+                cacert=f"{ctx.root}/config/vault/tls/vault.crt" if s.vault_tls else None)
