@@ -3,12 +3,17 @@ HTTP on the target host's loopback, for the Vault (hvac) and MinIO (minio SDK) c
 the controller.
 
 Vault and MinIO listen on the host's 127.0.0.1, which is not the controller's when the host is
-reached over SSH or is a container. Instead of a tunnel, each request is executed ON the host by
+reached over SSH or is a container. Instead of a tunnel, requests are executed ON the host by
 curl, through whatever connector pyinfra uses (@local, SSH, @docker):
 
-- the request's headers and body are uploaded to a 0700 temporary directory on the host (so a
-  token or an unseal key is never on a command line, where `ps` or pyinfra's debug output would
-  show it), curl sends them, and the response comes back base64-encoded (binary-safe);
+- one host command sends any number of requests (`HostHTTP.send`): they travel on the command's
+  standard input (headers and bodies base64-encoded), so a token or an unseal key is never on a
+  command line, where `ps` or pyinfra's debug output would show it, and never in a file the
+  command does not remove (a 0700 directory of its own, removed on exit); the answers come back
+  base64-encoded (binary-safe);
+- `HostHTTP.prefetch` records the requests a list of client calls would send, sends them in one
+  command, and `request` answers each of them once from what came back (the Vault and MinIO plans
+  read a converged server in one host command, whatever the number of secrets or buckets);
 - `HostSession` is a requests.Session for hvac; `HostPoolManager` is the urllib3-style client the
   minio SDK accepts as `http_client`;
 - an answer that must not be lost (Vault's sys/init: the only copy of the unseal keys) can be
@@ -22,19 +27,19 @@ curl, through whatever connector pyinfra uses (@local, SSH, @docker):
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import posixpath
 import shlex
 import subprocess
-import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from pyinfra import logger
 from pyinfra.api import OperationError
 
 
@@ -46,7 +51,8 @@ class Runner:
     def put(self, data: bytes, remote: str) -> None:
         raise NotImplementedError
 
-    def run(self, command: str) -> tuple[int, str]:
+    def run(self, command: str, stdin: list[str] | None = None) -> tuple[int, str]:
+        """Run `command` on the host, `stdin` (lines) on its standard input; (exit code, output)."""
         raise NotImplementedError
 
 
@@ -56,8 +62,9 @@ class LocalRunner(Runner):
         with os.fdopen(fd, "wb") as f:
             f.write(data)
 
-    def run(self, command: str) -> tuple[int, str]:
-        result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    def run(self, command: str, stdin: list[str] | None = None) -> tuple[int, str]:
+        result = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                                input="".join(line + "\n" for line in stdin or []))
         return result.returncode, result.stdout + result.stderr
 
 
@@ -90,10 +97,15 @@ class PyinfraRunner(Runner):
         if not done:
             raise HostHTTPError(f"cannot upload a request file to {remote} on {self.host.name}")
 
-    def run(self, command: str) -> tuple[int, str]:
+    def run(self, command: str, stdin: list[str] | None = None) -> tuple[int, str]:
         from mnemos_provision.context import connector_arguments
+        # pyinfra writes `_stdin` to the command (local, SSH, docker exec -i) and then closes it;
+        # sudo's password, when there is one, goes through its askpass helper, not this input
+        arguments = dict(connector_arguments(self.host))
+        if stdin:
+            arguments["_stdin"] = stdin
         ok, output = self.host.run_shell_command(command, print_output=False, print_input=False,
-                                                 **connector_arguments(self.host))
+                                                 **arguments)
         return (0 if ok else 1), "\n".join(output.stdout_lines + output.stderr_lines)
 
 
@@ -110,98 +122,218 @@ class Keep:
     owner: str | None = None
 
 
-class HostHTTP:
-    """Sends one HTTP request from the host with curl; returns (status, headers, body)."""
+@dataclass
+class Request:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
 
-    def __init__(self, runner: Runner, workdir: str | None = None, timeout: int = 30,
-                 cacert: str | None = None):
+    def key(self) -> tuple[str, str, bytes, str]:
+        """What identifies the answer: the request and who asks (the Vault token, the S3 access
+        key), not its date or signature."""
+        return self.method, self.url, self.body or b"", identity(self.headers)
+
+
+Answer = tuple[int, dict[str, str], bytes]  # status, headers, body
+
+
+def identity(headers: dict[str, str]) -> str:
+    """Who a request is sent as: its Vault token, or the access key of its AWS signature."""
+    sent = {k.lower(): v for k, v in headers.items()}
+    if "x-vault-token" in sent:
+        return "vault:" + sent["x-vault-token"]
+    credential = sent.get("authorization", "").partition("Credential=")[2]
+    return "aws:" + credential.split("/", 1)[0] if credential else ""
+
+
+class _Recorded(Exception):
+    """Raised to the client while HostHTTP.prefetch records its calls' requests."""
+
+
+# Each request is one line of the command's standard input: METHOD URL HEADERS BODY (the last two
+# base64, "-" for no body), then END. Each answer is five lines of its output: the curl exit code,
+# then "H:", "B:" and "E:" + base64 of the answer's headers, body and curl's error message.
+_END = "@@END@@"
+_LOOP = r"""
+umask 077
+d=$(mktemp -d "${TMPDIR:-/tmp}/mnemos-http.XXXXXXXXXX") || exit 1
+trap 'rm -rf "$d"' EXIT
+%(prepare)s
+while read -r m u h b; do
+  [ "$m" = %(end)s ] && break
+  rm -f "$d/rh" "$d/rb" "$d/e"
+  printf '%%s' "$h" | base64 -d > "$d/h"
+  if [ "$m" = HEAD ]; then set -- -I; else set -- -X "$m"; fi
+  if [ "$b" != - ]; then
+    printf '%%s' "$b" | base64 -d > "$d/b"; set -- "$@" --data-binary "@$d/b"
+  fi
+  code=$(curl -sS -g --max-time %(timeout)d %(cacert)s"$@" -H "@$d/h" -D "$d/rh" -o "$d/rb" \
+         -w '%%{http_code}' "$u" </dev/null 2>"$d/e"); rc=$?
+%(keep)s  echo "@@ANSWER $rc"
+  printf 'H:'; base64 < "$d/rh" 2>/dev/null | tr -d '\n'; echo
+  printf 'B:'; base64 < "$d/rb" 2>/dev/null | tr -d '\n'; echo
+  printf 'E:'; tail -c 300 "$d/e" 2>/dev/null | base64 | tr -d '\n'; echo
+done
+echo %(end)s
+"""
+
+
+class HostHTTP:
+    """
+    Sends HTTP requests from the host with curl: each `send` is one host command, whatever the
+    number of requests. `request` sends one (or answers it from a `prefetch`).
+    """
+
+    def __init__(self, runner: Runner, timeout: int = 30, cacert: str | None = None):
         self.runner = runner
-        self.workdir = workdir
         self.timeout = timeout
         self.cacert = cacert
-        self._made_workdir = False
-
-    def _dir(self) -> str:
-        if self.workdir is None:
-            self.workdir = tempfile.mkdtemp(prefix="mnemos-http-") if isinstance(
-                self.runner, LocalRunner) else "/tmp/mnemos-http-" + os.urandom(6).hex()
-        if not self._made_workdir:
-            rc, out = self.runner.run(f"install -d -m 700 {shlex.quote(self.workdir)}")
-            if rc != 0:
-                raise HostHTTPError(f"cannot create {self.workdir} on the host: {out}")
-            self._made_workdir = True
-        return self.workdir
+        self.commands = 0  # host commands sent: the cost the tests and the bench count
+        self._prefetched: dict[tuple, list[Answer]] = {}
+        self._recording: list[Request] | None = None
 
     def close(self) -> None:
-        if self._made_workdir and self.workdir:
-            self.runner.run(f"rm -rf {shlex.quote(self.workdir)}")
-            self._made_workdir = False
+        """Nothing is left on the host between commands; what was prefetched is dropped."""
+        self._prefetched.clear()
 
     def request(self, method: str, url: str, headers: dict[str, str] | None = None,
-                body: bytes | None = None, keep: Keep | None = None
-                ) -> tuple[int, dict[str, str], bytes]:
-        d = self._dir()
-        tag = hashlib.sha256(os.urandom(16)).hexdigest()[:12]
-        header_file, body_file = f"{d}/{tag}.h", f"{d}/{tag}.b"
-        lines = [f"{k}: {v}" for k, v in (headers or {}).items()
-                 if k.lower() not in ("content-length", "host", "connection")]
-        self.runner.put(("\n".join(lines) + "\n").encode(), header_file)
+                body: bytes | None = None, keep: Keep | None = None) -> Answer:
+        wanted = Request(method.upper(), url, dict(headers or {}), body or None)
+        if self._recording is not None:
+            self._recording.append(wanted)
+            raise _Recorded(f"{wanted.method} {_redact(url)} recorded")
+        answers = self._prefetched.get(wanted.key())
+        if answers and keep is None:
+            return answers.pop(0)
+        answer = self.send([wanted], keep=keep)[0]
+        if isinstance(answer, HostHTTPError):
+            raise answer
+        return answer
+
+    def prefetch(self, calls: list[Callable[[], object]]) -> None:
+        """
+        Run each call with nothing sent, recording the request it makes first, then send all of
+        them in one host command; `request` answers each once from those answers (a request a
+        call did not reach, or whose sending failed, is sent when it is made).
+        """
+        self._prefetched.clear()  # answers of an earlier prefetch are not answers any more
+        self._recording = []
+        try:
+            for call in calls:
+                try:
+                    call()
+                except _Recorded:
+                    pass
+            recorded, self._recording = self._recording, None
+        finally:
+            self._recording = None
+        if not recorded:
+            return
+        for sent, answer in zip(recorded, self.send(recorded)):
+            if not isinstance(answer, HostHTTPError):
+                self._prefetched.setdefault(sent.key(), []).append(answer)
+
+    def send(self, batch: list[Request], keep: Keep | None = None
+             ) -> list[Answer | HostHTTPError]:
+        """One host command for every request of `batch`; an answer, or the error of its curl."""
+        if keep is not None and len(batch) != 1:
+            raise ValueError("an answer is kept only for a request sent alone")
+        lines = []
+        for r in batch:
+            if any(c.isspace() for c in r.url + r.method):
+                raise HostHTTPError(f"{r.method} {_redact(r.url)}: not a URL curl can be given")
+            header_lines = [f"{k}: {v}" for k, v in r.headers.items()
+                            if k.lower() not in ("content-length", "host", "connection", "expect")]
+            header_lines.append("Expect:")  # no 100-continue round trip
+            if r.body and not any(k.lower() == "content-type" for k in r.headers):
+                header_lines.append("Content-Type:")  # no curl default (form-urlencoded)
+            encoded_headers = _b64(("\n".join(header_lines) + "\n").encode())
+            lines.append(f"{r.method} {r.url} {encoded_headers} {_b64(r.body) if r.body else '-'}")
+        lines.append(_END)
+        self.commands += 1
+        logger.debug("host_http: %d request(s) in one host command: %s", len(batch),
+                     ", ".join(f"{r.method} {urlsplit(r.url).path}" for r in batch))
+        rc, out = self.runner.run(self._command(keep), stdin=lines)
+        answers = _parse(out, batch)
+        if rc != 0 or answers is None:
+            tail = out.strip().splitlines()[-1] if out.strip() else "no output"
+            first = batch[0]
+            raise HostHTTPError(f"{first.method} {_redact(first.url)}"
+                                f"{f' and {len(batch) - 1} more' if len(batch) > 1 else ''} from "
+                                f"the host failed (exit {rc}): {tail}")
+        return answers
+
+    def _command(self, keep: Keep | None) -> str:
         q = shlex.quote
-        parts = ["curl", "-sS", "-g", "--max-time", str(self.timeout), "-X", q(method.upper()),
-                 "-H", q("@" + header_file), "-H", "'Expect:'", "-D", q(f"{d}/{tag}.rh"),
-                 "-o", q(f"{d}/{tag}.rb")]
-        if self.cacert:
-            parts += ["--cacert", q(self.cacert)]
-        if body:
-            self.runner.put(body, body_file)
-            parts += ["--data-binary", q("@" + body_file)]
-            if not any(k.lower() == "content-type" for k in (headers or {})):
-                parts += ["-H", "'Content-Type:'"]  # no curl default (form-urlencoded)
-        parts.append(q(url))
-        if keep is None:
-            send = " ".join(parts) + "; rc=$?; "
-        else:
-            send = _send_and_keep(parts, f"{d}/{tag}", keep)
-        command = (send + f"cat {q(d)}/{tag}.rh 2>/dev/null; echo '@@BODY@@'; "
-                   f"base64 {q(d)}/{tag}.rb 2>/dev/null | tr -d '\\n'; echo; "
-                   f"rm -f {q(d)}/{tag}.*; exit $rc")
-        rc, out = self.runner.run(command)
-        if rc != 0 or "@@BODY@@" not in out:
-            raise HostHTTPError(f"{method} {_redact(url)} from the host failed (curl exit {rc}): "
-                                f"{out.strip().splitlines()[-1] if out.strip() else 'no output'}")
-        head, _, encoded = out.partition("@@BODY@@")
-        body_bytes = base64.b64decode(encoded.strip() or b"")
-        # curl -D writes every response's headers (e.g. after a redirect or 100): keep the last
-        blocks = [b for b in head.replace("\r", "").split("\n\n") if b.strip().startswith("HTTP/")]
-        if not blocks:
-            raise HostHTTPError(f"{method} {_redact(url)}: no HTTP response")
-        status_line, *header_lines = blocks[-1].strip().split("\n")
-        status = int(status_line.split()[1])
-        response_headers: dict[str, str] = {}
-        for line in header_lines:
-            key, _, value = line.partition(":")
-            response_headers[key.strip()] = value.strip()
-        return status, response_headers, body_bytes
+        prepare, keep_step = ("", "") if keep is None else _keep_steps(keep)
+        return _LOOP % {"prepare": prepare, "keep": keep_step, "end": q(_END),
+                        "timeout": self.timeout,
+                        "cacert": f"--cacert {q(self.cacert)} " if self.cacert else ""}
 
 
-def _send_and_keep(curl: list[str], prefix: str, keep: Keep) -> str:
-    """The shell that sends the request (curl's arguments) and keeps a 200 answer (see Keep)."""
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _parse(out: str, batch: list[Request]) -> list[Answer | HostHTTPError] | None:
+    """The answers in the command's output, in the order sent; None when the output is cut."""
+    lines = out.splitlines()
+    answers: list[Answer | HostHTTPError] = []
+    i = 0
+    while i < len(lines) and len(answers) < len(batch):
+        if not lines[i].startswith("@@ANSWER "):
+            i += 1
+            continue
+        rc, record = lines[i].split()[1], lines[i + 1:i + 4]
+        if len(record) != 3 or [r[:2] for r in record] != ["H:", "B:", "E:"]:
+            return None
+        head, body, error = (base64.b64decode(r[2:]) for r in record)
+        sent = batch[len(answers)]
+        answers.append(_answer(sent, rc, head.decode(errors="replace"), body,
+                               error.decode(errors="replace").strip()))
+        i += 4
+    if len(answers) != len(batch) or _END not in lines[i:]:
+        return None
+    return answers
+
+
+def _answer(sent: Request, rc: str, head: str, body: bytes, error: str) -> Answer | HostHTTPError:
+    what = f"{sent.method} {_redact(sent.url)}"
+    if rc != "0":
+        return HostHTTPError(f"{what} from the host failed (curl exit {rc}): "
+                             f"{error.splitlines()[-1] if error else 'no message'}")
+    # curl -D writes every response's headers (e.g. after a redirect or 100): keep the last
+    blocks = [b for b in head.replace("\r", "").split("\n\n") if b.strip().startswith("HTTP/")]
+    if not blocks:
+        return HostHTTPError(f"{what}: no HTTP response")
+    status_line, *header_lines = blocks[-1].strip().split("\n")
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
+    # HEAD is sent with curl -I, which writes the headers where the body would go
+    return int(status_line.split()[1]), headers, b"" if sent.method == "HEAD" else body
+
+
+def _keep_steps(keep: Keep) -> tuple[str, str]:
+    """The shell that prepares the folder before the request, and keeps a 200 answer (Keep)."""
     q = shlex.quote
     folder = posixpath.dirname(keep.path) or "."
-    staged = posixpath.join(folder, "." + posixpath.basename(prefix) + ".kept")
+    staged = posixpath.join(folder, f".mnemos-{os.urandom(8).hex()}.kept")
 
     def owned(target: str) -> str:
         return f" && chown {q(keep.owner)} {q(target)}" if keep.owner else ""
     # the folder is made 0700 when missing; an existing one is never changed (README: Secrets)
-    return (f"umask 077; if ! {{ [ -d {q(folder)} ] || "
-            f"{{ mkdir -m 700 {q(folder)}{owned(folder)}; }}; }}; then "
-            f"echo {q('cannot create ' + folder + ' to keep the answer in')} >&2; exit 1; fi; "
-            f"code=$({' '.join(curl)} -w '%{{http_code}}'); rc=$?; "
-            f"if [ $rc -eq 0 ] && [ \"$code\" = 200 ] && [ -s {q(prefix + '.rb')} ]; then "
-            f"{{ cp {q(prefix + '.rb')} {q(staged)}{owned(staged)} && "
-            f"{{ [ ! -e {q(keep.path)} ] || mv -f {q(keep.path)} "
-            f"{q(keep.path + '.replaced-')}\"$(date -u +%Y%m%dT%H%M%SZ)\"; }} && "
-            f"mv -f {q(staged)} {q(keep.path)}; }} 2>/dev/null; fi; ")
+    prepare = (f"if ! {{ [ -d {q(folder)} ] || {{ mkdir -m 700 {q(folder)}{owned(folder)}; }}; }}; "
+               f"then echo {q('cannot create ' + folder + ' to keep the answer in')} >&2; exit 1; "
+               f"fi")
+    keep_step = (f"  if [ $rc -eq 0 ] && [ \"$code\" = 200 ] && [ -s \"$d/rb\" ]; then "
+                 f"{{ cp \"$d/rb\" {q(staged)}{owned(staged)} && "
+                 f"{{ [ ! -e {q(keep.path)} ] || mv -f {q(keep.path)} "
+                 f"{q(keep.path + '.replaced-')}\"$(date -u +%Y%m%dT%H%M%SZ)\"; }} && "
+                 f"mv -f {q(staged)} {q(keep.path)}; }} 2>/dev/null; fi\n")
+    return prepare, keep_step
 
 
 def _redact(url: str) -> str:

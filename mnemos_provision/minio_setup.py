@@ -11,7 +11,9 @@ client, the admin part a minio.MinioAdmin client (both sent from the host, see h
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from minio import Minio, MinioAdmin
 from minio.commonconfig import ENABLED, Filter
@@ -198,3 +200,34 @@ def apply_user(admin: MinioAdmin, app_s3: Minio, desired: Desired) -> list[str]:
         admin.attach_policy([desired.app_policy], user=desired.app_user)
         done.append(f"attached {desired.app_policy}")
     return done
+
+
+def planned_reads(s3: Minio, admin: MinioAdmin, app_s3: Minio,
+                  desired: Desired) -> list[Callable[[], object]]:
+    """
+    The reads `plan` makes of a converged MinIO, as calls for `prefetch` to record and send in one
+    batch before plan runs: each is the helper plan calls, so the requests are the same. A read
+    not here is still made, one host command later (the converge test counts them).
+    """
+    reads: list[Callable[[], object]] = []
+    for bucket in desired.buckets:
+        reads += [partial(s3.bucket_exists, bucket.name), partial(_has_policy, s3, bucket.name),
+                  partial(s3.get_bucket_versioning, bucket.name),
+                  partial(s3.get_bucket_lifecycle, bucket.name)]
+    reads += [partial(_user_policies, admin, desired.app_user),
+              partial(_policy_current, admin, desired)]
+    if desired.buckets:
+        reads.append(partial(_app_credentials_work, app_s3, desired))
+    return reads
+
+
+def plan(s3: Minio, admin: MinioAdmin, app_s3: Minio, desired: Desired,
+         prefetch: Callable[[list[Callable[[], object]]], None] | None = None) -> list[str]:
+    """
+    What `apply_buckets` and `apply_user` would change, read-only; [] on a converged MinIO. With
+    `prefetch` (host_http.HostHTTP.prefetch), the reads of a converged MinIO go out first, in one
+    batch, whatever the number of buckets.
+    """
+    if prefetch is not None:
+        prefetch(planned_reads(s3, admin, app_s3, desired))
+    return bucket_differences(s3, desired) + user_differences(admin, app_s3, desired)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import hvac
 import hvac.exceptions as vault_errors
@@ -61,6 +63,34 @@ class KeyStore:
                                        secret_threshold=desired.key_threshold)
         self.save(keys_record(result, desired))
         return result
+
+
+class ReadOnce(KeyStore):
+    """A KeyStore read at most once (the plan reads only): later loads answer the first one's
+    result, or raise its error again."""
+
+    def __init__(self, store: KeyStore):
+        self.store = store
+        self._read: tuple[dict | None, Exception | None] | None = None
+
+    def load(self) -> dict | None:
+        if self._read is None:
+            try:
+                self._read = (self.store.load(), None)
+            except Exception as exc:  # kept, raised where plan needs the keys
+                self._read = (None, exc)
+        keys, error = self._read
+        if error is not None:
+            raise error
+        return keys
+
+    def root_token(self) -> str | None:
+        """The root token when the keys can be read and hold one; None otherwise (never raises:
+        plan reports an unreadable keys file where it needs it)."""
+        try:
+            return (self.load() or {}).get("root_token")
+        except Exception:
+            return None
 
 
 def keys_record(result: dict, desired: Desired) -> dict:
@@ -224,8 +254,54 @@ def _normal(value):
     return value
 
 
-def plan(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
-    """What `apply` would change, read-only. [] on a converged Vault."""
+def planned_reads(client: hvac.Client, root_token: str | None,
+                  desired: Desired) -> list[Callable[[], object]]:
+    """
+    The reads `plan` makes of a converged Vault (initialized, unsealed, configured), as calls of
+    `client` for `prefetch` to record and send in one batch before plan runs: each is the very
+    helper plan calls, so the requests are the same. A read plan makes that is not here is still
+    made, one host command later (the converge test counts them).
+    """
+    return [client.sys.read_init_status, client.sys.read_seal_status,
+            *configuration_reads(client, root_token, desired)]
+
+
+def configuration_reads(client: hvac.Client, root_token: str | None,
+                        desired: Desired) -> list[Callable[[], object]]:
+    """The reads of the configuration (mount, secrets, policy, AppRole, token, audit), as root;
+    none without a root token."""
+    reads: list[Callable[[], object]] = []
+    if not root_token:
+        return reads
+
+    def as_root(read: Callable[[hvac.Client], object]) -> Callable[[], object]:
+        def call() -> object:
+            before, client.token = client.token, root_token
+            try:
+                return read(client)
+            finally:
+                client.token = before
+        return call
+    reads += [as_root(_mounts)]
+    reads += [as_root(partial(_read_secret, desired=desired, name=name))
+              for name in desired.secrets]
+    reads += [as_root(lambda c: _policy_current(c, desired)), as_root(_auth_methods),
+              as_root(lambda c: _role_current(c, desired)), as_root(_audit_devices)]
+    if desired.token_id:
+        reads.append(as_root(lambda c: _token_state(c, desired)))
+    return reads
+
+
+def plan(client: hvac.Client, store: KeyStore, desired: Desired,
+         prefetch: Callable[[list[Callable[[], object]]], None] | None = None) -> list[str]:
+    """
+    What `apply` would change, read-only. [] on a converged Vault. The keys are read once. With
+    `prefetch` (host_http.HostHTTP.prefetch), the reads of a converged Vault go out first, in one
+    batch (`planned_reads`), whatever the number of secrets.
+    """
+    store = ReadOnce(store)
+    if prefetch is not None:
+        prefetch(planned_reads(client, store.root_token(), desired))
     if not client.sys.read_init_status()["initialized"]:
         return [f"initialize Vault ({desired.key_shares} key shares, "
                 f"threshold {desired.key_threshold})"]
@@ -244,8 +320,11 @@ def plan(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
     return diffs
 
 
-def apply(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
-    """Converge Vault; returns what was done."""
+def apply(client: hvac.Client, store: KeyStore, desired: Desired,
+          prefetch: Callable[[list[Callable[[], object]]], None] | None = None) -> list[str]:
+    """Converge Vault; returns what was done. With `prefetch`, the configuration is read in one
+    batch once Vault is unsealed (each read comes before the write it decides, and no write
+    changes what another read answers)."""
     done = []
     if not client.sys.read_init_status()["initialized"]:
         store.initialize(client, desired)
@@ -257,6 +336,8 @@ def apply(client: hvac.Client, store: KeyStore, desired: Desired) -> list[str]:
     root = _root_client(client, keys)
     if root is None:
         return done
+    if prefetch is not None:
+        prefetch(configuration_reads(root, keys.get("root_token"), desired))
     mount = _mounts(root).get(desired.mount + "/")
     _check_mount(mount, desired)
     if mount is None:

@@ -11,7 +11,7 @@ from pyinfra.api import deploy
 
 from mnemos_provision.context import HostContext, skip_setup
 from mnemos_provision.operations import vault
-from mnemos_provision.secret_store.load import load_secrets
+from mnemos_provision.secret_store.load import found_with_secrets, load_secrets
 
 if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up time)
     from mnemos_provision import vault_setup
@@ -58,5 +58,6 @@ def vault_init(ctx: HostContext):
     secrets = load_secrets(ctx)
     vault.setup(name="Initialize, unseal and configure Vault", url=vault_url(ctx),
                 desired=desired_state(ctx, secrets),
-                store=vault.HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group),
+                store=vault.HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group,
+                                         found=found_with_secrets(ctx, "vault_keys")),
                 cacert=f"{ctx.root}/config/vault/tls/vault.crt" if s.vault_tls else None)

@@ -258,6 +258,18 @@ class RunResult:
     def facts_read(self) -> list[str]:
         return facts_read(self.output)
 
+    @property
+    def host_commands(self) -> list[str]:
+        return host_commands(self.output)
+
+
+def host_commands(output: str) -> list[str]:
+    """Every command a pyinfra run sent to its hosts (printed with --debug, whatever the
+    connector: local, `docker exec` or `docker cp` through it, SSH), each as its first 120
+    characters."""
+    return [line.split("Running command on ", 1)[1][:120]
+            for line in output.splitlines() if "--> Running command on " in line]
+
 
 def facts_read(output: str) -> list[str]:
     """The facts a pyinfra run read, one command on the host each (printed with -v)."""

@@ -62,8 +62,7 @@ def setup(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired"):
     s3, app_s3, admin, http = clients(endpoint, root, (desired.app_user, desired.app_secret),
                                       desired.region)
     try:
-        changes = minio_setup.bucket_differences(s3, desired)
-        changes += minio_setup.user_differences(admin, app_s3, desired)
+        changes = minio_setup.plan(s3, admin, app_s3, desired, prefetch=http.prefetch)
     except (HostHTTPError, S3Error, MinioAdminException, ParseError, ValueError) as exc:
         if host.state.is_executing:
             raise OperationError(f"MinIO at {endpoint}: {exc}") from None

@@ -30,11 +30,17 @@ class HostKeyStore:
     The keys file on the host (a vault_setup.KeyStore): 0600, written through a 0700 staging
     directory, never printed. Commands go through a host_http Runner: the current pyinfra host's
     connector unless another is given (tests).
+
+    `found` is the keys file as this run's secret read found it (mnemos_provision.secret_store:
+    ("file", its bytes) or ("missing", None)); the plan uses it instead of reading the file again
+    (`planning`). Every other load reads the host.
     """
 
-    def __init__(self, path: str, user: str, group: str, runner: "Runner | None" = None):
+    def __init__(self, path: str, user: str, group: str, runner: "Runner | None" = None,
+                 found: tuple[str, bytes | None] | None = None):
         self.path, self.user, self.group = path, user, group
         self._runner = runner
+        self.found = found
 
     @property
     def runner(self) -> "Runner":
@@ -52,8 +58,23 @@ class HostKeyStore:
             raise OperationError(f"cannot read {self.path}: {out.strip()[-200:]}")
         if lines[0] == "MISSING":
             return None
-        data = base64.b64decode("".join(lines[1:lines.index("@@END@@")]))
-        return json.loads(data) if data else None
+        return self._parse(base64.b64decode("".join(lines[1:lines.index("@@END@@")])))
+
+    def _parse(self, data: bytes) -> dict | None:
+        try:
+            keys = json.loads(data) if data else None
+        except ValueError:
+            keys = []
+        if keys is not None and not isinstance(keys, dict):
+            raise OperationError(f"{self.path} is not the keys file the deploy writes (not a JSON "
+                                 "object): restore it from your backup")
+        return keys
+
+    def planning(self) -> "HostKeyStore":
+        """A read-only view for the plan: its load answers from `found` when the secret read
+        had the file (or knew it missing), from the host otherwise."""
+        view = _PlanningKeys(self.path, self.user, self.group, self._runner, self.found)
+        return view
 
     def save(self, data: dict) -> None:
         from mnemos_provision import vault_setup
@@ -100,12 +121,29 @@ class HostKeyStore:
         return result
 
 
+class _PlanningKeys(HostKeyStore):
+    def load(self) -> dict | None:
+        if self.found is not None and self.found[0] in ("file", "missing"):
+            return self._parse(self.found[1] or b"") if self.found[0] == "file" else None
+        return super().load()
+
+    def save(self, data: dict) -> None:
+        raise RuntimeError("the plan never writes the keys file")
+
+    def initialize(self, client, desired: "vault_setup.Desired") -> dict:
+        raise RuntimeError("the plan never initializes Vault")
+
+
 def _client(url: str, cacert: str | None):
     import hvac
 
     from mnemos_provision.host_http import HostHTTP, PyinfraRunner, host_session
     http = HostHTTP(PyinfraRunner(host), cacert=cacert)
-    return hvac.Client(url=url, session=host_session(http)), http
+    client = hvac.Client(url=url, session=host_session(http))
+    # hvac takes VAULT_TOKEN or ~/.vault-token of the controller's user when given no token: never
+    # send that to the host's Vault (the root token is set once read from the keys file)
+    client.token = None
+    return client, http
 
 
 @operation()
@@ -140,11 +178,17 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
     # hvac loads only when Vault is managed
     keys = cast("vault_setup.KeyStore", store)
     client, http = _client(url, cacert)
+    planning = cast("vault_setup.KeyStore", store.planning()) if isinstance(
+        store, HostKeyStore) else keys
     try:
-        if host.state.is_executing:
+        try:  # the plan's reads in one batch; a Vault that does not answer yet is waited for
+            changes = vault_setup.plan(client, planning, desired, prefetch=http.prefetch)
+        except (HostHTTPError, hvac.exceptions.VaultError):
+            if not host.state.is_executing:
+                raise
             vault_setup.wait_for_api(client, wait_timeout)
-        changes = vault_setup.plan(client, keys, desired)
-    except (HostHTTPError, vault_setup.VaultSetupError) as exc:
+            changes = vault_setup.plan(client, planning, desired, prefetch=http.prefetch)
+    except (HostHTTPError, vault_setup.VaultSetupError, hvac.exceptions.VaultError) as exc:
         if not host.state.is_executing:  # planning before the stack runs: converge at execution
             changes = [f"converge once Vault answers ({exc})"]
         else:
@@ -158,7 +202,7 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
     def converge() -> None:
         client, http = _client(url, cacert)
         try:
-            done = vault_setup.apply(client, keys, desired)
+            done = vault_setup.apply(client, keys, desired, prefetch=http.prefetch)
         except (HostHTTPError, vault_setup.VaultSetupError, hvac.exceptions.VaultError) as exc:
             raise OperationError(f"Vault: {exc}") from None
         finally:

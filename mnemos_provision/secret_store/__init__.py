@@ -24,7 +24,7 @@ import posixpath
 import secrets as csprng
 import shlex
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mnemos_provision import dotenv
 from mnemos_provision.dotenv import SECRET_LENGTHS
@@ -138,12 +138,17 @@ class HostState:
     backups: int = 0  # encrypted backup archives in the tree
     volumes: set | None = None  # the project's volumes (None: not asked for)
     volumes_known: bool = True  # False: asked for, but Docker could not tell
+    # other secret files read by the same command (read_command's `also`), by name
+    also: dict[str, HostFile] = field(default_factory=dict)
 
 
-def read_command(state: str, env: str, backups: str, project: str, volumes: bool = False) -> str:
-    """One POSIX sh command: both files (base64), the state directory, backups and, with
+def read_command(state: str, env: str, backups: str, project: str, volumes: bool = False,
+                 also: dict[str, str] | None = None) -> str:
+    """One POSIX sh command: both files (base64), the state directory, backups, the files of
+    `also` ({name: path}: other secret files the run reads, e.g. Vault's keys file) and, with
     `volumes` (only when a secret is missing: it asks the engine), the project's volumes."""
     q = shlex.quote
+    others = "".join(f"part also:{name} {q(path)}\n" for name, path in (also or {}).items())
     return f"""
 part() {{
   printf '== %s ' "$1"
@@ -155,7 +160,7 @@ part() {{
   else echo missing; fi
 }}
 part state {q(state)}; part env {q(env)}
-printf '== state_dir '; stat -c '%F|%a|%U' -- {q(posixpath.dirname(state))} 2>/dev/null \\
+{others}printf '== state_dir '; stat -c '%F|%a|%U' -- {q(posixpath.dirname(state))} 2>/dev/null \\
   || echo missing
 printf '== backups '; ls -- {q(backups)} 2>/dev/null | grep -c '\\.gpg$' || true
 {_VOLUMES.format(project=q(project), prefix=q(project + "_")) if volumes else ""}"""
@@ -197,6 +202,8 @@ def parse_read(lines: list[str]) -> HostState:
         backups=int(backups) if backups.isdigit() else 0,
         volumes=None if volumes_how is None else {v.strip() for v in volume_lines if v.strip()},
         volumes_known=volumes_how in (None, "docker", "directory"),
+        also={name[len("also:"):]: host_file(name) for name in sections
+              if name.startswith("also:")},
     )
 
 

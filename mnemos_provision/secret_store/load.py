@@ -13,6 +13,7 @@ from mnemos_provision import context
 from mnemos_provision.context import HostContext
 from mnemos_provision.secret_store import (
     Decision,
+    HostFile,
     HostState,
     Secrets,
     StateError,
@@ -26,10 +27,23 @@ from mnemos_provision.secret_store import (
 # The secret decision of this run, per host: made once (read, recovered, completed) and shared by
 # every role, so that roles never generate different values for the same secret.
 _RUN_SECRETS: dict[str, Decision] = {}
+# What that read found of the other secret files it read (HostState.also), per host.
+_RUN_ALSO: dict[str, dict[str, HostFile]] = {}
 
 
 def load_secrets(ctx: HostContext) -> Secrets:
     return secret_decision(ctx).values
+
+
+def found_with_secrets(ctx: HostContext, name: str) -> tuple[str, bytes | None] | None:
+    """
+    Another secret file as this run's secret read found it, (kind, bytes) with kind "file",
+    "missing", "symlink", ... ; None when the read did not include it. `name`: "vault_keys" (the
+    Vault keys file, read along when the vault service is enabled).
+    """
+    secret_decision(ctx)
+    found = _RUN_ALSO.get(host.name, {}).get(name)
+    return None if found is None else (found.kind, found.data)
 
 
 def secret_decision(ctx: HostContext) -> Decision:
@@ -45,12 +59,17 @@ def _decide(ctx: HostContext) -> Decision:
     env_path = f"{ctx.root}/.env"
 
     def read(volumes: bool) -> HostState:
+        # Vault's keys file is read along (its plan then reads no file: one command fewer)
+        also = {"vault_keys": ctx.vault_keys_path} if ctx.settings.service_enabled("vault") else {}
         ok, lines, stderr = run_as_operations(read_command(
-            path, env_path, f"{ctx.root}/data/backups", ctx.settings.compose_project, volumes))
+            path, env_path, f"{ctx.root}/data/backups", ctx.settings.compose_project, volumes,
+            also=also))
         if not ok:
             fail("the secret state could not be read; nothing on the host was changed:",
                  [f"{path}: {' '.join(stderr)[-300:] or 'the read command failed'}"])
-        return parse_read(lines)
+        found = parse_read(lines)
+        _RUN_ALSO[host.name] = found.also
+        return found
 
     def decide_from(found: HostState) -> Decision:
         return decide(found, ctx.settings.secrets, state_path=path,

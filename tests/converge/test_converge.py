@@ -88,7 +88,7 @@ CHECKLIST_SERVICE_ITEMS = {
 
 def test_second_run_changes_nothing(provisioned):
     machine, _ = provisioned
-    second = machine.deploy(flags=("-v",))
+    second = machine.deploy(flags=("-v", "--debug"))
     assert second.returncode == 0, second.output[-3000:]
     assert second.rows, "no result table in the output"
     assert second.changed == [], f"a converged host changed: {second.changed}"
@@ -100,6 +100,8 @@ def test_second_run_changes_nothing(provisioned):
         "mnemos_provision.facts.server.HostSnapshot",
         "mnemos_provision.fact_batch.FactBatch",
     ], second.facts_read
+    # every command counted (--debug): those two and the secret state's read (README: Idempotence)
+    assert len(second.host_commands) == 3, "\n".join(second.host_commands)
 
 
 def test_drift_is_repaired_exactly(provisioned):
@@ -215,9 +217,15 @@ def test_a_killed_first_run_is_finished_by_the_next_run(second_machine):
         assert op in after.changed, f"{op} did not run:\n{after.rows}"
     suite = machine.host_suite()
     assert suite.returncode == 0, suite.stdout[-4000:]
-    again = machine.deploy()
+    again = machine.deploy(flags=("--debug",))
     assert again.returncode == 0, again.output[-3000:]
     assert again.changed == [], again.rows
+    # with every role enabled, a bounded cost (README: Idempotence): the snapshot, the secret
+    # state (with Vault's keys file), the fact batch, and one batch of requests each for Vault
+    # and MinIO, whatever the number of secrets, policies and buckets
+    assert len(again.host_commands) <= 5, "\n".join(again.host_commands)
+    batches = [line for line in again.output.splitlines() if "host_http: " in line]
+    assert len(batches) == 2, batches
 
 
 def test_vault_standin_is_unsealed_and_env_token_reads_only_its_secrets(second_machine):
@@ -243,13 +251,17 @@ def test_a_restarted_vault_is_only_unsealed(second_machine):
                  "&& break; "
                  "sleep 1; done")
     assert vault_status(machine) == "2", "a restarted Vault should come back sealed"
-    run = machine.deploy(flags=("-v",))
+    run = machine.deploy(flags=("-v", "--debug"))
     assert run.returncode == 0, run.output[-3000:]
     assert run.changed == [VAULT_OP], run.rows
     assert "Vault: unsealed\n" in run.output \
         or run.output.rstrip().count("Vault: unsealed") == 1, run.output[-3000:]
     assert "Vault: unsealed," not in run.output, "more than unsealing was done"
     assert vault_status(machine) == "0"
+    # the unseal keys and the root token went to Vault on the commands' input, never printed
+    keys = json.loads(machine.exec(f"cat {KEYS}").stdout)
+    for secret in [*keys["keys_base64"], *keys["keys"], keys["root_token"]]:
+        assert secret not in run.output, "a Vault key or the root token is in pyinfra's output"
 
 
 def test_a_run_killed_after_vault_initialized_still_unseals(second_machine):

@@ -231,6 +231,19 @@ def test_the_host_suite_passes_over_ssh_on_every_host(fleet, first_runs):
             suite.stdout[-4000:]
 
 
+def test_a_commands_input_reaches_it_over_ssh_and_sudo_on_every_host(fleet, first_runs):
+    """The transport of Vault's and MinIO's requests (mnemos_provision/host_http.py): a command's
+    standard input through SSH and sudo (fleet-3's asks for a password), under root, and a batch
+    of requests answered one by one in one command (tests/fleet/stdin_probe.py)."""
+    args = fleet.deploy_args()
+    args[2] = "tests/fleet/stdin_probe.py"
+    result = subprocess.run(args, cwd=harness.REPO, env=fleet.env(), capture_output=True,
+                            text=True, timeout=600)
+    for name in NAMES:
+        assert (f"PROBE {name} rc=0 out=['0', 'first line', 'second line'] answers=2 "
+                f"['HostHTTPError'] commands=1") in result.stdout, result.stdout[-3000:]
+
+
 def test_a_further_run_changes_nothing_on_any_host(fleet, first_runs):
     third = fleet.deploy()
     assert third.returncode == 0, third.output[-3000:]

@@ -37,9 +37,13 @@ the wrong thing), and so is a fact read other than through the operation's decla
 
 Values that JSON has no type for: {"$bytes": "text"}, {"$path": "file beside the fixture"},
 {"$TreeEntry": {...}}, {"$StateSwap": {...}}, {"$VaultDesired": {...}}, {"$MinioDesired": {...}}
-(its buckets as {"name": ..., ...}), {"$HostKeyStore": {"path", "user", "group", "file"}} (the
-keys file's content on the host, or null when there is none: its read is the only host command
-answered); typed fact answers are built by FACT_TYPES.
+(its buckets as {"name": ..., ...}), {"$HostKeyStore": {"path", "user", "group", "file", "found"}}
+(the keys file's content on the host, or null when there is none: its read is the only host
+command answered; "found": true gives the store that content as the run's secret read found it,
+as roles/vault.py does); typed fact answers are built by FACT_TYPES.
+
+"host_commands": how many host commands the planning runs (vault.setup, minio.setup): each HTTP
+batch the transport sends, each read of the keys file.
 """
 
 from __future__ import annotations
@@ -108,7 +112,11 @@ def decode(value, base: Path):
             return minio_setup.Desired(**spec)
         if set(value) == {"$HostKeyStore"}:
             spec = dict(value["$HostKeyStore"])
-            runner = KeysFileRunner(spec["path"], spec.pop("file"))
+            content = spec.pop("file")
+            runner = KeysFileRunner(spec["path"], content)
+            if spec.pop("found", False):  # as the role gives it: read with the secret state
+                spec["found"] = (("missing", None) if content is None
+                                 else ("file", vault_setup.dumps_keys(content)))
             return HostKeyStore(**spec, runner=runner)
         return {k: decode(v, base) for k, v in value.items()}
     if isinstance(value, list):
@@ -121,8 +129,10 @@ class KeysFileRunner(host_http.Runner):
 
     def __init__(self, path: str, content: dict | None):
         self.path, self.content = path, content
+        self.commands = 0
 
-    def run(self, command: str) -> tuple[int, str]:
+    def run(self, command: str, stdin: list[str] | None = None) -> tuple[int, str]:
+        self.commands += 1
         if not command.startswith(f"if [ -f {shlex.quote(self.path)} ]; then echo PRESENT; "):
             raise AssertionError(f"the operation ran on the host: {command!r}; the fixture "
                                  f"answers only the read of {self.path}")
@@ -142,10 +152,12 @@ def request_key(method: str, url: str) -> str:
     return f"{method.upper()} {parts.path}" + (f"?{query}" if query else "")
 
 
-class FixtureHTTP:
-    """host_http.HostHTTP for one fixture: each request answered from the fixture's "http"."""
+class FixtureHTTP(host_http.HostHTTP):
+    """host_http.HostHTTP for one fixture: its prefetch and its answers from what was prefetched
+    are the real ones; each host command (`send`) is answered from the fixture's "http"."""
 
     def __init__(self, answers: dict):
+        super().__init__(runner=host_http.Runner())
         self.answers = {key: value if isinstance(value, list) else [value]
                         for key, value in answers.items()}
         self.used: set[tuple[str, int]] = set()
@@ -154,8 +166,9 @@ class FixtureHTTP:
     def __call__(self, *args, **kwargs) -> FixtureHTTP:  # stands in for the class HostHTTP
         return self
 
-    def close(self) -> None:
-        pass
+    def send(self, batch, keep=None):
+        self.commands += 1
+        return [self._answer(r.method, r.url, r.headers, r.body) for r in batch]
 
     @staticmethod
     def _matches(when: dict, headers: dict, body: bytes | None) -> bool:
@@ -172,7 +185,7 @@ class FixtureHTTP:
             return all(document.get(k, object()) == v for k, v in when["body"].items())
         return document == when["body"]
 
-    def request(self, method, url, headers=None, body=None, keep=None):
+    def _answer(self, method, url, headers, body):
         key = request_key(method, url)
         for index, answer in enumerate(self.answers.get(key, [])):
             if self._matches(answer.get("when", {}), headers or {}, body):
@@ -294,6 +307,11 @@ def test_operation(op_path, case, monkeypatch):
     yielded = list(op._inner(**kwargs))
     commands = [command_json(c) for c in yielded]
     assert http.unanswered == [], f"unanswered requests: {http.unanswered}"
+    if "host_commands" in spec:  # what planning costs: HTTP batches and keys-file reads
+        keys_reads = sum(v.runner.commands for v in kwargs.values()
+                         if isinstance(v, HostKeyStore))
+        assert http.commands + keys_reads == spec["host_commands"], (
+            f"{http.commands} HTTP command(s) and {keys_reads} keys-file read(s)")
     if op_path in PLANNERS:  # first: it names an error the planning turned into a change
         assert changes == spec["changes"]
     assert http.never_asked() == [], f"answers never asked for: {http.never_asked()}"

@@ -246,7 +246,9 @@ def test_minio_standin_serves_the_deploys_admin_calls_and_shuffles_policies(mini
     the SDK's clients: applied once, then no difference left although every read of the policy
     comes back in another order."""
     from minio import Minio, MinioAdmin
+    from minio.commonconfig import ENABLED
     from minio.credentials import StaticProvider
+    from minio.versioningconfig import SUSPENDED, VersioningConfig
 
     from mnemos_provision import minio_setup
     endpoint = minio.url(9000)[len("http://"):]
@@ -269,6 +271,19 @@ def test_minio_standin_serves_the_deploys_admin_calls_and_shuffles_policies(mini
     for _ in range(4):
         assert minio_setup.bucket_differences(s3, desired) == []
         assert minio_setup.user_differences(admin, app, desired) == []
+    # the plan as minio.setup runs it (curl on this machine as the host): every read in one host
+    # command, and a drift is still seen through the batch
+    from mnemos_provision.host_http import LocalRunner
+    from mnemos_provision.operations.minio import clients
+    for drift in (False, True):
+        if drift:
+            s3.set_bucket_versioning("mnemos-artifacts", VersioningConfig(SUSPENDED))
+        hs3, happ, hadmin, http = clients(endpoint, root, (desired.app_user, desired.app_secret),
+                                          desired.region, runner=LocalRunner())
+        found = minio_setup.plan(hs3, hadmin, happ, desired, prefetch=http.prefetch)
+        assert (found, http.commands) == (["mnemos-artifacts: versioning"] if drift else [], 1)
+    minio_setup.apply_buckets(s3, desired)
+    assert s3.get_bucket_versioning("mnemos-artifacts").status == ENABLED
     assert desired.app_policy in json.loads(admin.user_info(desired.app_user))["policyName"]
     # users and policies are kept in /data across a restart
     harness.sh(["docker", "restart", minio.name])

@@ -254,6 +254,46 @@ def test_a_scoped_token_made_as_a_child_of_the_root_token_is_made_again_as_an_or
     assert vault_setup.plan(client, store, want) == []
 
 
+def test_a_converged_vault_is_planned_in_one_host_command_whatever_the_number_of_secrets(vault):
+    """vault.setup's plan: every read of a converged Vault in one batch (host_http prefetch),
+    with 2 secrets as with 12; a drifted secret is still found through the batch."""
+    sim, client, url = vault
+    store, want = MemoryKeyStore(), desired(url)
+    for more in (0, 10):
+        before = set(want.secrets) if more else set()  # the first apply writes them all
+        want.secrets.update({f"service{i}": {"password": str(i) * 32} for i in range(more)})
+        # as vault.setup converges: the configuration read in one batch once unsealed
+        http = HostHTTP(LocalRunner())
+        done = vault_setup.apply(hvac.Client(url=url, session=host_session(http)), store, want,
+                                 prefetch=http.prefetch)
+        assert {d for d in done if d.startswith("wrote ")} == {
+            f"wrote mnemos/{name}" for name in set(want.secrets) - before}, done
+        assert vault_setup.plan(client, store, want) == []
+        http = HostHTTP(LocalRunner())
+        planner = hvac.Client(url=url, session=host_session(http))
+        planner.token = None
+        assert vault_setup.plan(planner, store, want, prefetch=http.prefetch) == []
+        assert http.commands == 1, f"{len(want.secrets)} secrets: {http.commands} host commands"
+    root = hvac.Client(url=url, token=store.data["root_token"],
+                       session=host_session(HostHTTP(LocalRunner())))
+    root.secrets.kv.v2.create_or_update_secret(path="redis", secret={"password": "changed"},
+                                               mount_point="mnemos")
+    http = HostHTTP(LocalRunner())
+    planner = hvac.Client(url=url, session=host_session(http))
+    planner.token = None
+    assert vault_setup.plan(planner, store, want, prefetch=http.prefetch) == ["secret mnemos/redis"]
+    assert http.commands == 1
+
+
+def test_the_controllers_vault_token_is_never_sent_to_the_hosts_vault(monkeypatch, tmp_path):
+    """hvac takes VAULT_TOKEN (or ~/.vault-token) of whoever runs pyinfra when given no token;
+    vault.setup's client starts with none."""
+    from mnemos_provision.operations import vault as vault_operation
+    monkeypatch.setenv("VAULT_TOKEN", "the-controllers-own-token")
+    client, _ = vault_operation._client("http://127.0.0.1:8200", None)
+    assert client.token is None
+
+
 def host_key_store(path):
     import getpass
     import grp
@@ -278,9 +318,10 @@ class AnswerLostRunner(LocalRunner):
     """Runs every command on the "host", but the answer of the one that sends PUT sys/init never
     reaches the controller: the run dies (or its connection drops) right after Vault initialized."""
 
-    def run(self, command):
-        rc, out = super().run(command)
-        if "-X PUT" in command and "/v1/sys/init" in command:
+    def run(self, command, stdin=None):
+        rc, out = super().run(command, stdin)
+        # each request is a line of the command's input: METHOD URL HEADERS BODY
+        if any(line.split(" ")[:1] == ["PUT"] and "/v1/sys/init " in line for line in stdin or []):
             raise HostHTTPError("the connection to the host was lost")
         return rc, out
 
@@ -393,3 +434,9 @@ def test_the_same_code_against_a_real_vault(real_vault):
     vault_setup.wait_for_api(client, 30)
     vault_setup.apply(client, store, want)
     assert vault_setup.plan(client, store, want) == []
+    # as vault.setup plans: every read in one batch (one host command)
+    http = HostHTTP(LocalRunner())
+    planner = hvac.Client(url=real_vault, session=host_session(http))
+    planner.token = None
+    assert vault_setup.plan(planner, store, want, prefetch=http.prefetch) == []
+    assert http.commands == 1
