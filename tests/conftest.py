@@ -63,6 +63,15 @@ def need(tool: str) -> str:
     return path
 
 
+def data_cases(root: Path) -> list:
+    """The cases of a tests-as-data folder (tests/operations, tests/facts): each
+    <root>/<module>.<name>/<case>.json as pytest parameters (folder name, path), with the id
+    "<folder>/<case>"."""
+    return [pytest.param(directory.name, case, id=f"{directory.name}/{case.stem}")
+            for directory in sorted(p for p in root.iterdir() if p.is_dir())
+            for case in sorted(directory.glob("*.json"))]
+
+
 def run(cmd, **kwargs) -> subprocess.CompletedProcess:
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)

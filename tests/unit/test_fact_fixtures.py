@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from pyinfra.api import StringCommand
 
+from tests.conftest import data_cases
+
 pytestmark = pytest.mark.unit
 
 HERE = Path(__file__).resolve().parent.parent / "facts"
@@ -40,13 +42,7 @@ def to_json(value):
     return value
 
 
-def cases():
-    for directory in sorted(p for p in HERE.iterdir() if p.is_dir()):
-        for case in sorted(directory.glob("*.json")):
-            yield pytest.param(directory.name, case, id=f"{directory.name}/{case.stem}")
-
-
-@pytest.mark.parametrize("fact_path,case", list(cases()))
+@pytest.mark.parametrize("fact_path,case", data_cases(HERE))
 def test_fact(fact_path, case):
     spec = json.loads(case.read_text())
     module_name, class_name = fact_path.split(".")

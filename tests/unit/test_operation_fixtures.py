@@ -66,6 +66,7 @@ from mnemos_provision.operations import util
 from mnemos_provision.operations.util import StateSwap
 from mnemos_provision.operations.vault import HostKeyStore
 from mnemos_provision.render import TreeEntry
+from tests.conftest import data_cases
 
 pytestmark = pytest.mark.unit
 
@@ -270,13 +271,7 @@ def spy_planners(op_path: str, monkeypatch) -> list:
     return found
 
 
-def cases():
-    for directory in sorted(p for p in HERE.iterdir() if p.is_dir()):
-        for case in sorted(directory.glob("*.json")):
-            yield pytest.param(directory.name, case, id=f"{directory.name}/{case.stem}")
-
-
-@pytest.mark.parametrize("op_path,case", list(cases()))
+@pytest.mark.parametrize("op_path,case", data_cases(HERE))
 def test_operation(op_path, case, monkeypatch):
     spec = json.loads(case.read_text())
     module_name, op_name = op_path.split(".")
