@@ -117,3 +117,16 @@ def test_the_account_owns_its_tree_state_and_home(machine, first):
     assert any(line.startswith("dev 600 ") and line.endswith("secrets.json") for line in owners)
     owned = machine.exec("find /home/dev -xdev -user root", check=False).stdout.strip()
     assert owned == "", f"owned by root in dev's home:\n{owned}"
+
+
+def test_vault_and_minio_requests_travel_through_sudo_on_local(machine, first):
+    """The transport of Vault's and MinIO's requests (mnemos_provision/host_http.py) as
+    `scripts/bootstrap` runs it for a WSL user: @local, --sudo added for `dev`. A command's
+    standard input arrives whole under sudo, as root, and a batch of two requests comes back as
+    two answers in one command (tests/fleet/stdin_probe.py)."""
+    result = machine.exec(f"cd {REPO_COPY} && PIP_CERT=/etc/ssl/certs/controller-ca.crt "
+                          "scripts/bootstrap @local tests/fleet/stdin_probe.py -y",
+                          check=False, user="dev")
+    output = result.stdout + result.stderr
+    assert ("PROBE @local rc=0 out=['0', 'first line', 'second line'] answers=2 "
+            "['HostHTTPError'] commands=1") in result.stdout, output[-3000:]
