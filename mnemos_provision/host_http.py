@@ -95,7 +95,7 @@ class PyinfraRunner(Runner):
             if private:
                 self.host.run_shell_command(f"rm -rf {shlex.quote(private)}", print_output=False)
         if not done:
-            raise HostHTTPError(f"cannot upload a request file to {remote} on {self.host.name}")
+            raise HostHTTPError(f"cannot upload {remote} to {self.host.name}")
 
     def run(self, command: str, stdin: list[str] | None = None) -> tuple[int, str]:
         from mnemos_provision.context import connector_arguments
