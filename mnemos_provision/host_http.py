@@ -218,14 +218,14 @@ class HostHTTP:
         call did not reach, or whose sending failed, is sent when it is made).
         """
         self._prefetched.clear()  # answers of an earlier prefetch are not answers any more
-        self._recording = []
+        recorded: list[Request] = []
+        self._recording = recorded
         try:
             for call in calls:
                 try:
                     call()
                 except _Recorded:
                     pass
-            recorded, self._recording = self._recording, None
         finally:
             self._recording = None
         if not recorded:

@@ -52,6 +52,11 @@ class KeyStore:
     def save(self, data: dict) -> None:
         raise NotImplementedError
 
+    def planning(self) -> KeyStore:
+        """The store the plan reads: this one; a store that already read the keys may answer from
+        that (operations.vault.HostKeyStore, given the secret state's read)."""
+        return self
+
     def initialize(self, client: hvac.Client, desired: Desired) -> dict:
         """
         Initialize Vault and store its answer, the only copy of the unseal keys and the root

@@ -73,8 +73,7 @@ class HostKeyStore:
     def planning(self) -> "HostKeyStore":
         """A read-only view for the plan: its load answers from `found` when the secret read
         had the file (or knew it missing), from the host otherwise."""
-        view = _PlanningKeys(self.path, self.user, self.group, self._runner, self.found)
-        return view
+        return _PlanningKeys(self.path, self.user, self.group, self._runner, self.found)
 
     def save(self, data: dict) -> None:
         from mnemos_provision import vault_setup
@@ -123,9 +122,12 @@ class HostKeyStore:
 
 class _PlanningKeys(HostKeyStore):
     def load(self) -> dict | None:
-        if self.found is not None and self.found[0] in ("file", "missing"):
-            return self._parse(self.found[1] or b"") if self.found[0] == "file" else None
-        return super().load()
+        kind, data = self.found or ("not read", None)
+        if kind == "file":
+            return self._parse(data or b"")
+        if kind == "missing":
+            return None
+        return super().load()  # not read with the secret state, or not a plain file: read it
 
     def save(self, data: dict) -> None:
         raise RuntimeError("the plan never writes the keys file")
@@ -178,8 +180,7 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
     # hvac loads only when Vault is managed
     keys = cast("vault_setup.KeyStore", store)
     client, http = _client(url, cacert)
-    planning = cast("vault_setup.KeyStore", store.planning()) if isinstance(
-        store, HostKeyStore) else keys
+    planning = cast("vault_setup.KeyStore", store.planning())
     try:
         try:  # the plan's reads in one batch; a Vault that does not answer yet is waited for
             changes = vault_setup.plan(client, planning, desired, prefetch=http.prefetch)
