@@ -6,6 +6,7 @@ configs, an HCL2 parser for vault.hcl, YAML and JSON parsers for the rest.
 
 from __future__ import annotations
 
+import configparser
 import http.server
 import json
 import os
@@ -575,3 +576,27 @@ def test_make_health_asks_the_collectors_health_endpoint(env, tmp_path):
     for name, service in services.items():
         condition = (service.get("depends_on") or {}).get("otel-collector", {}).get("condition")
         assert condition in (None, "service_started"), f"{name} waits for the collector {condition}"
+
+
+def test_grafana_secure_cookie_only_where_grafana_is_served_over_https_only(tree):
+    """
+    A secure cookie is not sent back over plain HTTP: with `cookie_secure = true` while Grafana is
+    also reachable over HTTP (its published port, Traefik's web entry point without a redirect),
+    an HTTP login cannot keep its session.
+    """
+    s = tree["settings"]
+    if not s.service_enabled("grafana"):
+        pytest.skip("Grafana is not enabled in this environment")
+    ini = configparser.ConfigParser(comment_prefixes=(";", "#"), inline_comment_prefixes=None)
+    ini.read_string((tree["root"] / "config/grafana/grafana.ini").read_text())
+    secure = ini.getboolean("security", "cookie_secure")
+    compose = yaml.safe_load((tree["root"] / "docker-compose.yml").read_text())
+    grafana = compose["services"]["grafana"]
+    plain_http = bool(grafana.get("ports"))  # Grafana's own port speaks HTTP only
+    if "traefik" in compose["services"]:
+        static = yaml.safe_load((tree["root"] / "config/traefik/traefik.yml").read_text())
+        web = static["entryPoints"].get("web", {})
+        redirects = bool(((web.get("http") or {}).get("redirections") or {}).get("entryPoint"))
+        plain_http = plain_http or not redirects
+    assert not (secure and plain_http), (
+        f"{tree['env']}: cookie_secure is on while Grafana is also served over plain HTTP")
