@@ -1,7 +1,8 @@
 """
-group_data/all.py and the README's settings block, written from the specification in
+group_data/all.py and the settings block of docs/settings.md, written from the specification in
 mnemos_provision/settings.py (`Settings`): each setting's default with its one-line doc, in the
-spec's order and sections. A unit test keeps both files identical to what this writes.
+spec's order and sections. A unit test keeps both files identical to what this writes
+(scripts/sync-readme-defaults runs this module).
 
     python3 -m mnemos_provision.settings_doc          # rewrite both
     python3 -m mnemos_provision.settings_doc --check  # exit 1 if either is out of date
@@ -19,9 +20,9 @@ from mnemos_provision.settings import DEFAULTS_FILE, REPO_ROOT, SPEC, Spec
 
 WIDTH = 100
 ALL_FILE = DEFAULTS_FILE
-README = REPO_ROOT / "README.md"
-README_BLOCK = re.compile(r"<!-- defaults:begin -->\n```python\n.*?```\n<!-- defaults:end -->",
-                          re.S)
+SETTINGS_DOC = REPO_ROOT / "docs/settings.md"
+DOC_BLOCK = re.compile(r"<!-- defaults:begin -->\n```python\n.*?```\n<!-- defaults:end -->",
+                       re.S)
 
 HEADER = '''\
 """
@@ -94,26 +95,26 @@ def render_defaults() -> str:
     return "\n".join(out) + "\n"
 
 
-def readme_block(text: str) -> str:
+def doc_block(text: str) -> str:
     return "<!-- defaults:begin -->\n```python\n" + text + "```\n<!-- defaults:end -->"
 
 
 def main(argv: list[str]) -> int:
     text = render_defaults()
-    readme = README.read_text()
-    if not README_BLOCK.search(readme):
-        print(f"{README}: no <!-- defaults:begin --> ... <!-- defaults:end --> block",
+    doc = SETTINGS_DOC.read_text()
+    if not DOC_BLOCK.search(doc):
+        print(f"{SETTINGS_DOC}: no <!-- defaults:begin --> ... <!-- defaults:end --> block",
               file=sys.stderr)
         return 1
-    new_readme = README_BLOCK.sub(lambda m: readme_block(text), readme)
-    stale = [p for p, new in ((ALL_FILE, text), (README, new_readme)) if p.read_text() != new]
+    new_doc = DOC_BLOCK.sub(lambda m: doc_block(text), doc)
+    stale = [p for p, new in ((ALL_FILE, text), (SETTINGS_DOC, new_doc)) if p.read_text() != new]
     if "--check" in argv:
         for p in stale:
             print(f"{p.relative_to(REPO_ROOT)} is out of date: run scripts/sync-readme-defaults",
                   file=sys.stderr)
         return 1 if stale else 0
     ALL_FILE.write_text(text)
-    README.write_text(new_readme)
+    SETTINGS_DOC.write_text(new_doc)
     for p in stale:
         print(f"wrote {p.relative_to(REPO_ROOT)}")
     return 0

@@ -100,7 +100,7 @@ def test_second_run_changes_nothing(provisioned):
         "mnemos_provision.facts.server.HostSnapshot",
         "mnemos_provision.fact_batch.FactBatch",
     ], second.facts_read
-    # every command counted (--debug): those two and the secret state's read (README: Idempotence)
+    # every command counted (--debug): those two and the secret state's read (docs/performance.md)
     assert len(second.host_commands) == 3, "\n".join(second.host_commands)
 
 
@@ -161,7 +161,7 @@ def test_no_secret_in_pyinfra_output_even_with_diff(provisioned):
 
 # The second machine runs the whole stack the stand-ins allow: PostgreSQL, Redis and Prometheus,
 # plus Vault and MinIO from their STAND-IN images (tests/standins/vault, tests/standins/minio;
-# not HashiCorp's or MinIO's servers, see the README), enabled by the settings every run on it
+# not HashiCorp's or MinIO's servers, see docs/testing.md), enabled by the settings every run on it
 # passes (--data) rather than by group_data/ci.py, so the first machine and the stack tier keep
 # the CI profile.
 VAULT_MINIO_PROFILES = ["postgres", "redis", "prometheus", "vault", "minio"]
@@ -220,7 +220,7 @@ def test_a_killed_first_run_is_finished_by_the_next_run(second_machine):
     again = machine.deploy(flags=("--debug",))
     assert again.returncode == 0, again.output[-3000:]
     assert again.changed == [], again.rows
-    # with every role enabled, a bounded cost (README: Idempotence): the snapshot, the secret
+    # with every role enabled, a bounded cost (docs/performance.md): the snapshot, the secret
     # state (with Vault's keys file), the fact batch, and one batch of requests each for Vault
     # and MinIO, whatever the number of secrets, policies and buckets
     assert len(again.host_commands) <= 5, "\n".join(again.host_commands)

@@ -275,8 +275,8 @@ class TestServices:
 
     @pytest.mark.checklist("Vault container running (dev mode for now)")
     def test_vault_running_unsealed_and_token_reads_a_secret(self, host, settings, paths):
-        """Server mode, not the design's dev mode (see README): unsealed, and .env's scoped token
-        reads a service secret of the kv-v2 mount."""
+        """Server mode, not the design's dev mode (docs/deviations.md): unsealed, and .env's scoped
+        token reads a service secret of the kv-v2 mount."""
         require(settings, "vault")
         root = paths["root"]
         mount = settings.vault_mount_path.strip("/")

@@ -4,7 +4,7 @@ MinIO buckets, versioning and lifecycle against moto_server: a real S3-protocol 
 through the real transport (curl on the "host", here this machine) and the minio SDK.
 
 Not tested against a server: the MinIO admin API (application user, its policy), which moto does
-not implement; only the policy document is checked here (README: Tests).
+not implement; only the policy document is checked here (docs/testing.md).
 """
 
 from __future__ import annotations

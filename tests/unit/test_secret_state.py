@@ -1,5 +1,5 @@
 """
-The secret state is never lost, rotated or leaked by accident (README: Secrets). Each case runs
+The secret state is never lost, rotated or leaked by accident (docs/secrets.md). Each case runs
 the real `pyinfra @local deploys/tree.py` into a temporary tree, every run at its most verbose
 (`-vvv --debug --diff`), and every output is searched for every secret value at the end.
 

@@ -1,7 +1,7 @@
 """
 The settings specification (`Settings` in mnemos_provision/settings.py) is the one place a setting
-is declared: group_data/all.py and the README's block are written from it, every setting's type is
-checked from it, and dict settings are merged key by key across pyinfra's data layers.
+is declared: group_data/all.py and docs/settings.md's block are written from it, every setting's
+type is checked from it, and dict settings are merged key by key across pyinfra's data layers.
 """
 
 from __future__ import annotations
@@ -41,13 +41,13 @@ def test_group_data_all_is_written_from_the_spec():
         "group_data/all.py differs from the spec: run scripts/sync-readme-defaults"
 
 
-def test_readme_block_is_written_from_the_spec():
-    readme = (REPO / "README.md").read_text()
+def test_settings_doc_block_is_written_from_the_spec():
+    doc = (REPO / "docs/settings.md").read_text()
     quoted = re.search(r"<!-- defaults:begin -->\n```python\n(.*)```\n<!-- defaults:end -->",
-                       readme, re.S)
-    assert quoted, "the README has no defaults block"
+                       doc, re.S)
+    assert quoted, "docs/settings.md has no defaults block"
     assert quoted.group(1) == settings_doc.render_defaults(), \
-        "the README's settings block differs from the spec: run scripts/sync-readme-defaults"
+        "docs/settings.md's settings block differs from the spec: run scripts/sync-readme-defaults"
 
 
 def test_all_py_as_pyinfra_reads_it_holds_every_default_with_its_doc():

@@ -4,7 +4,7 @@ of the upstream images the compose file relies on: run on this machine's Docker 
 the rendered compose service's command, volumes, capabilities and healthcheck command.
 
 They are stand-ins, not Vault or MinIO: what they follow and what they leave out is said in their
-Dockerfiles and in the README.
+Dockerfiles and in docs/testing.md.
 """
 
 from __future__ import annotations

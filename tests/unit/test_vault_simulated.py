@@ -413,7 +413,7 @@ def real_vault(tmp_path):
     binary = shutil.which("vault")
     if not binary:
         pytest.skip("no real Vault here: set VAULT_TEST_ADDR to an uninitialized test server, or "
-                    "put a vault binary on PATH (README: Tests)")
+                    "put a vault binary on PATH (docs/testing.md)")
     port = _free_port()
     config = tmp_path / "vault.hcl"
     config.write_text(f'storage "file" {{ path = "{tmp_path}/data" }}\n'

@@ -15,7 +15,7 @@ a bearer token is not verified: a stand-in's limit) and the admin API calls this
 Users and policies are kept in /data/.minio.sys/standin-iam.json. Requests are told apart by
 the access key of their SigV4 Authorization header (admin calls: the root user only; S3: the
 root user or an enabled user, else InvalidAccessKeyId). Signatures are not verified and user
-policies are not enforced on S3 requests: a stand-in's limits, said in the README.
+policies are not enforced on S3 requests: a stand-in's limits, said in docs/testing.md.
 `mc ready <alias>`: GET <alias>/minio/health/cluster, exit 0 when it answers 200.
 """
 
