@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import os
 import posixpath
+import re
 import shlex
 import subprocess
 from collections.abc import Callable
@@ -179,6 +180,29 @@ echo %(end)s
 """
 
 
+# an HTTP header name (RFC 9110 token); CR, LF or NUL in a value would end the header's line and
+# start another header (or cut it) in the header lines curl reads (-H @file)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check(r: Request) -> None:
+    """Refuses what curl would read other than as one request: a method that is not a token, a URL
+    with a space or a control character, a header name that is not a token, a header value with
+    CR, LF or NUL. The error names the header, never its value (a token, a signature)."""
+    what = f"{r.method} {_redact(r.url)}"
+    if not _TOKEN.fullmatch(r.method) or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7f
+                                             for c in r.url):
+        raise HostHTTPError(f"{what}: not a URL curl can be given")
+    for name, value in r.headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise HostHTTPError(f"{what}: refused, the header name {name!r} is not an HTTP "
+                                f"header name (it holds CR, LF, NUL or another character a name "
+                                f"cannot have)")
+        if any(c in value for c in "\r\n\0"):
+            raise HostHTTPError(f"{what}: refused, the value of the header {name} holds CR, LF or "
+                                f"NUL (it would start another header)")
+
+
 class HostHTTP:
     """
     Sends HTTP requests from the host with curl: each `send` is one host command, whatever the
@@ -239,10 +263,10 @@ class HostHTTP:
         """One host command for every request of `batch`; an answer, or the error of its curl."""
         if keep is not None and len(batch) != 1:
             raise ValueError("an answer is kept only for a request sent alone")
+        for r in batch:  # all refused before anything is sent
+            _check(r)
         lines = []
         for r in batch:
-            if any(c.isspace() for c in r.url + r.method):
-                raise HostHTTPError(f"{r.method} {_redact(r.url)}: not a URL curl can be given")
             header_lines = [f"{k}: {v}" for k, v in r.headers.items()
                             if k.lower() not in ("content-length", "host", "connection", "expect")]
             header_lines.append("Expect:")  # no 100-continue round trip

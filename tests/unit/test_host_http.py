@@ -22,6 +22,8 @@ from mnemos_provision.host_http import (
     host_session,
 )
 
+pytestmark = pytest.mark.unit
+
 
 class Echo(http.server.BaseHTTPRequestHandler):
     """Answers with what it was sent: method, path, token, content type, body."""
@@ -51,6 +53,7 @@ def echo():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+    server.server_close()
 
 
 class Recording(LocalRunner):
@@ -133,3 +136,25 @@ def test_nothing_is_left_in_the_temporary_directory(echo, tmp_path):
         else:
             os.environ["TMPDIR"] = saved
     assert set(os.listdir(tmp_path)) == before
+
+
+# --- a header that would start another one is refused ------------------------------------------
+
+@pytest.mark.parametrize("name,value,named", [
+    ("X-Vault-Token", "token\r\nX-Injected: 1", "header X-Vault-Token"),
+    ("X-Vault-Token", "token\nX-Injected: 1", "header X-Vault-Token"),
+    ("X-Vault-Token", "token\rX", "header X-Vault-Token"),
+    ("X-Vault-Token", "tok\0en", "header X-Vault-Token"),
+    ("X-Injected: 1\r\nX-Vault-Token", "token", repr("X-Injected: 1\r\nX-Vault-Token")),
+    ("X-Vault-Token\n", "token", repr("X-Vault-Token\n")),
+    ("X-Vault\0-Token", "token", repr("X-Vault\0-Token")),
+])
+def test_a_header_with_cr_lf_or_nul_is_refused_before_anything_is_sent(echo, name, value, named):
+    runner = Recording()
+    http = HostHTTP(runner)
+    with pytest.raises(HostHTTPError) as refused:
+        http.send([Request("GET", f"{echo}/fine"),  # the whole batch is refused, not only one
+                   Request("PUT", f"{echo}/v1/sys/unseal", {name: value}, b"{}")])
+    assert named in str(refused.value) and "/v1/sys/unseal" in str(refused.value)
+    assert "token\r" not in str(refused.value) and "tok\0en" not in str(refused.value)
+    assert runner.commands == [] and http.commands == 0
