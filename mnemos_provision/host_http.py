@@ -8,9 +8,14 @@ curl, through whatever connector pyinfra uses (@local, SSH, @docker):
 
 - one host command sends any number of requests (`HostHTTP.send`): they travel on the command's
   standard input (headers and bodies base64-encoded), so a token or an unseal key is never on a
-  command line, where `ps` or pyinfra's debug output would show it, and never in a file the
-  command does not remove (a 0700 directory of its own, removed on exit); the answers come back
-  base64-encoded (binary-safe);
+  command line, where `ps` or pyinfra's debug output would show it, and never in a file: the
+  command hands each request's headers and body to curl through pipes, and curl's answer comes
+  back through a pipe too, base64-encoded (binary-safe); nothing is written to `TMPDIR`, so
+  nothing is left there whatever ends the command (a signal included);
+- what the host's environment could change is shut out (docs/security-http.md): no proxy
+  (`--noproxy '*'`, the proxy variables unset), no curl rc file (`-q` first), no TLS key log;
+  the URL is given with `--url`; a header whose name or value holds CR, LF or NUL is refused
+  before anything is sent; an answer larger than `max_answer` bytes is an error naming its URL;
 - `HostHTTP.prefetch` records the requests a list of client calls would send, sends them in one
   command, and `request` answers each of them once from what came back (the Vault and MinIO plans
   read a converged server in one host command, whatever the number of secrets or buckets);
@@ -29,6 +34,7 @@ from __future__ import annotations
 import base64
 import os
 import posixpath
+import re
 import shlex
 import subprocess
 from collections.abc import Callable
@@ -152,31 +158,69 @@ class _Recorded(Exception):
 
 
 # Each request is one line of the command's standard input: METHOD URL HEADERS BODY (the last two
-# base64, "-" for no body), then END. Each answer is five lines of its output: the curl exit code,
-# then "H:", "B:" and "E:" + base64 of the answer's headers, body and curl's error message.
+# base64, "-" for no body), then END. Each answer is three or four lines of its output: "@@ANSWER",
+# then "R:" + base64 of what curl wrote (the headers, then the body unless kept: cut after
+# max_answer + 1 bytes), with a Keep "K:" + base64 of the body kept, then "E:" + base64 of curl's
+# error message, "@@CODE <HTTP status>" and "@@RC <curl's exit code>".
+#
+# Nothing goes to disk (but a Keep's file): the headers reach curl on its standard input (-H @-),
+# the body on a pipe as its fd 3 (--data-binary @/dev/fd/3), the answer goes through a pipe to
+# base64 (fd 4: the command's output) and curl's stderr into a variable (fd 5). Nothing of the
+# host's environment changes the request: -q first (no ~/.curlrc), no proxy (--noproxy '*' and the
+# variables unset), no TLS key log (SSLKEYLOGFILE unset), the URL given as --url.
 _END = "@@END@@"
 _LOOP = r"""
 umask 077
-d=$(mktemp -d "${TMPDIR:-/tmp}/mnemos-http.XXXXXXXXXX") || exit 1
-trap 'rm -rf "$d"' EXIT
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy NO_PROXY no_proxy \
+      SSLKEYLOGFILE CURL_HOME
+exec 4>&1
 %(prepare)s
 while read -r m u h b; do
   [ "$m" = %(end)s ] && break
-  rm -f "$d/rh" "$d/rb" "$d/e"
-  printf '%%s' "$h" | base64 -d > "$d/h"
-  if [ "$m" = HEAD ]; then set -- -I; else set -- -X "$m"; fi
-  if [ "$b" != - ]; then
-    printf '%%s' "$b" | base64 -d > "$d/b"; set -- "$@" --data-binary "@$d/b"
-  fi
-  code=$(curl -sS -g --max-time %(timeout)d %(cacert)s"$@" -H "@$d/h" -D "$d/rh" -o "$d/rb" \
-         -w '%%{http_code}' "$u" </dev/null 2>"$d/e"); rc=$?
-%(keep)s  echo "@@ANSWER $rc"
-  printf 'H:'; base64 < "$d/rh" 2>/dev/null | tr -d '\n'; echo
-  printf 'B:'; base64 < "$d/rb" 2>/dev/null | tr -d '\n'; echo
-  printf 'E:'; tail -c 300 "$d/e" 2>/dev/null | base64 | tr -d '\n'; echo
+  [ "$b" = - ] && b=
+  if [ "$m" = HEAD ]; then set -- -I; else set -- -X "$m" %(output)s; fi
+  [ -z "$b" ] || set -- "$@" --data-binary @/dev/fd/3
+  echo @@ANSWER
+  printf 'R:'
+  e=$( {
+         { printf '%%s' "$b" | base64 -d | {
+             printf '%%s' "$h" | base64 -d |
+             curl -q -sS -g --noproxy '*' --max-time %(timeout)d --max-filesize %(cap)d \
+                  %(cacert)s"$@" -H @- -w '%%{stderr}@@CODE %%{http_code}\n' --url "$u" 2>&5
+           } 3<&0
+           echo "@@RC $?" >&5
+         } | head -c %(limit)d | base64 | tr -d '\n' >&4
+       } 5>&1 )
+  echo
+%(keep)s  printf 'E:'; printf '%%s\n' "$e" | tail -c 600 | base64 | tr -d '\n'; echo
 done
 echo %(end)s
 """
+
+
+MAX_ANSWER = 8 * 1024 * 1024  # Vault's and MinIO's answers here are a few kilobytes
+
+# an HTTP header name (RFC 9110 token); CR, LF or NUL in a value would end the header's line and
+# start another header (or cut it) in the header lines curl reads (-H @file)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check(r: Request) -> None:
+    """Refuses what curl would read other than as one request: a method that is not a token, a URL
+    with a space or a control character, a header name that is not a token, a header value with
+    CR, LF or NUL. The error names the header, never its value (a token, a signature)."""
+    what = f"{r.method} {_redact(r.url)}"
+    if not _TOKEN.fullmatch(r.method) or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7f
+                                             for c in r.url):
+        raise HostHTTPError(f"{what}: not a URL curl can be given")
+    for name, value in r.headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise HostHTTPError(f"{what}: refused, the header name {name!r} is not an HTTP "
+                                f"header name (it holds CR, LF, NUL or another character a name "
+                                f"cannot have)")
+        if any(c in value for c in "\r\n\0"):
+            raise HostHTTPError(f"{what}: refused, the value of the header {name} holds CR, LF or "
+                                f"NUL (it would start another header)")
 
 
 class HostHTTP:
@@ -185,10 +229,12 @@ class HostHTTP:
     number of requests. `request` sends one (or answers it from a `prefetch`).
     """
 
-    def __init__(self, runner: Runner, timeout: int = 30, cacert: str | None = None):
+    def __init__(self, runner: Runner, timeout: int = 30, cacert: str | None = None,
+                 max_answer: int = MAX_ANSWER):
         self.runner = runner
         self.timeout = timeout
         self.cacert = cacert
+        self.max_answer = max_answer  # bytes of an answer, headers and body: more is an error
         self.commands = 0  # host commands sent: the cost the tests and the bench count
         self._prefetched: dict[tuple, list[Answer]] = {}
         self._recording: list[Request] | None = None
@@ -239,10 +285,10 @@ class HostHTTP:
         """One host command for every request of `batch`; an answer, or the error of its curl."""
         if keep is not None and len(batch) != 1:
             raise ValueError("an answer is kept only for a request sent alone")
+        for r in batch:  # all refused before anything is sent
+            _check(r)
         lines = []
         for r in batch:
-            if any(c.isspace() for c in r.url + r.method):
-                raise HostHTTPError(f"{r.method} {_redact(r.url)}: not a URL curl can be given")
             header_lines = [f"{k}: {v}" for k, v in r.headers.items()
                             if k.lower() not in ("content-length", "host", "connection", "expect")]
             header_lines.append("Expect:")  # no 100-continue round trip
@@ -255,7 +301,7 @@ class HostHTTP:
         logger.debug("host_http: %d request(s) in one host command: %s", len(batch),
                      ", ".join(f"{r.method} {urlsplit(r.url).path}" for r in batch))
         rc, out = self.runner.run(self._command(keep), stdin=lines)
-        answers = _parse(out, batch)
+        answers = _parse(out, batch, self.max_answer)
         if rc != 0 or answers is None:
             tail = out.strip().splitlines()[-1] if out.strip() else "no output"
             first = batch[0]
@@ -266,9 +312,11 @@ class HostHTTP:
 
     def _command(self, keep: Keep | None) -> str:
         q = shlex.quote
-        prepare, keep_step = ("", "") if keep is None else _keep_steps(keep)
-        return _LOOP % {"prepare": prepare, "keep": keep_step, "end": q(_END),
-                        "timeout": self.timeout,
+        prepare, output, keep_step = (("", "-i", "") if keep is None
+                                      else _keep_steps(keep, self.max_answer))
+        return _LOOP % {"prepare": prepare, "output": output, "keep": keep_step, "end": q(_END),
+                        "timeout": self.timeout, "cap": self.max_answer,
+                        "limit": self.max_answer + 1,
                         "cacert": f"--cacert {q(self.cacert)} " if self.cacert else ""}
 
 
@@ -276,48 +324,73 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _parse(out: str, batch: list[Request]) -> list[Answer | HostHTTPError] | None:
+def _parse(out: str, batch: list[Request], cap: int) -> list[Answer | HostHTTPError] | None:
     """The answers in the command's output, in the order sent; None when the output is cut."""
     lines = out.splitlines()
     answers: list[Answer | HostHTTPError] = []
     i = 0
     while i < len(lines) and len(answers) < len(batch):
-        if not lines[i].startswith("@@ANSWER "):
+        if lines[i] != "@@ANSWER":
             i += 1
             continue
-        rc, record = lines[i].split()[1], lines[i + 1:i + 4]
-        if len(record) != 3 or [r[:2] for r in record] != ["H:", "B:", "E:"]:
+        kinds = [r[:2] for r in lines[i + 1:i + 4]]
+        if kinds[:2] == ["R:", "E:"]:  # R (headers and body), E
+            record, kept = lines[i + 1:i + 3], None
+        elif kinds == ["R:", "K:", "E:"]:  # with a Keep: R (headers), K (body), E
+            record, kept = [lines[i + 1], lines[i + 3]], base64.b64decode(lines[i + 2][2:])
+        else:
             return None
-        head, body, error = (base64.b64decode(r[2:]) for r in record)
-        sent = batch[len(answers)]
-        answers.append(_answer(sent, rc, head.decode(errors="replace"), body,
-                               error.decode(errors="replace").strip()))
-        i += 4
+        raw, error = (base64.b64decode(r[2:]) for r in record)
+        i += 4 if kept is not None else 3
+        answers.append(_answer(batch[len(answers)], raw, kept,
+                               error.decode(errors="replace"), cap))
     if len(answers) != len(batch) or _END not in lines[i:]:
         return None
     return answers
 
 
-def _answer(sent: Request, rc: str, head: str, body: bytes, error: str) -> Answer | HostHTTPError:
+def _answer(sent: Request, raw: bytes, kept: bytes | None, error: str, cap: int
+            ) -> Answer | HostHTTPError:
+    """The answer from what curl wrote: `raw` (its headers, then the body unless `kept`), and its
+    stderr, which ends with "@@CODE <status>" and "@@RC <exit code>"."""
     what = f"{sent.method} {_redact(sent.url)}"
+    rc = error.rpartition("@@RC ")[2].strip() if "@@RC " in error else "unknown"
+    # curl's own line ("curl: (7) Failed to connect ..."), not the advice some errors add
+    message = [line for line in error.splitlines() if line.startswith("curl: (")] or [
+        line for line in error.splitlines() if line.strip() and not line.startswith("@@")]
+    if len(raw) > cap or (kept is not None and len(kept) > cap) or rc == "63":
+        return HostHTTPError(f"{what}: the answer is larger than {cap} bytes, the most an answer "
+                             f"from the host may be (max_answer); nothing of it is used")
     if rc != "0":
         return HostHTTPError(f"{what} from the host failed (curl exit {rc}): "
-                             f"{error.splitlines()[-1] if error else 'no message'}")
-    # curl -D writes every response's headers (e.g. after a redirect or 100): keep the last
-    blocks = [b for b in head.replace("\r", "").split("\n\n") if b.strip().startswith("HTTP/")]
-    if not blocks:
+                             f"{message[0] if message else 'no message'}")
+    # curl writes every response's headers (a 100 Continue, then the answer's): keep the last;
+    # what follows the last headers is the body (nothing for HEAD, sent with curl -I)
+    head, rest = None, raw
+    while rest.startswith(b"HTTP/"):
+        ends = [(at, len(sep)) for sep in (b"\r\n\r\n", b"\n\n") if (at := rest.find(sep)) >= 0]
+        at, size = min(ends) if ends else (len(rest), 0)
+        head, rest = rest[:at].decode("latin-1"), rest[at + size:]
+        status = head.split(None, 2)[1:2]
+        if not (status and status[0].isdigit() and status[0].startswith("1")):
+            break
+    if head is None:
         return HostHTTPError(f"{what}: no HTTP response")
-    status_line, *header_lines = blocks[-1].strip().split("\n")
+    status_line, *header_lines = head.replace("\r", "").split("\n")
+    fields = status_line.split()
+    if len(fields) < 2 or not fields[1].isdigit():
+        return HostHTTPError(f"{what}: no HTTP response")
     headers: dict[str, str] = {}
     for line in header_lines:
         name, _, value = line.partition(":")
         headers[name.strip()] = value.strip()
-    # HEAD is sent with curl -I, which writes the headers where the body would go
-    return int(status_line.split()[1]), headers, b"" if sent.method == "HEAD" else body
+    return int(fields[1]), headers, kept if kept is not None else rest
 
 
-def _keep_steps(keep: Keep) -> tuple[str, str]:
-    """The shell that prepares the folder before the request, and keeps a 200 answer (Keep)."""
+def _keep_steps(keep: Keep, cap: int) -> tuple[str, str, str]:
+    """The shell that prepares the folder before the request, the curl options that write the
+    body into the staged file (removed on every exit, signals included), and the step that keeps
+    a 200 answer (Keep)."""
     q = shlex.quote
     folder = posixpath.dirname(keep.path) or "."
     staged = posixpath.join(folder, f".mnemos-{os.urandom(8).hex()}.kept")
@@ -327,13 +400,25 @@ def _keep_steps(keep: Keep) -> tuple[str, str]:
     # the folder is made 0700 when missing; an existing one is never changed (README: Secrets)
     prepare = (f"if ! {{ [ -d {q(folder)} ] || {{ mkdir -m 700 {q(folder)}{owned(folder)}; }}; }}; "
                f"then echo {q('cannot create ' + folder + ' to keep the answer in')} >&2; exit 1; "
-               f"fi")
-    keep_step = (f"  if [ $rc -eq 0 ] && [ \"$code\" = 200 ] && [ -s \"$d/rb\" ]; then "
-                 f"{{ cp \"$d/rb\" {q(staged)}{owned(staged)} && "
+               f"fi\n"
+               # dash runs no EXIT trap when a signal ends it: each signal is trapped too
+               f"staged={q(staged)}\n"
+               f"trap 'rm -f \"$staged\"' EXIT\n"
+               f"trap 'rm -f \"$staged\"; exit 129' HUP\n"
+               f"trap 'rm -f \"$staged\"; exit 130' INT\n"
+               f"trap 'rm -f \"$staged\"; exit 143' TERM")
+    output = f"-D - -o {q(staged)}"
+    keep_step = ("  rc=${e##*@@RC }; code=${e##*@@CODE }; code=${code%%[!0-9]*}\n"
+                 f"  printf 'K:'; head -c {cap + 1} {q(staged)} 2>/dev/null | base64 | "
+                 f"tr -d '\\n'; echo\n"
+                 f"  if [ \"$rc\" = 0 ] && [ \"$code\" = 200 ] && [ -s {q(staged)} ] && "
+                 f"[ \"$(wc -c < {q(staged)})\" -le {cap} ]; then "
+                 f"{{ [ -f {q(staged)} ]{owned(staged)} && "
                  f"{{ [ ! -e {q(keep.path)} ] || mv -f {q(keep.path)} "
                  f"{q(keep.path + '.replaced-')}\"$(date -u +%Y%m%dT%H%M%SZ)\"; }} && "
-                 f"mv -f {q(staged)} {q(keep.path)}; }} 2>/dev/null; fi\n")
-    return prepare, keep_step
+                 f"mv -f {q(staged)} {q(keep.path)}; }} 2>/dev/null; fi\n"
+                 f"  rm -f {q(staged)}\n")
+    return prepare, output, keep_step
 
 
 def _redact(url: str) -> str:

@@ -1,7 +1,10 @@
 """
 mnemos_provision/host_http.py on this machine (curl here stands for curl on the host): a batch of
 requests in one command on its standard input, answers kept apart by who asked, nothing left
-behind, nothing secret on a command line.
+behind, nothing secret on a command line; and nothing of the host's environment in the way: a
+real proxy set in every proxy variable receives nothing, a ~/.curlrc is not read, a header that
+would start another one is refused, an answer over the cap is an error, and a request killed by
+SIGTERM, SIGINT or SIGHUP leaves nothing in TMPDIR (nothing is ever written there).
 """
 
 from __future__ import annotations
@@ -9,7 +12,11 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
+import socketserver
+import subprocess
 import threading
+import time
 
 import pytest
 
@@ -19,8 +26,14 @@ from mnemos_provision.host_http import (
     Keep,
     LocalRunner,
     Request,
+    Runner,
     host_session,
 )
+
+pytestmark = pytest.mark.unit
+
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY",
+                   "all_proxy")
 
 
 class Echo(http.server.BaseHTTPRequestHandler):
@@ -51,6 +64,7 @@ def echo():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+    server.server_close()
 
 
 class Recording(LocalRunner):
@@ -133,3 +147,311 @@ def test_nothing_is_left_in_the_temporary_directory(echo, tmp_path):
         else:
             os.environ["TMPDIR"] = saved
     assert set(os.listdir(tmp_path)) == before
+
+
+# --- the host's environment has no say: proxy, curl rc file ---------------------------------------
+
+class Seen(http.server.BaseHTTPRequestHandler):
+    """Records each request it is sent (method, path, headers, body) and answers with its body."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.seen.append((self.command, self.path, dict(self.headers), body))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_HEAD = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def serve(handler) -> tuple[http.server.ThreadingHTTPServer, str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.seen = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+@pytest.fixture
+def seen():
+    server, url = serve(Seen)
+    yield server, url
+    server.shutdown()
+    server.server_close()
+
+
+class ProxyListener(socketserver.BaseRequestHandler):
+    """A proxy that must receive nothing: counts connections and bytes, answers 502."""
+
+    def handle(self) -> None:
+        self.server.connections += 1  # type: ignore[attr-defined]
+        self.request.settimeout(2)
+        try:
+            data = self.request.recv(65536)
+            self.server.received += data  # type: ignore[attr-defined]
+            self.request.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n"
+                                 b"Connection: close\r\n\r\n")
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def proxy():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), ProxyListener)
+    server.daemon_threads = True
+    server.connections = 0  # type: ignore[attr-defined]
+    server.received = b""  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_no_proxy_is_used_whatever_the_environment_says(seen, proxy, monkeypatch):
+    server, url = seen
+    listener, proxy_url = proxy
+    for name in PROXY_VARIABLES:  # what the shell of the command inherits
+        monkeypatch.setenv(name, proxy_url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    http = HostHTTP(LocalRunner())
+    answers = http.send([Request("GET", f"{url}/v1/sys/health", {"X-Vault-Token": "token-a"}),
+                         Request("PUT", f"{url}/v1/sys/unseal", {}, b'{"key": "unseal-key"}')])
+    assert [a[:1] for a in answers if not isinstance(a, HostHTTPError)] == [(200,), (200,)]
+    assert [(m, p, b) for m, p, _, b in server.seen] == [
+        ("GET", "/v1/sys/health", b""), ("PUT", "/v1/sys/unseal", b'{"key": "unseal-key"}')]
+    assert server.seen[0][2]["X-Vault-Token"] == "token-a"
+    assert (listener.connections, listener.received) == (0, b""), "the proxy was used"
+
+
+def test_no_curl_rc_file_is_read(seen, proxy, tmp_path, monkeypatch):
+    server, url = seen
+    listener, proxy_url = proxy
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".curlrc").write_text(f'proxy = "{proxy_url}"\n'
+                                  'header = "X-From-Curlrc: yes"\n'
+                                  'user-agent = "from-curlrc"\n')
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("CURL_HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    for name in PROXY_VARIABLES + ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    status, _, body = HostHTTP(LocalRunner()).request("POST", f"{url}/rc", {}, b"body")
+    assert (status, body) == (200, b"body")
+    [(method, path, headers, _)] = server.seen
+    assert (method, path) == ("POST", "/rc")
+    assert "X-From-Curlrc" not in headers and headers.get("User-Agent") != "from-curlrc"
+    assert (listener.connections, listener.received) == (0, b""), "the proxy was used"
+
+
+# --- a header that would start another one is refused ------------------------------------------
+
+@pytest.mark.parametrize("name,value,named", [
+    ("X-Vault-Token", "token\r\nX-Injected: 1", "header X-Vault-Token"),
+    ("X-Vault-Token", "token\nX-Injected: 1", "header X-Vault-Token"),
+    ("X-Vault-Token", "token\rX", "header X-Vault-Token"),
+    ("X-Vault-Token", "tok\0en", "header X-Vault-Token"),
+    ("X-Injected: 1\r\nX-Vault-Token", "token", repr("X-Injected: 1\r\nX-Vault-Token")),
+    ("X-Vault-Token\n", "token", repr("X-Vault-Token\n")),
+    ("X-Vault\0-Token", "token", repr("X-Vault\0-Token")),
+])
+def test_a_header_with_cr_lf_or_nul_is_refused_before_anything_is_sent(echo, name, value, named):
+    runner = Recording()
+    http = HostHTTP(runner)
+    with pytest.raises(HostHTTPError) as refused:
+        http.send([Request("GET", f"{echo}/fine"),  # the whole batch is refused, not only one
+                   Request("PUT", f"{echo}/v1/sys/unseal", {name: value}, b"{}")])
+    assert named in str(refused.value) and "/v1/sys/unseal" in str(refused.value)
+    assert "token\r" not in str(refused.value) and "tok\0en" not in str(refused.value)
+    assert runner.commands == [] and http.commands == 0
+
+
+# --- an answer over the cap ---------------------------------------------------------------------
+
+class Big(http.server.BaseHTTPRequestHandler):
+    """GET /<length|chunked>/<n>: n bytes, with a Content-Length or chunked (no size known)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        framing, size = self.path.strip("/").split("/")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if framing == "length":
+            self.send_header("Content-Length", size)
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        left = int(size)
+        try:
+            while left:
+                piece = b"x" * min(left, 65536)
+                left -= len(piece)
+                self.wfile.write(piece if framing == "length"
+                                 else b"%x\r\n%s\r\n" % (len(piece), piece))
+            if framing == "chunked":
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # curl stopped reading: what the cap is for
+            self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def big():
+    server, url = serve(Big)
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_an_answer_over_the_cap_is_a_clear_error_naming_its_url(big, framing):
+    http = HostHTTP(LocalRunner(), max_answer=2000)
+    status, _, body = http.request("GET", f"{big}/{framing}/1000")
+    assert (status, body) == (200, b"x" * 1000)
+    with pytest.raises(HostHTTPError) as refused:
+        http.request("GET", f"{big}/{framing}/5000")
+    assert f"GET {big}/{framing}/5000" in str(refused.value)
+    assert "larger than 2000 bytes" in str(refused.value)
+
+
+def test_the_default_cap_holds_without_a_size_announced(big):
+    size = 8 * 1024 * 1024 + 1  # one byte over the default
+    with pytest.raises(HostHTTPError, match="larger than 8388608 bytes"):
+        HostHTTP(LocalRunner()).request("GET", f"{big}/chunked/{size}")
+
+
+# --- nothing written to TMPDIR, nothing left whatever ends the command ----------------------------
+
+class Held(http.server.BaseHTTPRequestHandler):
+    """Sends the headers and the first 10 bytes of a 100-byte answer, then holds the rest back
+    until the test releases it."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        self.wfile.write(b'{"keys": [')
+        self.wfile.flush()
+        self.server.arrived.set()  # type: ignore[attr-defined]
+        self.server.release.wait(30)  # type: ignore[attr-defined]
+        self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class Killed(Runner):
+    """Runs the command in a process group of its own and, while the server holds the answer
+    back, sends the group `sig` (Ctrl-C, a dropped SSH session, a `kill`)."""
+
+    def __init__(self, server, sig: int, tmpdir: str, staged_in: str | None = None):
+        self.server, self.sig, self.tmpdir, self.staged_in = server, sig, tmpdir, staged_in
+        self.during: list[str] | None = None
+        self.staged: list[str] = []
+        self.returncode: int | None = None
+
+    def run(self, command, stdin=None):
+        with subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True) as process:
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write("".join(line + "\n" for line in stdin or []).encode())
+            process.stdin.close()
+            try:
+                assert self.server.arrived.wait(20), "the request never reached the server"
+                if self.staged_in:  # kill once the half answer is staged beside the keys file
+                    deadline = time.monotonic() + 5
+                    while not os.listdir(self.staged_in) and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    self.staged = os.listdir(self.staged_in)
+                self.during = sorted(os.listdir(self.tmpdir))
+                os.killpg(process.pid, self.sig)
+                process.wait(timeout=20)
+            finally:
+                self.server.release.set()
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            out = process.stdout.read()  # a few lines: no pipe filled up meanwhile
+        self.returncode = process.returncode
+        return process.returncode, out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP"])
+@pytest.mark.parametrize("kept", [False, True], ids=["sent", "kept"])
+def test_a_request_killed_leaves_nothing_behind(sig, kept, tmp_path, monkeypatch):
+    tmpdir, keys = tmp_path / "tmp", tmp_path / "keys"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    server, url = serve(Held)
+    server.arrived, server.release = threading.Event(), threading.Event()  # type: ignore[attr-defined]
+    runner = Killed(server, sig, str(tmpdir), str(keys) if kept else None)
+    try:
+        with pytest.raises(HostHTTPError):
+            HostHTTP(runner).request("PUT", f"{url}/v1/sys/init", {"X-Vault-Token": "token-a"},
+                                     b'{"secret_shares": 1}',
+                                     keep=Keep(str(keys / "vault-keys.json")) if kept else None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert runner.returncode != 0
+    assert os.listdir(tmpdir) == [], f"left in TMPDIR: {os.listdir(tmpdir)}"
+    assert runner.during == [], f"written to TMPDIR while the request ran: {runner.during}"
+    if kept:  # the half-received answer was staged beside the keys file: removed, none kept
+        assert runner.staged, "the command was killed before it staged the answer"
+        assert os.listdir(keys) == [], f"left beside the keys file: {os.listdir(keys)}"
+
+
+def test_a_kept_request_with_another_answer_than_200_keeps_nothing_and_returns_it(seen, tmp_path):
+    server, url = seen
+    path = tmp_path / "keys" / "vault-keys.json"
+    http = HostHTTP(LocalRunner())
+    status, _, body = http.request("PUT", f"{url}/v1/sys/init", {}, b"", keep=Keep(str(path)))
+    assert status == 200 and body == b""  # empty: nothing to keep
+    assert os.listdir(path.parent) == []
+
+    class Refusing(Seen):
+        def do_PUT(self) -> None:
+            self.send_response(400)
+            self.send_header("Content-Length", "22")
+            self.end_headers()
+            self.wfile.write(b'{"errors": ["sealed"]}')
+    refusing, refusing_url = serve(Refusing)
+    try:
+        status, _, body = http.request("PUT", f"{refusing_url}/v1/sys/init", {}, b"{}",
+                                       keep=Keep(str(path)))
+    finally:
+        refusing.shutdown()
+        refusing.server_close()
+    assert (status, body) == (400, b'{"errors": ["sealed"]}')
+    assert os.listdir(path.parent) == []
+
+
+def test_binary_bodies_larger_than_a_pipe_go_and_come_back_whole(seen):
+    server, url = seen
+    payload = bytes(range(256)) * 1024  # 256 KiB, every byte value, NUL and newlines included
+    http = HostHTTP(LocalRunner())
+    answers = http.send([Request("PUT", f"{url}/a", {"Content-Type": "application/octet-stream"},
+                                 payload),
+                         Request("HEAD", f"{url}/b"),
+                         Request("POST", f"{url}/c", {}, b"\n")])
+    assert [a[0] for a in answers if not isinstance(a, HostHTTPError)] == [200, 200, 200]
+    assert answers[0][2] == payload and answers[1][2] == b"" and answers[2][2] == b"\n"
+    assert [body for _, _, _, body in server.seen] == [payload, b"", b"\n"]
