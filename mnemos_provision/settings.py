@@ -177,6 +177,40 @@ class _Checker:
         self.out[key] = dict(value)
 
 
+# Control characters: C0 (newline, CR, NUL, tab...), DEL, C1 and the Unicode line separators. A
+# setting reaches paths, shell commands, cron lines, .env and YAML files: none may hold one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _refuse_control_characters(c: _Checker, s: Spec) -> None:
+    """Every string of a setting (a string, a list's entries, a dict's keys and values at any
+    depth), after its type check: one with a control character is refused, and the setting's
+    own check does not run."""
+    if s.name not in c.out:
+        return
+    found: list[tuple[str, Any]] = []
+
+    def walk(label: str, value: Any) -> None:
+        if isinstance(value, str):
+            if _CONTROL.search(value):
+                found.append((label, value))
+        elif isinstance(value, dict):
+            for inner, inner_value in value.items():
+                walk(f"{label}[{inner!r}]", inner)
+                walk(f"{label}[{inner!r}]", inner_value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(label, item)
+
+    walk(s.name, c.data[s.name])
+    for label, value in found:
+        c.fail(label, "<hidden>" if s.hidden else value,
+               "holds a control character (newline, CR, NUL, tab, DEL...); expected one line of "
+               "printable text: the value reaches paths, commands, cron and files")
+    if found:
+        del c.out[s.name]
+
+
 def _closest(value: str, choices) -> str:
     value = str(value)
     match = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
@@ -468,9 +502,13 @@ def _check_supported_os(c: _Checker, key: str) -> None:
 
 
 def _check_dotenv_overrides(c: _Checker, key: str) -> None:
-    """Keys of .env.example only, string values on one line, no secret set or copied."""
+    """Keys of .env.example only, string values that .env can carry (control characters are
+    refused before, for every setting), no secret (nor a value built from one, such as
+    DATABASE_URL) set or referred to, every {NAME} known."""
     from mnemos_provision import dotenv
     secret_names = set(dotenv.SECRET_VARS) | set(dotenv.SECRET_LENGTHS)
+    known = set(dotenv.NAMES) | set(dotenv.CONTEXT_NAMES)
+    checked: dict[str, str] = {}
     for name, value in c.out[key].items():
         label = f"{key}[{name!r}]"
         if name == "TRAEFIK_LOG_LEVEL":
@@ -483,14 +521,41 @@ def _check_dotenv_overrides(c: _Checker, key: str) -> None:
         elif name in secret_names:
             c.fail(label, "<hidden>", "is a secret: supply it in secrets_file (or `secrets`), not "
                    "as an override")
+        elif name in dotenv.SECRET_BEARING:
+            parts = ", ".join(r for r in dotenv.references(_default(name))
+                              if r not in dotenv.SECRET_BEARING)
+            c.fail(label, "<hidden>", "holds a secret: the deploy builds it from the secrets, and "
+                   f"an override cannot set it; override its parts instead ({parts})")
         elif not isinstance(value, str):
             c.fail(label, value, f'expected a string, e.g. "{value}"')
-        elif "\n" in value or "\r" in value or "\0" in value:
-            c.fail(label, value, "expected one line (no newline): the value is written into .env "
-                   "and into configs such as prometheus.yml")
-        elif any(ref in secret_names for ref in dotenv.references(value)):
-            c.fail(label, value, "refers to a secret; a secret may reach only .env (0600), never a "
-                   "config file or the output")
+        elif re.search(r"\$\{", value):
+            c.fail(label, value, "holds a shell-style ${...}, which .env's readers do not agree "
+                   "on (nothing here expands it); write the value itself, or {NAME} for the value "
+                   "of another .env variable (e.g. {POSTGRES_HOST})")
+        elif any(ref in dotenv.SECRET_BEARING for ref in dotenv.references(value)):
+            c.fail(label, value, "refers to a secret (the secrets, and DATABASE_URL, REDIS_URL "
+                   "and the other values built from one); a secret may reach only .env (0600), "
+                   "never a config file or the output")
+        elif unknown := [ref for ref in dotenv.references(value) if ref not in known]:
+            c.fail(label, value, f"{{{unknown[0]}}} names nothing known"
+                   f"{_closest(unknown[0], sorted(known))}; a placeholder is {{NAME}} of a "
+                   "variable of .env.example (e.g. {POSTGRES_HOST}) or one of "
+                   f"{', '.join('{' + n + '}' for n in dotenv.CONTEXT_NAMES)}")
+        elif reason := dotenv.problem(value):
+            c.fail(label, value, f"cannot be written to .env so that Docker Compose, sh and "
+                   f"python-dotenv read the same value: {reason}")
+        else:
+            checked[name] = value
+    if len(checked) == len(c.out[key]):
+        try:  # a reference to itself, directly or through others
+            dotenv.resolve({n: "" for n in dotenv.CONTEXT_NAMES}, {}, checked, with_secrets=False)
+        except dotenv.ResolveError as exc:
+            c.fail(key, c.data[key], f"{exc}; a value cannot depend on itself")
+
+
+def _default(name: str) -> str:
+    from mnemos_provision import dotenv
+    return next(v.default for v in dotenv.ALL_VARS if v.name == name)
 
 
 # ---------------------------------------------------------------- the specification
@@ -875,6 +940,7 @@ def validate(data: dict[str, Any],
         )
     for s in SPEC:
         _type_check(c, s)
+        _refuse_control_characters(c, s)
     for s in SPEC:
         if s.check and s.name in c.out:
             s.check(c, s.name)
