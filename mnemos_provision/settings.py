@@ -22,6 +22,7 @@ import copy
 import difflib
 import ipaddress
 import re
+import string
 import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -151,9 +152,13 @@ class _Checker:
                 "expected an absolute path or one starting with ~/ (relative paths depend on the "
                 "directory pyinfra runs in)",
             )
-        if ".." in Path(value).parts:
-            return self.fail(key, value, "expected a path without '..'")
-        self.out[key] = value.rstrip("/") or "/"
+        head, rest = ("~", value[1:]) if value.startswith("~/") else ("", value)
+        parts = [part for part in rest.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            return self.fail(key, value, "expected a path without '..' (a path is used as it is "
+                             "written: write the directory it leads to)")
+        # normalized: no "." component, no "//", no trailing "/" ("/srv//m/./" is "/srv/m")
+        self.out[key] = head + "/" + "/".join(parts)
 
     def string_list(self, key: str, choices: tuple | None = None) -> None:
         value = self.data[key]
@@ -281,9 +286,71 @@ def _check_buckets(c: _Checker, key: str) -> None:
             c.fail(f"{label}['expire_days']", spec["expire_days"], "expected a number of days >= 1")
 
 
+# cron(5): the five fields with their ranges and names, and the @ keywords that are schedules
+# (@reboot is not: it runs at every boot, not at a time, and is refused).
+CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                      "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+CRON_KEYWORDS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
+
+
+def _cron_field_problem(text: str, name: str, low: int, high: int, names: tuple) -> str | None:
+    """Why `text` is not a cron field (None: it is): a list of *, N, N-M, each with an optional
+    /step; months and days of the week also by their English three-letter names."""
+    def number(word: str) -> int | None:
+        if word.isdigit() and word.isascii():
+            return int(word)
+        if word.lower() in names:
+            return names.index(word.lower()) + low
+        return None
+
+    for item in text.split(","):
+        body, slash, step = item.partition("/")
+        if slash and not (step.isdigit() and step.isascii() and int(step) >= 1):
+            return f"{name}: the step of {item!r} is not a whole number of 1 or more"
+        if body == "*":
+            continue
+        first, dash, last = body.partition("-")
+        if slash and not dash:
+            return f"{name}: {item!r}: a step follows * or a range (e.g. */15, 0-30/10)"
+        found = [number(first)] + ([number(last)] if dash else [])
+        bounds = [b for b in found if b is not None]
+        if len(bounds) != len(found):
+            return (f"{name}: {item!r} is not *, a number, a range or a list"
+                    + (f" (names: {', '.join(names)})" if names else ""))
+        if any(not low <= b <= high for b in bounds):
+            return f"{name}: {item!r} is outside {low}-{high}"
+        if dash and bounds[0] > bounds[1]:
+            return f"{name}: the range {item!r} runs backwards"
+    return None
+
+
 def _check_schedule(c: _Checker, key: str) -> None:
-    if len(c.out[key].split()) != 5:
-        c.fail(key, c.data[key], "expected a 5-field cron expression like '0 3 * * *'")
+    value = c.out[key].strip()
+    if value.startswith("@"):
+        if value.lower() in CRON_KEYWORDS:
+            c.out[key] = value.lower()
+            return
+        why = (" (@reboot runs at every boot, not at a time: not a backup schedule)"
+               if value.lower() == "@reboot" else "")
+        return c.fail(key, c.data[key], f"expected one of {', '.join(CRON_KEYWORDS)} or five "
+                      f"cron fields like '0 3 * * *'{why}")
+    fields = value.split(" ")
+    fields = [f for f in fields if f]
+    if len(fields) != 5:
+        return c.fail(key, c.data[key], "expected a 5-field cron expression (minute hour "
+                      "day-of-month month day-of-week) like '0 3 * * *', or a keyword such as "
+                      "@daily")
+    problems = [p for f, spec in zip(fields, CRON_FIELDS) if (p := _cron_field_problem(f, *spec))]
+    if problems:
+        return c.fail(key, c.data[key], "; ".join(problems) + " (expected five cron fields like "
+                      "'0 3 * * *' or '*/30 1-5 * jan-jun mon,fri')")
+    c.out[key] = " ".join(fields)
 
 
 def _check_traefik_log_level(c: _Checker, key: str) -> None:
@@ -413,6 +480,10 @@ def _check_secrets(c: _Checker, key: str) -> None:
                    "would change the URL); e.g. `openssl rand -hex 24`")
 
 
+# The placeholders of tool_downloads' URLs (roles/tools.py fills them in).
+TOOL_URL_FIELDS = ("version", "arch", "uname_arch")
+
+
 def _check_tool_downloads(c: _Checker, key: str) -> None:
     downloads = c.out[key]
     for tool in ("yq", "hadolint"):
@@ -425,6 +496,16 @@ def _check_tool_downloads(c: _Checker, key: str) -> None:
             isinstance(v, str) and len(v) == 64 for v in spec["sha256"].values()
         ):
             c.fail(f"{label}['sha256']", spec["sha256"], "expected {arch: 64-hex-digit sha256}")
+        url = spec["url"]
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(url) if f is not None] \
+                if isinstance(url, str) else None
+        except ValueError:  # a lone { or }
+            names = None
+        if names is None or "${" in url or any(f not in TOOL_URL_FIELDS for f in names):
+            c.fail(f"{label}['url']", url, "expected a URL whose only placeholders are "
+                   f"{', '.join('{' + f + '}' for f in TOOL_URL_FIELDS)} (no other braces, no "
+                   "shell-style ${...})")
 
 
 def _read_secrets_file(c: _Checker) -> dict:

@@ -494,3 +494,26 @@ def test_snapshot_picks_the_user_who_ran_sudo_when_no_user_is_set():
         capture_output=True, text=True,
         env=dict(os.environ, SUDO_USER="nobody")).stdout.splitlines())
     assert explicit.user == "root"
+
+
+# ------------------------------------------------------------ the backup schedule's cron line
+
+@pytest.mark.parametrize("root", ["/home/dev/mnemos", "/srv/my %d dir;x"])
+def test_the_cron_line_is_one_line_whose_paths_are_single_words(root):
+    import shlex
+
+    from mnemos_provision.context import HostContext
+    from roles.backup import cron_entry
+    settings = validate({"mnemos_root": root, "backup_schedule": "*/30 1-5 * jan-jun mon,fri"})
+    ctx = HostContext(settings, snapshot(), "dev", "dev", "/home/dev")
+    lines = cron_entry(ctx).splitlines()
+    assert len(lines) == 4 and lines[1:3] == [
+        "SHELL=/bin/sh", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    command = lines[3].split(" ", 6)
+    assert command[:6] == ["*/30", "1-5", "*", "jan-jun", "mon,fri", "dev"]
+    # what cron hands to sh: "\%" becomes "%", an unescaped % would end the command
+    text = command[6]
+    assert not re.search(r"(?<!\\)%", text)
+    assert shlex.split(text.replace("\\%", "%")) == [
+        "/bin/sh", f"{root}/scripts/backup/backup-all.sh", ">>", f"{root}/data/logs/backup.log",
+        "2>&1"]
