@@ -245,6 +245,8 @@ def _check_archives(c: _Checker, key: str) -> None:
     for archive in c.out[key]:
         if not archive.startswith("/"):
             c.fail(key, archive, "expected an absolute path on the controller")
+        elif ".." in archive.split("/"):
+            c.fail(key, archive, "expected a path without '..' (write the file it leads to)")
         elif not c.controller_path_exists(archive):
             c.fail(key, archive, "no such file on the machine running pyinfra (the controller)")
 

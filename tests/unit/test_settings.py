@@ -260,3 +260,13 @@ def test_no_input_of_any_type_makes_a_traceback():
             except SettingsError:
                 continue
             render.render_tree(settings, "/home/dev", secrets)
+
+
+def test_paths_are_absolute_and_normalized_and_never_climb():
+    s = validate({"mnemos_root": "/srv//mnemos/./tree/", "vault_keys_path": "~/.config//k.json"})
+    assert (s.mnemos_root, s.vault_keys_path) == ("/srv/mnemos/tree", "~/.config/k.json")
+    for data in ({"mnemos_root": "/srv/m/../etc"}, {"secrets_state_path": "~/../root/s.json"},
+                 {"image_archives": ["/srv/../x.tar"]}):
+        with pytest.raises(SettingsError) as err:
+            validate(data, controller_path_exists=lambda p: True)
+        assert "without '..'" in str(err.value)
