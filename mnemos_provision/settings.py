@@ -157,8 +157,9 @@ class _Checker:
         if ".." in parts:
             return self.fail(key, value, "expected a path without '..' (a path is used as it is "
                              "written: write the directory it leads to)")
-        # normalized: no "." component, no "//", no trailing "/" ("/srv//m/./" is "/srv/m")
-        self.out[key] = head + "/" + "/".join(parts)
+        # normalized: no "." component, no "//", no trailing "/" ("/srv//m/./" is "/srv/m",
+        # "~/" is "~")
+        self.out[key] = head + "/" + "/".join(parts) if parts or not head else head
 
     def string_list(self, key: str, choices: tuple | None = None) -> None:
         value = self.data[key]

@@ -265,6 +265,8 @@ def test_no_input_of_any_type_makes_a_traceback():
 def test_paths_are_absolute_and_normalized_and_never_climb():
     s = validate({"mnemos_root": "/srv//mnemos/./tree/", "vault_keys_path": "~/.config//k.json"})
     assert (s.mnemos_root, s.vault_keys_path) == ("/srv/mnemos/tree", "~/.config/k.json")
+    with pytest.raises(SettingsError, match="home directory itself"):
+        validate({"mnemos_root": "~/./"})
     for data in ({"mnemos_root": "/srv/m/../etc"}, {"secrets_state_path": "~/../root/s.json"},
                  {"image_archives": ["/srv/../x.tar"]}):
         with pytest.raises(SettingsError) as err:
