@@ -6,6 +6,11 @@ table, so the two files always have the same keys.
 A default may refer to other variables as {NAME}; `resolve` substitutes the concrete values, so
 that .env carries real URLs (the design relied on ${VAR} interpolation, which shells, Compose and
 Make each treat differently).
+
+.env has three readers, and `quote` writes each value so that all three read the same string:
+Docker Compose (compose-go's dotenv/parser.go), POSIX sh sourcing it (`set -a; . ./.env`: the
+Makefile and the backup scripts) and python-dotenv (`dotenv_values`, interpolation on). A value no
+form can carry is refused (`Unwritable`), naming why; see `quote`.
 """
 
 from __future__ import annotations
@@ -219,30 +224,29 @@ ALL_VARS = [v for _, section in SECTIONS for v in section]
 NAMES = [v.name for v in ALL_VARS]
 SECRET_VARS = [v.name for v in ALL_VARS if v.secret]
 
+# Every variable whose value holds a secret: the secrets, and the values built from one (the URLs
+# of PostgreSQL and Redis carry their passwords). None reaches a config file, the output or an
+# override (mnemos_provision/settings.py refuses an override that sets or refers to one).
+def _secret_bearing() -> frozenset[str]:
+    bearing = set(SECRET_LENGTHS) | set(SECRET_VARS)
+    grown = True
+    while grown:
+        grown = False
+        for var in ALL_VARS:
+            if var.name not in bearing and any(r in bearing for r in references(var.default)):
+                bearing.add(var.name)
+                grown = True
+    return frozenset(bearing)
+
+
+# The deploy's own values a default or an override may refer to, besides the variables
+# (render.py's dotenv_context provides exactly these; a unit test keeps them equal).
+CONTEXT_NAMES = ("environment", "debug", "dev_flag", "vault_scheme", "vault_skip_verify",
+                 "tls_enabled", "backup_enabled", "backup_schedule", "backup_retention_days",
+                 "backup_storage_path", "backup_encrypt", "compose_project", "minio_app_user",
+                 "compose_profiles", "traefik_log_level")
+
 _REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def resolve(context: dict[str, str], secrets: dict[str, str], overrides: dict[str, str],
-            with_secrets: bool) -> dict[str, str]:
-    """Concrete value of every variable: defaults, then overrides, then secrets (when wanted)."""
-    values: dict[str, str] = {}
-    for var in ALL_VARS:
-        raw = overrides.get(var.name, var.default)
-        if var.secret and not var.default:
-            raw = secrets.get(var.name, "") if with_secrets else ""
-        if var.secret and var.default and not with_secrets:
-            raw = ""
-
-        def sub(match, _values=values):
-            key = match.group(1)
-            if key in _values:
-                return _values[key]
-            if key in SECRET_LENGTHS:
-                return secrets.get(key, "") if with_secrets else ""
-            return context[key]
-
-        values[var.name] = _REF.sub(sub, raw)
-    return values
 
 
 def references(value: str) -> list[str]:
@@ -250,8 +254,58 @@ def references(value: str) -> list[str]:
     return _REF.findall(value)
 
 
+SECRET_BEARING = _secret_bearing()
+DERIVED_SECRET_VARS = [v.name for v in ALL_VARS if v.name in SECRET_BEARING and not v.secret]
+
+
+class ResolveError(ValueError):
+    """A reference that names nothing known, or a variable that refers to itself."""
+
+
+def resolve(context: dict[str, str], secrets: dict[str, str], overrides: dict[str, str],
+            with_secrets: bool) -> dict[str, str]:
+    """Concrete value of every variable: defaults, then overrides, then secrets (when wanted).
+    A reference may name any variable (earlier or later), a secret or a name of `context`;
+    substituted text is not searched again. ResolveError for an unknown name or a cycle."""
+    by_name = {var.name: var for var in ALL_VARS}
+    values: dict[str, str] = {}
+    active: list[str] = []
+
+    def value_of(name: str) -> str:
+        if name in values:
+            return values[name]
+        if name in active:
+            cycle = " -> ".join(active[active.index(name):] + [name])
+            raise ResolveError(f"{name} refers to itself ({cycle})")
+        var = by_name[name]
+        raw = overrides.get(var.name, var.default)
+        if var.secret and not var.default:
+            raw = secrets.get(var.name, "") if with_secrets else ""
+        if var.secret and var.default and not with_secrets:
+            raw = ""
+
+        def sub(match: re.Match) -> str:
+            key = match.group(1)
+            if key in by_name:
+                return value_of(key)
+            if key in SECRET_LENGTHS:
+                return secrets.get(key, "") if with_secrets else ""
+            if key in context:
+                return context[key]
+            raise ResolveError(f"{name} refers to {{{key}}}, which names no variable of .env "
+                               "and no value of the deploy")
+
+        active.append(name)
+        values[name] = _REF.sub(sub, raw)
+        active.pop()
+        return values[name]
+
+    return {var.name: value_of(var.name) for var in ALL_VARS}
+
+
 def parse(text: str) -> dict[str, str]:
-    """NAME=value lines of a .env this module wrote (values as `quote` writes them)."""
+    """NAME=value lines of a .env this module wrote (values as `quote` writes them, or as its
+    earlier versions did: '...'\\''...')."""
     values: dict[str, str] = {}
     for line in text.splitlines():
         if not line or line.startswith("#") or "=" not in line:
@@ -259,12 +313,63 @@ def parse(text: str) -> dict[str, str]:
         name, _, raw = line.partition("=")
         if raw.startswith("'") and raw.endswith("'") and len(raw) >= 2:
             raw = raw[1:-1].replace("'\\''", "'")
+        elif raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r'\\(["\\])', r"\1", raw[1:-1])
         values[name.strip()] = raw
     return values
 
 
+class Unwritable(ValueError):
+    """A value that no form of .env carries so that Compose, sh and python-dotenv agree."""
+
+
+# Written as they are: no reader gives any of these characters a meaning.
+_BARE = re.compile(r"[A-Za-z0-9_./:@,=+%-]*")
+# One value per line; C1 controls and the Unicode line separators are line breaks for YAML and
+# for Python's splitlines.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# What python-dotenv replaces in every value, quoted or not, with no escape (variables.py).
+_DOTENV_INTERPOLATION = re.compile(r"\$\{[^}:]*(?::-[^}]*)?\}")
+# In single quotes, compose-go and python-dotenv read a backslash as escaping the next character
+# (a backslash before the closing quote ends no value in either; python-dotenv also reads two
+# backslashes as one).
+_SINGLE_QUOTE_UNSAFE = re.compile(r"'|\\\\|\\$")
+
+
+def problem(value: str) -> str | None:
+    """Why `value` cannot be written to .env (None: it can)."""
+    try:
+        quote(value)
+    except Unwritable as exc:
+        return str(exc)
+    return None
+
+
 def quote(value: str) -> str:
-    """A value as one .env line understands it in Compose, POSIX sh and bash alike."""
-    if value == "" or re.fullmatch(r"[A-Za-z0-9_./:@,=+%-]*", value):
+    r"""
+    A value as one .env line that Compose, POSIX sh and python-dotenv all read as `value`:
+    - as it is, when it holds only letters, digits and _ . / : @ , = + % -;
+    - else in single quotes, literal in all three, when it holds no ' and no backslash before
+      another backslash or at its end (compose-go and python-dotenv read \' as an escaped quote,
+      python-dotenv reads \\ as one backslash);
+    - else in double quotes with \ and " escaped, when it holds no $ and no ` (which sh expands
+      in double quotes, and compose-go and python-dotenv do not read as sh does);
+    - else, and for a control character (newline, CR, tab, NUL...) or a ${...} (python-dotenv
+      replaces it in every value, quoted or not), Unwritable.
+    """
+    if _CONTROL.search(value):
+        raise Unwritable("holds a control character (newline, CR, tab, NUL...); .env holds one "
+                         "value per line: write it on one line, without control characters")
+    if _DOTENV_INTERPOLATION.search(value):
+        raise Unwritable("holds ${...}, which python-dotenv replaces in every value (quoted or "
+                         "not, no escape exists) while sh and Compose read single quotes "
+                         "literally: leave out the ${...}")
+    if _BARE.fullmatch(value):
         return value
-    return "'" + value.replace("'", "'\\''") + "'"
+    if not _SINGLE_QUOTE_UNSAFE.search(value):
+        return "'" + value + "'"
+    if "$" not in value and "`" not in value:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise Unwritable("holds a ' (or a backslash before another backslash or at its end) "
+                     "together with a $ or a `: no quoting of .env reads the same in Compose, sh "
+                     "and python-dotenv; leave out one of the two")

@@ -223,9 +223,18 @@ def _check_format(rel: str, text: str) -> None:
 
 def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[TreeEntry]:
     """Every directory and file of the tree, rendered. `home` is mnemos_user's home directory."""
-    env_values = dotenv.resolve(dotenv_context(settings, home), secrets,
-                                settings.dotenv_overrides, with_secrets=True)
-    example_values = dotenv.resolve(dotenv_context(settings, home), {}, {}, with_secrets=False)
+    try:
+        env_values = dotenv.resolve(dotenv_context(settings, home), secrets,
+                                    settings.dotenv_overrides, with_secrets=True)
+        example_values = dotenv.resolve(dotenv_context(settings, home), {}, {}, with_secrets=False)
+    except dotenv.ResolveError as exc:
+        raise RenderError(f".env: {exc}; check dotenv_overrides") from None
+    for rel, values in ((".env", env_values), (".env.example", example_values)):
+        for name, value in values.items():
+            if reason := dotenv.problem(value):
+                shown = "<hidden>" if name in dotenv.SECRET_BEARING else repr(value)
+                raise RenderError(f"{rel}: {name} = {shown} cannot be written: {reason} (check "
+                                  "the settings it comes from: dotenv_overrides, mnemos_root...)")
     bind = settings.bind_address
     context = {
         "s": settings,
@@ -234,8 +243,9 @@ def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[
         "sections": dotenv.SECTIONS,
         "values": env_values,
         "example": example_values,
-        # Configs may read non-secret .env values (e.g. LOKI_RETENTION_PERIOD), overrides applied.
-        "env": {k: v for k, v in env_values.items() if k not in dotenv.SECRET_VARS},
+        # Configs may read non-secret .env values (e.g. LOKI_RETENTION_PERIOD), overrides applied;
+        # never one that holds a secret (the secrets, and the URLs built from them).
+        "env": {k: v for k, v in env_values.items() if k not in dotenv.SECRET_BEARING},
         "quote": dotenv.quote,
         "databases": DATABASES,
         "data_dirs": DATA_DIRS,

@@ -22,6 +22,7 @@ import copy
 import difflib
 import ipaddress
 import re
+import string
 import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -151,9 +152,14 @@ class _Checker:
                 "expected an absolute path or one starting with ~/ (relative paths depend on the "
                 "directory pyinfra runs in)",
             )
-        if ".." in Path(value).parts:
-            return self.fail(key, value, "expected a path without '..'")
-        self.out[key] = value.rstrip("/") or "/"
+        head, rest = ("~", value[1:]) if value.startswith("~/") else ("", value)
+        parts = [part for part in rest.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            return self.fail(key, value, "expected a path without '..' (a path is used as it is "
+                             "written: write the directory it leads to)")
+        # normalized: no "." component, no "//", no trailing "/" ("/srv//m/./" is "/srv/m",
+        # "~/" is "~")
+        self.out[key] = head + "/" + "/".join(parts) if parts or not head else head
 
     def string_list(self, key: str, choices: tuple | None = None) -> None:
         value = self.data[key]
@@ -175,6 +181,40 @@ class _Checker:
         if not isinstance(value, dict):
             return self.fail(key, "<hidden>" if hidden else value, "expected a dict")
         self.out[key] = dict(value)
+
+
+# Control characters: C0 (newline, CR, NUL, tab...), DEL, C1 and the Unicode line separators. A
+# setting reaches paths, shell commands, cron lines, .env and YAML files: none may hold one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _refuse_control_characters(c: _Checker, s: Spec) -> None:
+    """Every string of a setting (a string, a list's entries, a dict's keys and values at any
+    depth), after its type check: one with a control character is refused, and the setting's
+    own check does not run."""
+    if s.name not in c.out:
+        return
+    found: list[tuple[str, Any]] = []
+
+    def walk(label: str, value: Any) -> None:
+        if isinstance(value, str):
+            if _CONTROL.search(value):
+                found.append((label, value))
+        elif isinstance(value, dict):
+            for inner, inner_value in value.items():
+                walk(f"{label}[{inner!r}]", inner)
+                walk(f"{label}[{inner!r}]", inner_value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(label, item)
+
+    walk(s.name, c.data[s.name])
+    for label, value in found:
+        c.fail(label, "<hidden>" if s.hidden else value,
+               "holds a control character (newline, CR, NUL, tab, DEL...); expected one line of "
+               "printable text: the value reaches paths, commands, cron and files")
+    if found:
+        del c.out[s.name]
 
 
 def _closest(value: str, choices) -> str:
@@ -206,6 +246,8 @@ def _check_archives(c: _Checker, key: str) -> None:
     for archive in c.out[key]:
         if not archive.startswith("/"):
             c.fail(key, archive, "expected an absolute path on the controller")
+        elif ".." in archive.split("/"):
+            c.fail(key, archive, "expected a path without '..' (write the file it leads to)")
         elif not c.controller_path_exists(archive):
             c.fail(key, archive, "no such file on the machine running pyinfra (the controller)")
 
@@ -247,9 +289,71 @@ def _check_buckets(c: _Checker, key: str) -> None:
             c.fail(f"{label}['expire_days']", spec["expire_days"], "expected a number of days >= 1")
 
 
+# cron(5): the five fields with their ranges and names, and the @ keywords that are schedules
+# (@reboot is not: it runs at every boot, not at a time, and is refused).
+CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                      "dec")),
+    ("day of week", 0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+CRON_KEYWORDS = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
+
+
+def _cron_field_problem(text: str, name: str, low: int, high: int, names: tuple) -> str | None:
+    """Why `text` is not a cron field (None: it is): a list of *, N, N-M, each with an optional
+    /step; months and days of the week also by their English three-letter names."""
+    def number(word: str) -> int | None:
+        if word.isdigit() and word.isascii():
+            return int(word)
+        if word.lower() in names:
+            return names.index(word.lower()) + low
+        return None
+
+    for item in text.split(","):
+        body, slash, step = item.partition("/")
+        if slash and not (step.isdigit() and step.isascii() and int(step) >= 1):
+            return f"{name}: the step of {item!r} is not a whole number of 1 or more"
+        if body == "*":
+            continue
+        first, dash, last = body.partition("-")
+        if slash and not dash:
+            return f"{name}: {item!r}: a step follows * or a range (e.g. */15, 0-30/10)"
+        found = [number(first)] + ([number(last)] if dash else [])
+        bounds = [b for b in found if b is not None]
+        if len(bounds) != len(found):
+            return (f"{name}: {item!r} is not *, a number, a range or a list"
+                    + (f" (names: {', '.join(names)})" if names else ""))
+        if any(not low <= b <= high for b in bounds):
+            return f"{name}: {item!r} is outside {low}-{high}"
+        if dash and bounds[0] > bounds[1]:
+            return f"{name}: the range {item!r} runs backwards"
+    return None
+
+
 def _check_schedule(c: _Checker, key: str) -> None:
-    if len(c.out[key].split()) != 5:
-        c.fail(key, c.data[key], "expected a 5-field cron expression like '0 3 * * *'")
+    value = c.out[key].strip()
+    if value.startswith("@"):
+        if value.lower() in CRON_KEYWORDS:
+            c.out[key] = value.lower()
+            return
+        why = (" (@reboot runs at every boot, not at a time: not a backup schedule)"
+               if value.lower() == "@reboot" else "")
+        return c.fail(key, c.data[key], f"expected one of {', '.join(CRON_KEYWORDS)} or five "
+                      f"cron fields like '0 3 * * *'{why}")
+    fields = value.split(" ")
+    fields = [f for f in fields if f]
+    if len(fields) != 5:
+        return c.fail(key, c.data[key], "expected a 5-field cron expression (minute hour "
+                      "day-of-month month day-of-week) like '0 3 * * *', or a keyword such as "
+                      "@daily")
+    problems = [p for f, spec in zip(fields, CRON_FIELDS) if (p := _cron_field_problem(f, *spec))]
+    if problems:
+        return c.fail(key, c.data[key], "; ".join(problems) + " (expected five cron fields like "
+                      "'0 3 * * *' or '*/30 1-5 * jan-jun mon,fri')")
+    c.out[key] = " ".join(fields)
 
 
 def _check_traefik_log_level(c: _Checker, key: str) -> None:
@@ -379,6 +483,10 @@ def _check_secrets(c: _Checker, key: str) -> None:
                    "would change the URL); e.g. `openssl rand -hex 24`")
 
 
+# The placeholders of tool_downloads' URLs (roles/tools.py fills them in).
+TOOL_URL_FIELDS = ("version", "arch", "uname_arch")
+
+
 def _check_tool_downloads(c: _Checker, key: str) -> None:
     downloads = c.out[key]
     for tool in ("yq", "hadolint"):
@@ -391,6 +499,16 @@ def _check_tool_downloads(c: _Checker, key: str) -> None:
             isinstance(v, str) and len(v) == 64 for v in spec["sha256"].values()
         ):
             c.fail(f"{label}['sha256']", spec["sha256"], "expected {arch: 64-hex-digit sha256}")
+        url = spec["url"]
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(url) if f is not None] \
+                if isinstance(url, str) else None
+        except ValueError:  # a lone { or }
+            names = None
+        if names is None or "${" in url or any(f not in TOOL_URL_FIELDS for f in names):
+            c.fail(f"{label}['url']", url, "expected a URL whose only placeholders are "
+                   f"{', '.join('{' + f + '}' for f in TOOL_URL_FIELDS)} (no other braces, no "
+                   "shell-style ${...})")
 
 
 def _read_secrets_file(c: _Checker) -> dict:
@@ -468,9 +586,13 @@ def _check_supported_os(c: _Checker, key: str) -> None:
 
 
 def _check_dotenv_overrides(c: _Checker, key: str) -> None:
-    """Keys of .env.example only, string values on one line, no secret set or copied."""
+    """Keys of .env.example only, string values that .env can carry (control characters are
+    refused before, for every setting), no secret (nor a value built from one, such as
+    DATABASE_URL) set or referred to, every {NAME} known."""
     from mnemos_provision import dotenv
     secret_names = set(dotenv.SECRET_VARS) | set(dotenv.SECRET_LENGTHS)
+    known = set(dotenv.NAMES) | set(dotenv.CONTEXT_NAMES)
+    checked: dict[str, str] = {}
     for name, value in c.out[key].items():
         label = f"{key}[{name!r}]"
         if name == "TRAEFIK_LOG_LEVEL":
@@ -483,14 +605,41 @@ def _check_dotenv_overrides(c: _Checker, key: str) -> None:
         elif name in secret_names:
             c.fail(label, "<hidden>", "is a secret: supply it in secrets_file (or `secrets`), not "
                    "as an override")
+        elif name in dotenv.SECRET_BEARING:
+            parts = ", ".join(r for r in dotenv.references(_default(name))
+                              if r not in dotenv.SECRET_BEARING)
+            c.fail(label, "<hidden>", "holds a secret: the deploy builds it from the secrets, and "
+                   f"an override cannot set it; override its parts instead ({parts})")
         elif not isinstance(value, str):
             c.fail(label, value, f'expected a string, e.g. "{value}"')
-        elif "\n" in value or "\r" in value or "\0" in value:
-            c.fail(label, value, "expected one line (no newline): the value is written into .env "
-                   "and into configs such as prometheus.yml")
-        elif any(ref in secret_names for ref in dotenv.references(value)):
-            c.fail(label, value, "refers to a secret; a secret may reach only .env (0600), never a "
-                   "config file or the output")
+        elif re.search(r"\$\{", value):
+            c.fail(label, value, "holds a shell-style ${...}, which .env's readers do not agree "
+                   "on (nothing here expands it); write the value itself, or {NAME} for the value "
+                   "of another .env variable (e.g. {POSTGRES_HOST})")
+        elif any(ref in dotenv.SECRET_BEARING for ref in dotenv.references(value)):
+            c.fail(label, value, "refers to a secret (the secrets, and DATABASE_URL, REDIS_URL "
+                   "and the other values built from one); a secret may reach only .env (0600), "
+                   "never a config file or the output")
+        elif unknown := [ref for ref in dotenv.references(value) if ref not in known]:
+            c.fail(label, value, f"{{{unknown[0]}}} names nothing known"
+                   f"{_closest(unknown[0], sorted(known))}; a placeholder is {{NAME}} of a "
+                   "variable of .env.example (e.g. {POSTGRES_HOST}) or one of "
+                   f"{', '.join('{' + n + '}' for n in dotenv.CONTEXT_NAMES)}")
+        elif reason := dotenv.problem(value):
+            c.fail(label, value, f"cannot be written to .env so that Docker Compose, sh and "
+                   f"python-dotenv read the same value: {reason}")
+        else:
+            checked[name] = value
+    if len(checked) == len(c.out[key]):
+        try:  # a reference to itself, directly or through others
+            dotenv.resolve({n: "" for n in dotenv.CONTEXT_NAMES}, {}, checked, with_secrets=False)
+        except dotenv.ResolveError as exc:
+            c.fail(key, c.data[key], f"{exc}; a value cannot depend on itself")
+
+
+def _default(name: str) -> str:
+    from mnemos_provision import dotenv
+    return next(v.default for v in dotenv.ALL_VARS if v.name == name)
 
 
 # ---------------------------------------------------------------- the specification
@@ -875,6 +1024,7 @@ def validate(data: dict[str, Any],
         )
     for s in SPEC:
         _type_check(c, s)
+        _refuse_control_characters(c, s)
     for s in SPEC:
         if s.check and s.name in c.out:
             s.check(c, s.name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra.api import deploy
 from pyinfra.operations import files as pyinfra_files
 
@@ -11,14 +13,22 @@ from mnemos_provision.operations import files, server
 CRON_FILE = "/etc/cron.d/mnemos-backup"
 
 
+def _cron_word(path: str) -> str:
+    """A path as one word of a cron command: quoted for sh, and each % escaped (cron turns an
+    unescaped % into a newline, whatever the quotes)."""
+    return shlex.quote(path).replace("%", "\\%")
+
+
 def cron_entry(ctx: HostContext) -> str:
+    # backup_schedule is five checked cron fields or an @ keyword, on one line (settings.py)
     s, root = ctx.settings, ctx.root
+    script = _cron_word(f"{root}/scripts/backup/backup-all.sh")
+    log = _cron_word(f"{root}/data/logs/backup.log")
     return (
         "# MNEMOS backups (backup_schedule); written by the provisioning project\n"
         "SHELL=/bin/sh\n"
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
-        f"{s.backup_schedule} {ctx.user} /bin/sh {root}/scripts/backup/backup-all.sh "
-        f">> {root}/data/logs/backup.log 2>&1\n"
+        f"{s.backup_schedule} {ctx.user} /bin/sh {script} >> {log} 2>&1\n"
     )
 
 

@@ -6,9 +6,9 @@ What a run does with it (README: Secrets):
 - The state holds every secret: it is used as it is. A value of the wrong type stops the run.
 - The state is missing, empty, damaged (not a JSON object) or lacks a secret: each secret that .env
   still holds is recovered from .env; a secret that neither holds is generated only where no data
-  uses one yet (its volume, backup archives); otherwise the run stops before any change, naming the
-  file, the secret and how to restore it. A damaged file is kept beside the new one
-  (`<state>.damaged-<time>`), never overwritten.
+  uses one yet (its volume; backup archives, in every directory backups are written to); otherwise
+  the run stops before any change, naming the file, the secret and how to restore it. A damaged
+  file is kept beside the new one (`<state>.damaged-<time>`), never overwritten.
 - Supplied secrets (secrets_file, `secrets`) are used on a new install; one that differs from the
   value existing data accepts stops the run: rotation is never implicit.
 - The state is written by compare-and-swap under flock(1) on `<state>.lock`: only if it is still
@@ -135,19 +135,22 @@ class HostState:
     state: HostFile
     env: HostFile
     state_dir: str  # "missing" or "<kind>|<mode>|<owner>" of the state file's directory
-    backups: int = 0  # encrypted backup archives in the tree
+    backups: int = 0  # encrypted backup archives, in every directory backups are written to
+    backup_dirs: list = field(default_factory=list)  # the directories that hold them
     volumes: set | None = None  # the project's volumes (None: not asked for)
     volumes_known: bool = True  # False: asked for, but Docker could not tell
     # other secret files read by the same command (read_command's `also`), by name
     also: dict[str, HostFile] = field(default_factory=dict)
 
 
-def read_command(state: str, env: str, backups: str, project: str, volumes: bool = False,
+def read_command(state: str, env: str, backups: list[str], project: str, volumes: bool = False,
                  also: dict[str, str] | None = None) -> str:
-    """One POSIX sh command: both files (base64), the state directory, backups, the files of
-    `also` ({name: path}: other secret files the run reads, e.g. Vault's keys file) and, with
-    `volumes` (only when a secret is missing: it asks the engine), the project's volumes."""
+    """One POSIX sh command: both files (base64), the state directory, the encrypted archives
+    in each directory of `backups` (every place backups are written), the files of `also`
+    ({name: path}: other secret files the run reads, e.g. Vault's keys file) and, with `volumes`
+    (only when a secret is missing: it asks the engine), the project's volumes."""
     q = shlex.quote
+    dirs = " ".join(q(d) for d in dict.fromkeys(backups))
     others = "".join(f"part also:{name} {q(path)}\n" for name, path in (also or {}).items())
     return f"""
 part() {{
@@ -162,7 +165,13 @@ part() {{
 part state {q(state)}; part env {q(env)}
 {others}printf '== state_dir '; stat -c '%F|%a|%U' -- {q(posixpath.dirname(state))} 2>/dev/null \\
   || echo missing
-printf '== backups '; ls -- {q(backups)} 2>/dev/null | grep -c '\\.gpg$' || true
+total=0 found=''
+for d in {dirs}; do
+  n=$(ls -- "$d" 2>/dev/null | grep -c '\\.gpg$')
+  total=$((total + n)); [ "$n" -eq 0 ] || found="$found$n $d
+"
+done
+printf '== backups %s\\n%s' "$total" "$found"
 {_VOLUMES.format(project=q(project), prefix=q(project + "_")) if volumes else ""}"""
 
 
@@ -195,11 +204,12 @@ def parse_read(lines: list[str]) -> HostState:
         return HostFile(kind, data)
 
     volumes_how, volume_lines = sections.get("volumes", (None, []))
-    backups = sections.get("backups", ("0", []))[0]
+    backups, where = sections.get("backups", ("0", []))
     return HostState(
         state=host_file("state"), env=host_file("env"),
         state_dir=sections.get("state_dir", ("missing", []))[0] or "missing",
         backups=int(backups) if backups.isdigit() else 0,
+        backup_dirs=[line.partition(" ")[2] for line in where if line.strip()],
         volumes=None if volumes_how is None else {v.strip() for v in volume_lines if v.strip()},
         volumes_known=volumes_how in (None, "docker", "directory"),
         also={name[len("also:"):]: host_file(name) for name in sections
@@ -227,7 +237,8 @@ def data_evidence(name: str, host_state: HostState, project: str) -> str | None:
         if full in (host_state.volumes or set()):  # not None here: checked above
             return f"the volume {full} holds data that only this secret opens"
     if name == "BACKUP_ENCRYPTION_KEY" and host_state.backups:
-        return f"{host_state.backups} encrypted backup archive(s) open only with this key"
+        where = f" in {', '.join(host_state.backup_dirs)}" if host_state.backup_dirs else ""
+        return f"{host_state.backups} encrypted backup archive(s){where} open only with this key"
     return None
 
 

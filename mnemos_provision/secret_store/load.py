@@ -7,6 +7,8 @@ cannot be used stops this host before any change.
 
 from __future__ import annotations
 
+import posixpath
+
 from pyinfra import host, logger
 
 from mnemos_provision import context
@@ -46,6 +48,28 @@ def found_with_secrets(ctx: HostContext, name: str) -> tuple[str, bytes | None] 
     return None if found is None else (found.kind, found.data)
 
 
+def backup_locations(ctx: HostContext) -> list[str]:
+    """
+    Every directory the backups are written to: BACKUP_STORAGE_PATH as .env will hold it (its
+    default, data/backups in the tree, or dotenv_overrides' value; scripts/backup/backup-all.sh
+    reads it from .env, relative to the tree when it is not absolute), and the default as well
+    (archives written before an override moved them).
+    """
+    from mnemos_provision import dotenv
+    from mnemos_provision.render import dotenv_context
+    default = f"{ctx.root}/data/backups"
+    try:
+        configured = dotenv.resolve(dotenv_context(ctx.settings, ctx.home), {},
+                                    ctx.settings.dotenv_overrides,
+                                    with_secrets=False)["BACKUP_STORAGE_PATH"]
+    except dotenv.ResolveError:  # refused by the settings check before this runs
+        configured = ""
+    locations = [default]
+    if configured:
+        locations.append(posixpath.normpath(posixpath.join(ctx.root, configured)))
+    return list(dict.fromkeys(locations))
+
+
 def secret_decision(ctx: HostContext) -> Decision:
     if host.name not in _RUN_SECRETS:
         _RUN_SECRETS[host.name] = _decide(ctx)
@@ -62,7 +86,7 @@ def _decide(ctx: HostContext) -> Decision:
         # Vault's keys file is read along (its plan then reads no file: one command fewer)
         also = {"vault_keys": ctx.vault_keys_path} if ctx.settings.service_enabled("vault") else {}
         ok, lines, stderr = run_as_operations(read_command(
-            path, env_path, f"{ctx.root}/data/backups", ctx.settings.compose_project, volumes,
+            path, env_path, backup_locations(ctx), ctx.settings.compose_project, volumes,
             also=also))
         if not ok:
             fail("the secret state could not be read; nothing on the host was changed:",

@@ -494,3 +494,80 @@ def test_snapshot_picks_the_user_who_ran_sudo_when_no_user_is_set():
         capture_output=True, text=True,
         env=dict(os.environ, SUDO_USER="nobody")).stdout.splitlines())
     assert explicit.user == "root"
+
+
+# ------------------------------------------------------------ the backup schedule's cron line
+
+@pytest.mark.parametrize("root", ["/home/dev/mnemos", "/srv/my %d dir;x"])
+def test_the_cron_line_is_one_line_whose_paths_are_single_words(root):
+    import shlex
+
+    from mnemos_provision.context import HostContext
+    from roles.backup import cron_entry
+    settings = validate({"mnemos_root": root, "backup_schedule": "*/30 1-5 * jan-jun mon,fri"})
+    ctx = HostContext(settings, snapshot(), "dev", "dev", "/home/dev")
+    lines = cron_entry(ctx).splitlines()
+    assert len(lines) == 4 and lines[1:3] == [
+        "SHELL=/bin/sh", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    command = lines[3].split(" ", 6)
+    assert command[:6] == ["*/30", "1-5", "*", "jan-jun", "mon,fri", "dev"]
+    # what cron hands to sh: "\%" becomes "%", an unescaped % would end the command
+    text = command[6]
+    assert not re.search(r"(?<!\\)%", text)
+    assert shlex.split(text.replace("\\%", "%")) == [
+        "/bin/sh", f"{root}/scripts/backup/backup-all.sh", ">>", f"{root}/data/logs/backup.log",
+        "2>&1"]
+
+
+# ------------------------------------------------------------ backups anywhere count (issue 22)
+
+@pytest.mark.parametrize("storage", [None, "/srv/backups/mnemos", "../elsewhere"])
+def test_every_directory_backups_are_written_to_is_looked_at(storage):
+    from mnemos_provision.context import HostContext
+    from mnemos_provision.secret_store.load import backup_locations
+    data = {"mnemos_root": "/srv/m"}
+    if storage:
+        data["dotenv_overrides"] = {"BACKUP_STORAGE_PATH": storage}
+    ctx = HostContext(validate(data), snapshot(), "dev", "dev", "/home/dev")
+    expected = {None: [], "/srv/backups/mnemos": ["/srv/backups/mnemos"],
+                "../elsewhere": ["/srv/elsewhere"]}[storage]
+    assert backup_locations(ctx) == ["/srv/m/data/backups", *expected]
+
+
+def test_archives_where_backup_storage_path_points_keep_their_key(tmp_path):
+    """State and .env lost, the archives not in data/backups: the key is not generated anew."""
+    from mnemos_provision.secret_store import (
+        StateError,
+        decide,
+        parse_read,
+        read_command,
+    )
+    default, elsewhere = tmp_path / "mnemos/data/backups", tmp_path / "elsewhere with space"
+    default.mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "mnemos-backup-20260101T030000Z.tar.gz.gpg").write_bytes(b"x")
+    (elsewhere / "mnemos-backup-20260101T030000Z.tar.gz.gpg.sha256").write_bytes(b"x")
+    command = read_command(str(tmp_path / "state/s.json"), str(tmp_path / "mnemos/.env"),
+                           [str(default), str(elsewhere), str(tmp_path / "missing")], "p")
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    found = parse_read(output.stdout.splitlines())
+    assert (found.backups, found.backup_dirs) == (1, [str(elsewhere)])
+    found.volumes = set()
+    with pytest.raises(StateError) as err:
+        decide(found, {}, state_path="s.json", env_path=".env", project="p")
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith("BACKUP_ENCRYPTION_KEY is in neither")
+    assert f"1 encrypted backup archive(s) in {elsewhere} open only with" in err.value.problems[0]
+    # only in the default directory, as before: the same
+    (elsewhere / "mnemos-backup-20260101T030000Z.tar.gz.gpg").rename(
+        default / "mnemos-backup-20260101T030000Z.tar.gz.gpg")
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    assert parse_read(output.stdout.splitlines()).backup_dirs == [str(default)]
+    # and with no archive anywhere, a key is generated
+    (default / "mnemos-backup-20260101T030000Z.tar.gz.gpg").unlink()
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    nothing = parse_read(output.stdout.splitlines())
+    nothing.volumes = set()
+    assert nothing.backups == 0
+    assert decide(nothing, {}, state_path="s.json", env_path=".env",
+                  project="p").values["BACKUP_ENCRYPTION_KEY"]

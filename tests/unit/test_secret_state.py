@@ -144,6 +144,25 @@ def test_state_and_env_both_lost_with_data_stops_before_any_change(installed):
     assert not site.state.exists() and not site.env.exists(), "something was written"
 
 
+def test_state_and_env_both_lost_with_archives_where_backup_storage_path_points_stops(site,
+                                                                                      tmp_path):
+    """Issue 22: the archives counted were only data/backups'; elsewhere, the key was
+    regenerated (exit 0) and the archives could no longer be opened."""
+    need("docker")
+    elsewhere = tmp_path / "backups elsewhere"
+    storage = f'dotenv_overrides={{"BACKUP_STORAGE_PATH": "{elsewhere}"}}'
+    ok(site.deploy(storage))
+    key = site.secrets()["BACKUP_ENCRYPTION_KEY"]
+    elsewhere.mkdir()
+    (elsewhere / "mnemos-backup-20260101T030000Z.tar.gz.gpg").write_bytes(b"encrypted")
+    site.state.unlink()
+    site.env.unlink()
+    refused(site.deploy(storage), "BACKUP_ENCRYPTION_KEY is in neither", str(site.state),
+            f"1 encrypted backup archive(s) in {elsewhere}", "nothing on the host was changed")
+    assert not site.state.exists() and not site.env.exists(), "something was written"
+    SECRETS_SEEN.add(key)
+
+
 def test_a_new_install_without_data_generates_every_secret(site):
     output = ok(site.deploy())
     assert "recovered" not in output

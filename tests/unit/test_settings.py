@@ -44,6 +44,27 @@ BAD_INPUTS = [
      ["dotenv_overrides['LOKI_URL']", "refers to a secret"]),
     (['dotenv_overrides={"POSTGRES_PASSWORD": "x"}'],
      ["dotenv_overrides['POSTGRES_PASSWORD'] = '<hidden>'", "is a secret"]),
+    # placeholders: an unknown name or a shell-style ${...} is a refusal, not a traceback
+    (['dotenv_overrides={"LOG_LEVEL": "{nosuch}"}'],
+     ["dotenv_overrides['LOG_LEVEL'] = '{nosuch}'", "{nosuch} names nothing known",
+      "{NAME} of a variable of .env.example"]),
+    (['dotenv_overrides={"LOG_LEVEL": "${HOME}"}'],
+     ["dotenv_overrides['LOG_LEVEL'] = '${HOME}'", "shell-style ${...}"]),
+    # a value no form of .env carries the same for Compose, sh and python-dotenv
+    (['dotenv_overrides={"LOG_LEVEL": "it\'s $5"}'],
+     ["dotenv_overrides['LOG_LEVEL']", "cannot be written to .env"]),
+    # values built from a secret are secrets: never referred to, never set, never shown
+    (['dotenv_overrides={"LOKI_RETENTION_PERIOD": "{REDIS_URL}"}'],
+     ["dotenv_overrides['LOKI_RETENTION_PERIOD']", "refers to a secret"]),
+    (['dotenv_overrides={"DATABASE_URL": "postgresql://u:hunter2hunter2@db/x"}'],
+     ["dotenv_overrides['DATABASE_URL'] = '<hidden>'", "holds a secret"]),
+    # control characters, and what changes a cron line's meaning
+    (["backup_schedule=A=1\nB=2\n@reboot root /tmp/x"],
+     ["backup_schedule = 'A=1\\nB=2\\n@reboot root /tmp/x'", "control character"]),
+    (["backup_schedule=@reboot"], ["backup_schedule = '@reboot'", "not a backup schedule"]),
+    (["backup_schedule=0 3 * * * root"], ["backup_schedule", "5-field cron expression"]),
+    (["backup_schedule=0 25 * * *"], ["backup_schedule", "hour: '25' is outside 0-23"]),
+    (["mnemos_root=/srv/m\n/x"], ["mnemos_root = '/srv/m\\n/x'", "control character"]),
     (['supported_os={"debian": 12}'],
      ["supported_os['debian'] = 12", "expected a list of version strings"]),
     # where the tree and the state may be
@@ -239,3 +260,15 @@ def test_no_input_of_any_type_makes_a_traceback():
             except SettingsError:
                 continue
             render.render_tree(settings, "/home/dev", secrets)
+
+
+def test_paths_are_absolute_and_normalized_and_never_climb():
+    s = validate({"mnemos_root": "/srv//mnemos/./tree/", "vault_keys_path": "~/.config//k.json"})
+    assert (s.mnemos_root, s.vault_keys_path) == ("/srv/mnemos/tree", "~/.config/k.json")
+    with pytest.raises(SettingsError, match="home directory itself"):
+        validate({"mnemos_root": "~/./"})
+    for data in ({"mnemos_root": "/srv/m/../etc"}, {"secrets_state_path": "~/../root/s.json"},
+                 {"image_archives": ["/srv/../x.tar"]}):
+        with pytest.raises(SettingsError) as err:
+            validate(data, controller_path_exists=lambda p: True)
+        assert "without '..'" in str(err.value)
