@@ -185,7 +185,7 @@ def _closest(value: str, choices) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def _version_tuple(text: str) -> tuple[int, ...] | None:
+def version_tuple(text: str) -> tuple[int, ...] | None:
     try:
         return tuple(int(p) for p in text.split("."))
     except (ValueError, AttributeError):
@@ -228,7 +228,7 @@ def _check_compose_project(c: _Checker, key: str) -> None:
 
 
 def _check_version(c: _Checker, key: str) -> None:
-    if _version_tuple(c.out[key]) is None:
+    if version_tuple(c.out[key]) is None:
         c.fail(key, c.data[key], "expected a version like 24.0")
 
 

@@ -13,7 +13,7 @@ from pyinfra.api import deploy
 from mnemos_provision import stack
 from mnemos_provision.context import HostContext, fail
 from mnemos_provision.facts.server import Snapshot
-from mnemos_provision.settings import Settings, _version_tuple
+from mnemos_provision.settings import Settings, version_tuple
 
 GIB_KIB = 1024 * 1024
 # MemTotal is below the installed RAM (firmware and kernel reservations): an 8 GB machine
@@ -96,13 +96,13 @@ def evaluate(settings: Settings, snap: Snapshot) -> tuple[list[str], list[str]]:
 
 def desktop_version_problems(settings: Settings, snap: Snapshot) -> list[str]:
     found = []
-    engine = _version_tuple(snap.docker_server_version.split("-")[0].split("+")[0] or "0")
+    engine = version_tuple(snap.docker_server_version.split("-")[0].split("+")[0] or "0")
     # the minimum versions are checked by the settings: never None
-    if engine is None or engine < (_version_tuple(settings.docker_min_version) or ()):
+    if engine is None or engine < (version_tuple(settings.docker_min_version) or ()):
         found.append(f"Docker Desktop's engine {snap.docker_server_version or 'does not answer'}; "
                      f"docker_min_version = {settings.docker_min_version!r}: update Docker Desktop")
-    compose = _version_tuple(snap.compose_version.lstrip("v").split("-")[0] or "0")
-    if compose is None or compose < (_version_tuple(settings.compose_min_version) or ()):
+    compose = version_tuple(snap.compose_version.lstrip("v").split("-")[0] or "0")
+    if compose is None or compose < (version_tuple(settings.compose_min_version) or ()):
         found.append(f"Docker Desktop's Compose {snap.compose_version or 'is missing'}; "
                      f"compose_min_version = {settings.compose_min_version!r}: "
                      "update Docker Desktop")

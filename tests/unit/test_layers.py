@@ -1,7 +1,14 @@
 """
 The import graph keeps its layers: deploys -> roles -> operations -> facts. A role only composes
 operations (it imports no other role); operations import no role and no deploy; facts import
-neither operations nor roles. Imports are read from the code (ast), lazy ones included.
+neither operations nor roles. Imports are read from the code (ast), lazy and relative ones
+included (a relative import is resolved against the importing module's package).
+
+One import convention (docs/contributing-registry.md): the plain names apt, docker, files,
+server... are the project's own operation modules (mnemos_provision.operations.*), imported
+unaliased; pyinfra's operation and fact modules are never bound to a name of their own (`import
+pyinfra.operations.server`, then `pyinfra.operations.server.shell(...)`), so `server.` means the
+same module in every file. No private name (`_x`) is imported from another module.
 """
 
 from __future__ import annotations
@@ -16,19 +23,57 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.unit
 
 
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def absolute(node: ast.ImportFrom, path: Path) -> str:
+    """The module an ImportFrom names, a relative one resolved against `path`'s package."""
+    if not node.level:
+        return node.module or ""
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]  # a module's package is its parent
+    base = package[:len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def import_nodes(path: Path):
+    return [node for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.Import, ast.ImportFrom))]
+
+
 def imports(path: Path) -> set[str]:
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in import_nodes(path):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+        else:
+            module = absolute(node, path)
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names}
     return found
 
 
 def files(folder: str) -> list[Path]:
     return sorted((REPO / folder).glob("*.py"))
+
+
+def project_files() -> list[Path]:
+    return sorted(p for folder in ("mnemos_provision", "roles", "deploys")
+                  for p in (REPO / folder).rglob("*.py"))
+
+
+def test_relative_imports_are_resolved(tmp_path, monkeypatch):
+    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    (tmp_path / "roles").mkdir()
+    role = tmp_path / "roles" / "backup.py"
+    role.write_text("from .tree import tree\nfrom . import stack\n")
+    assert {"roles.tree", "roles.tree.tree", "roles", "roles.stack"} <= imports(role)
+    package = tmp_path / "roles" / "__init__.py"
+    package.write_text("from .tree import tree\n")
+    assert "roles.tree.tree" in imports(package)
 
 
 def test_no_role_imports_a_role():
@@ -45,3 +90,30 @@ def test_lower_layers_import_no_upper_one(folder, forbidden):
     for path in files(folder):
         upper = {i for i in imports(path) for f in forbidden if i == f or i.startswith(f + ".")}
         assert not upper, f"{folder}/{path.name} imports {sorted(upper)}"
+
+
+PYINFRA_MODULE_PACKAGES = ("pyinfra.operations", "pyinfra.facts")
+OWN_MODULE_PACKAGES = ("mnemos_provision.operations", "mnemos_provision.facts")
+
+
+@pytest.mark.parametrize("path", project_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_one_import_convention(path):
+    wrong = []
+    for node in import_nodes(path):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name.startswith(PYINFRA_MODULE_PACKAGES):
+                    wrong.append(f"import {alias.name} as {alias.asname}: call it by its full name")
+            continue
+        module = absolute(node, path)
+        for alias in node.names:
+            if module in PYINFRA_MODULE_PACKAGES:
+                wrong.append(f"from {module} import {alias.name}: pyinfra's modules are used "
+                             f"by their full name (import {module}.{alias.name})")
+            elif module in OWN_MODULE_PACKAGES and alias.asname:
+                wrong.append(f"from {module} import {alias.name} as {alias.asname}: the project's "
+                             "modules keep their plain names")
+            if alias.name.startswith("_") and module != "__future__":
+                wrong.append(f"from {module} import {alias.name}: a private name of another "
+                             "module (make it public or move it)")
+    assert not wrong, f"{path.relative_to(REPO)}: " + "; ".join(wrong)
