@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Secrets: generated once (mnemos_provision/secret_store.py) with these lengths, in characters.
+# Secrets: generated once (mnemos_provision/secret_store/state.py), these many characters long.
 SECRET_LENGTHS = {
     "POSTGRES_PASSWORD": 32,  # alphanumeric: safe unquoted in .env and in URLs
     "REDIS_PASSWORD": 32,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -18,6 +17,7 @@ import yaml
 
 from mnemos_provision import dotenv
 from mnemos_provision.settings import REPO_ROOT, Settings
+from mnemos_provision.tree_entry import TreeEntry
 
 TEMPLATE_ROOT = REPO_ROOT / "templates" / "mnemos"
 
@@ -46,15 +46,6 @@ DATABASES = ["mnemos_cortex", "mnemos_genome", "mnemos_synkron"]
 EXECUTABLE = {"docker/postgres/init-db.sh", "scripts/health-check.sh",
               "scripts/backup/backup-all.sh", "scripts/backup/restore-all.sh"}
 SECRET_FILES = {".env"}
-
-
-@dataclass(frozen=True)
-class TreeEntry:
-    path: str  # relative to mnemos_root
-    kind: str  # "directory" | "file"
-    mode: str  # octal, as stat prints it ("755", "600")
-    content: bytes | None = None
-    secret: bool = False  # never shown in a diff or in output
 
 
 def all_dirs() -> list[str]:

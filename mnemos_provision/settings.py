@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from mnemos_provision.secret_values import Secrets
 from mnemos_provision.stack import (  # the stack model, declared once there
     FRONTEND_SERVICES,
     LAYERS,
@@ -349,7 +350,6 @@ SECRET_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 def _check_secrets(c: _Checker, key: str) -> None:
-    from mnemos_provision.secret_store import Secrets
     secrets = c.out[key]
     from_file = _read_secrets_file(c)
     for name in sorted(set(from_file) & set(secrets)):

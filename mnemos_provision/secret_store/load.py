@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pyinfra import host, logger
 
-from mnemos_provision import context
+from mnemos_provision import connection, context
 from mnemos_provision.context import HostContext
-from mnemos_provision.secret_store import (
+from mnemos_provision.secret_store.state import (
     Decision,
     HostFile,
     HostState,
@@ -53,7 +53,7 @@ def secret_decision(ctx: HostContext) -> Decision:
 
 
 def _decide(ctx: HostContext) -> Decision:
-    fail, run_as_operations = context.fail, context.run_as_operations
+    fail, run_as_operations = context.fail, connection.run_as_operations
 
     path = ctx.secrets_state_path
     env_path = f"{ctx.root}/.env"

@@ -117,3 +117,43 @@ def test_one_import_convention(path):
                 wrong.append(f"from {module} import {alias.name}: a private name of another "
                              "module (make it public or move it)")
     assert not wrong, f"{path.relative_to(REPO)}: " + "; ".join(wrong)
+
+
+# The project's own modules by layer, lowest first. A module imports only modules of its own
+# layer or a lower one. The plumbing (rank 0) reads no settings: operations, facts and the host's
+# HTTP transport reach pyinfra through mnemos_provision.connection; the settings context
+# (HostContext, host_context: rank 3) is built at the entry points, the deploy files.
+LAYER_RANKS = (
+    ("mnemos_provision.stack", "mnemos_provision.secret_values", "mnemos_provision.dotenv",
+     "mnemos_provision.connection", "mnemos_provision.fact_batch", "mnemos_provision.facts",
+     "mnemos_provision.tree_entry", "mnemos_provision.vault_setup",
+     "mnemos_provision.minio_setup", "mnemos_provision.host_http",
+     "mnemos_provision.operations"),
+    ("mnemos_provision.settings", "mnemos_provision.settings_doc"),
+    ("mnemos_provision.render", "mnemos_provision.where", "mnemos_provision.secret_store.state",
+     "mnemos_provision.secret_store"),
+    ("mnemos_provision.context", "mnemos_provision.secret_store.load"),
+    ("roles",),
+    ("deploys",),
+)
+
+
+def rank(module: str) -> int | None:
+    """The layer of a project module (the longest prefix listed wins); None: not the project's."""
+    best = None
+    for number, prefixes in enumerate(LAYER_RANKS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (
+                    best is None or len(prefix) > best[1]):
+                best = (number, len(prefix))
+    return None if best is None else best[0]
+
+
+@pytest.mark.parametrize("path", project_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_import_runs_up_the_layers(path):
+    if path.name == "__init__.py" and not import_nodes(path):
+        return  # an empty package marker
+    own = rank(module_name(path))
+    assert own is not None, f"{path.relative_to(REPO)} has no layer in LAYER_RANKS"
+    upward = sorted(i for i in imports(path) if (r := rank(i)) is not None and r > own)
+    assert not upward, f"{module_name(path)} (layer {own}) imports {upward} from a higher layer"
