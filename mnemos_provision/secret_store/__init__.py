@@ -7,7 +7,6 @@ out), `load` the one read of the host a run makes; the names below are `state`'s
 from __future__ import annotations
 
 from mnemos_provision.secret_store.state import (
-    DATA_VOLUMES,
     ENV_VARIABLE,
     Decision,
     HostFile,
@@ -28,7 +27,7 @@ from mnemos_provision.secret_store.state import (
 )
 
 __all__ = [
-    "DATA_VOLUMES", "ENV_VARIABLE", "Decision", "HostFile", "HostState", "Secrets", "StateError",
+    "ENV_VARIABLE", "Decision", "HostFile", "HostState", "Secrets", "StateError",
     "VolumesNeeded", "complete", "data_evidence", "decide", "generate", "parse", "parse_read",
     "read_command", "serialize", "sha256", "state_dir_problem",
 ]

@@ -26,21 +26,15 @@ import shlex
 import string
 from dataclasses import dataclass, field
 
-from mnemos_provision import dotenv
+from mnemos_provision import dotenv, stack
 from mnemos_provision.dotenv import SECRET_LENGTHS
 from mnemos_provision.secret_values import Secrets
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
 
-# The compose volumes whose data only opens with a secret: losing the secret locks them out.
-# Redis and JWT keep nothing that depends on their secret (a new one works with the old data).
-DATA_VOLUMES = {
-    "POSTGRES_PASSWORD": ("postgres-data",),  # the role's password is stored in the cluster
-    "MINIO_ROOT_PASSWORD": ("minio-data",),  # MinIO encrypts its IAM data with the root credentials
-    "MINIO_APP_SECRET_KEY": ("minio-data",),  # the application user is stored in MinIO's IAM
-    "GRAFANA_ADMIN_PASSWORD": ("grafana-data",),  # set once, at the first start, in grafana.db
-    "VAULT_TOKEN": ("vault-data",),  # a token created in Vault's storage
-}
+# The compose volumes whose data only opens with a secret (losing the secret locks them out) are
+# the registry's: each service's data_secrets (stack.data_volumes()). Redis and JWT keep nothing
+# that depends on their secret (a new one works with the old data).
 # The .env variable that holds each secret (a secret whose variable has another name).
 ENV_VARIABLE = {name: name for name in SECRET_LENGTHS}
 for _var in dotenv.ALL_VARS:
@@ -212,9 +206,10 @@ class Decision:
 
 def data_evidence(name: str, host_state: HostState, project: str) -> str | None:
     """Why existing data depends on secret `name` (None: no data uses it yet)."""
-    if host_state.volumes is None and DATA_VOLUMES.get(name):
+    volumes = stack.data_volumes().get(name, ())
+    if host_state.volumes is None and volumes:
         raise VolumesNeeded(name)
-    for volume in DATA_VOLUMES.get(name, ()):
+    for volume in volumes:
         full = f"{project}_{volume}"
         if full in (host_state.volumes or set()):  # not None here: checked above
             return f"the volume {full} holds data that only this secret opens"
