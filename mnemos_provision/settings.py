@@ -27,7 +27,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from mnemos_provision import stack
+import yaml
+from pyinfra.api.connectors import get_all_connectors
+
+from mnemos_provision import dotenv, stack
 from mnemos_provision.secret_values import Secrets
 from mnemos_provision.stack import LAYERS, NETWORKS, SERVICES  # the service registry's
 
@@ -50,7 +53,6 @@ PYINFRA_KEY_PREFIXES = ("_", "ssh_", "winrm_", "chroot_", "vagrant_", "terraform
 
 
 def _connector_keys() -> set[str]:
-    from pyinfra.api.connectors import get_all_connectors
     keys: set[str] = set()
     for connector in get_all_connectors().values():
         keys |= set(getattr(connector, "data_meta", None) or {})
@@ -406,7 +408,6 @@ def _read_secrets_file(c: _Checker) -> dict:
         c.fail(key, c.data[key], f"has mode {oct(info.st_mode & 0o777)[2:]}: other accounts can "
                f"read it; run `chmod 600 {path}`")
         return {}
-    import yaml
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -465,7 +466,6 @@ def _check_supported_os(c: _Checker, key: str) -> None:
 
 def _check_dotenv_overrides(c: _Checker, key: str) -> None:
     """Keys of .env.example only, string values on one line, no secret set or copied."""
-    from mnemos_provision import dotenv
     secret_names = set(dotenv.SECRET_VARS) | set(dotenv.SECRET_LENGTHS)
     for name, value in c.out[key].items():
         label = f"{key}[{name!r}]"

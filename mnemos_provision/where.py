@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import os
 
+from pyinfra import host, logger
+from pyinfra.api.state import BaseStateCallback
+
 from mnemos_provision import stack
 from mnemos_provision.settings import Settings
 
@@ -46,14 +49,14 @@ def where_things_are(settings: Settings, root: str, vault_keys_path: str,
                      secrets_state_path: str) -> str:
     """The block, as printed (no secret: paths and variable names only)."""
     s = settings
-    host = url_host(s.bind_address)
+    address = url_host(s.bind_address)
     published = s.published_ports
     lines = [f"{TITLE} (the stack in {root}):"]
     records = [stack.service(name) for name in s.enabled_services]
     width = max((len(record.label) for record in records), default=0)
     for record in records:
         entry = record.where
-        shown = [fmt.format(host=host, port=published[key],
+        shown = [fmt.format(host=address, port=published[key],
                             vault_scheme="https" if s.vault_tls else "http")
                  for key, fmt in entry.published if key in published]
         where = ", ".join(shown) if shown else f"cd {root} && {entry.exec_command}"
@@ -74,8 +77,8 @@ def where_things_are(settings: Settings, root: str, vault_keys_path: str,
         lines.append("  Through Traefik: " + ", ".join(
             v.format(name=names[0]) for v in via)
             + (f"; also {', '.join(names[1:])}" if len(names) > 1 else ""))
-        lines.append(f"    (these names must resolve to {host}: e.g. a line "
-                     f"\"{host} {' '.join(names)}\" in /etc/hosts)")
+        lines.append(f"    (these names must resolve to {address}: e.g. a line "
+                     f"\"{address} {' '.join(names)}\" in /etc/hosts)")
 
     lines.append("Credentials (not shown here):")
     creds = [f"{record.label}: {record.where.credentials}" for record in records
@@ -119,8 +122,6 @@ def mode_from_environment() -> str:
 def announce(ctx) -> None:
     """Print the block for this host after the run's last operation (see the module's docstring).
     `ctx` is a HostContext (settings, root, vault_keys_path, secrets_state_path)."""
-    from pyinfra import host, logger
-
     s = ctx.settings
     if not s.launch_stack or not s.enabled_services:
         return
@@ -138,8 +139,6 @@ def announce(ctx) -> None:
 
 
 def _handler(state):
-    from pyinfra.api.state import BaseStateCallback
-
     for handler in state.callback_handlers:
         if getattr(handler, "is_where_handler", False):
             return handler
@@ -157,7 +156,6 @@ def _handler(state):
                 self.last = order[-1] if order else ""
             if op_hash != self.last:
                 return
-            from pyinfra import logger
             for target, (text, mode) in self.hosts.items():
                 if target in state.failed_hosts:
                     continue

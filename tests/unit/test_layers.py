@@ -14,6 +14,8 @@ same module in every file. No private name (`_x`) is imported from another modul
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,32 @@ def test_no_import_runs_up_the_layers(path):
     assert own is not None, f"{path.relative_to(REPO)} has no layer in LAYER_RANKS"
     upward = sorted(i for i in imports(path) if (r := rank(i)) is not None and r > own)
     assert not upward, f"{module_name(path)} (layer {own}) imports {upward} from a higher layer"
+
+
+# The one lazy boundary (start-up time): hvac, the minio SDK and requests load only when Vault or
+# MinIO is set up, through the role's one import of its operation and set-up modules. Every other
+# import sits at the top of its module.
+LAZY_BOUNDARY = {("roles/vault.py", "vault_init"), ("roles/minio.py", "minio_init")}
+CLIENT_MODULES = ("hvac", "minio", "requests")
+
+
+def test_imports_sit_at_the_top_but_behind_the_lazy_boundary():
+    inside = set()
+    for path in project_files():
+        for function in ast.walk(ast.parse(path.read_text())):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                    isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(function)):
+                inside.add((str(path.relative_to(REPO)), function.name))
+    assert inside <= LAZY_BOUNDARY, f"imports inside functions: {sorted(inside - LAZY_BOUNDARY)}"
+
+
+def test_the_deploy_loads_no_client_before_the_boundary():
+    modules = sorted(module_name(p) for p in project_files()
+                     if p.parts[-2] == "roles" or p.name in ("context.py", "where.py"))
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            f"print(sorted(m for m in {CLIENT_MODULES!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"loaded before the boundary: {result.stdout}"
