@@ -222,78 +222,120 @@ def decide(host_state: HostState, supplied: dict[str, str], *, state_path: str, 
            project: str) -> Decision:
     """The run's secrets from what the host holds; StateError when the run must stop,
     VolumesNeeded when it must know the project's volumes (read them, decide again)."""
+    read = read_state(host_state.state, state_path)
+    env_values = env_secrets(host_state.env)
+    values = Secrets()
     problems: list[str] = []
-    kind = host_state.state.kind
-    if kind in ("directory", "symlink", "other"):
-        raise StateError([f"{state_path} is a {kind}, not a file: nothing is written through or "
-                          "over it; move it away (and restore the state file from a backup)"])
-    if kind == "unreadable":
+    recovered, generated = [], []
+    for name in SECRET_LENGTHS:
+        choice = choose(name, read, env_values, supplied, host_state, project,
+                        state_path=state_path, env_path=env_path)
+        if choice.problem:
+            problems.append(choice.problem)
+            continue
+        values[name] = choice.value
+        if choice.recovered:
+            recovered.append(name)
+        if choice.generated:
+            generated.append(name)
+    if problems:
+        raise StateError(problems)
+    raw = host_state.state.data
+    new_install = raw is None and host_state.env.kind == "missing"
+    notes = [] if new_install else notes_for(read, recovered, generated, host_state.volumes_known,
+                                             state_path=state_path, env_path=env_path)
+    return Decision(values=values, expected=sha256(raw), damaged=read.damaged,
+                    notes=notes, state_dir_missing=host_state.state_dir == "missing")
+
+
+@dataclass
+class StateRead:
+    """The state file as this run read it."""
+    stored: Secrets
+    how: str | None  # None: whole; else missing, empty or damaged (why)
+    damaged: bool  # not a JSON object: kept aside before the new one replaces it
+
+
+def read_state(state: HostFile, state_path: str) -> StateRead:
+    """The secrets of the state file; StateError for one that is not a file, cannot be read or
+    holds a value of the wrong type (never converted)."""
+    if state.kind in ("directory", "symlink", "other"):
+        raise StateError([f"{state_path} is a {state.kind}, not a file: nothing is written "
+                          "through or over it; move it away (and restore the state file from a "
+                          "backup)"])
+    if state.kind == "unreadable":
         raise StateError([f"{state_path} cannot be read by this run: run with the privileges of "
                           "the run that wrote it (e.g. --sudo), or fix its owner"])
-    raw = host_state.state.data
+    raw = state.data
     how = "missing" if raw is None else "empty" if not raw.strip() else None
-    damaged = False
     try:
-        stored = parse(raw)
+        return StateRead(parse(raw), how, False)
     except TypeError as exc:
         raise StateError([f"{state_path}: {exc}; a value is never converted: put the value back "
                           "as a JSON string, or restore the file from a backup"]) from None
     except ValueError as exc:
-        stored, damaged, how = Secrets(), True, f"damaged ({exc})"
+        return StateRead(Secrets(), f"damaged ({exc})", True)
 
-    env_values: dict[str, str] = {}
-    if host_state.env.kind == "file" and host_state.env.data is not None:
-        env_values = dotenv.parse(host_state.env.data.decode(errors="replace"))
 
-    values = Secrets()
-    recovered, generated = [], []
-    for name in SECRET_LENGTHS:
-        current = stored.get(name)
-        from_env = env_values.get(ENV_VARIABLE[name]) or None
-        source = state_path
-        if current is None and from_env:
-            current, source = from_env, env_path
-            recovered.append(name)
-        wanted = supplied.get(name)
-        if wanted is not None:
-            if current is not None and wanted != current and (
-                    evidence := data_evidence(name, host_state, project)):
-                problems.append(
-                    f"the supplied {name} differs from the one in {source}, and {evidence}: "
-                    "rotation is never implicit. Change it in the service first (e.g. ALTER ROLE "
-                    f"for PostgreSQL), then put the new value in {state_path}; or supply the old "
-                    "one")
-                continue
-            values[name] = wanted
-        elif current is not None:
-            values[name] = current
-        elif evidence := data_evidence(name, host_state, project):
-            if how is None:
-                how = "incomplete"
-            problems.append(
-                f"{name} is in neither {state_path} ({how}) nor {env_path}, and {evidence}: a new "
-                f"value would lock it out. Restore {state_path} (or {env_path}) from a backup and "
-                "run again; nothing on the host was changed")
-        else:
-            values[name] = generate(name)
-            generated.append(name)
-    if problems:
-        raise StateError(problems)
+def env_secrets(env: HostFile) -> dict[str, str]:
+    """The variables of .env as the host holds it (none when it is not a file)."""
+    if env.kind == "file" and env.data is not None:
+        return dotenv.parse(env.data.decode(errors="replace"))
+    return {}
 
-    notes = []
-    new_install = raw is None and host_state.env.kind == "missing"
-    if not new_install and (how or recovered or generated):
-        parts = [f"secret state {state_path} was {how or 'incomplete'}"]
-        if recovered:
-            parts.append(f"recovered {', '.join(recovered)} from {env_path}")
-        if generated:
-            unseen = "" if host_state.volumes_known else ", Docker's volumes could not be listed"
-            parts.append(f"generated {', '.join(generated)} (no data uses them yet{unseen})")
-        if damaged:
-            parts.append(f"the damaged file is kept as {state_path}.damaged-<time>")
-        notes.append("; ".join(parts) + "; the state is written back")
-    return Decision(values=values, expected=sha256(raw), damaged=damaged,
-                    notes=notes, state_dir_missing=host_state.state_dir == "missing")
+
+@dataclass
+class Choice:
+    """One secret's value for the run, or why the run must stop."""
+    value: str = ""
+    recovered: bool = False  # from .env: the state did not hold it
+    generated: bool = False
+    problem: str | None = None
+
+
+def choose(name: str, read: StateRead, env_values: dict[str, str], supplied: dict[str, str],
+           host_state: HostState, project: str, *, state_path: str, env_path: str) -> Choice:
+    """Secret `name`: the supplied value (unless existing data opens only with another), the
+    state's, .env's, or a new one where no data uses it yet."""
+    current = read.stored.get(name)
+    from_env = env_values.get(ENV_VARIABLE[name]) or None
+    source, recovered = state_path, False
+    if current is None and from_env:
+        current, source, recovered = from_env, env_path, True
+    wanted = supplied.get(name)
+    if wanted is not None:
+        if current is not None and wanted != current and (
+                evidence := data_evidence(name, host_state, project)):
+            return Choice(problem=(
+                f"the supplied {name} differs from the one in {source}, and {evidence}: "
+                "rotation is never implicit. Change it in the service first (e.g. ALTER ROLE "
+                f"for PostgreSQL), then put the new value in {state_path}; or supply the old "
+                "one"), recovered=recovered)
+        return Choice(wanted, recovered=recovered)
+    if current is not None:
+        return Choice(current, recovered=recovered)
+    if evidence := data_evidence(name, host_state, project):
+        return Choice(problem=(
+            f"{name} is in neither {state_path} ({read.how or 'incomplete'}) nor {env_path}, and "
+            f"{evidence}: a new value would lock it out. Restore {state_path} (or {env_path}) "
+            "from a backup and run again; nothing on the host was changed"))
+    return Choice(generate(name), generated=True)
+
+
+def notes_for(read: StateRead, recovered: list[str], generated: list[str], volumes_known: bool,
+              *, state_path: str, env_path: str) -> list[str]:
+    """What the user is told of a state that was not whole (names only), on an existing install."""
+    if not (read.how or recovered or generated):
+        return []
+    parts = [f"secret state {state_path} was {read.how or 'incomplete'}"]
+    if recovered:
+        parts.append(f"recovered {', '.join(recovered)} from {env_path}")
+    if generated:
+        unseen = "" if volumes_known else ", Docker's volumes could not be listed"
+        parts.append(f"generated {', '.join(generated)} (no data uses them yet{unseen})")
+    if read.damaged:
+        parts.append(f"the damaged file is kept as {state_path}.damaged-<time>")
+    return ["; ".join(parts) + "; the state is written back"]
 
 
 def state_dir_problem(state_dir: str, path: str, user: str) -> str | None:
