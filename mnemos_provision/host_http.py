@@ -48,6 +48,12 @@ import urllib3
 from pyinfra import logger
 from pyinfra.api import OperationError
 
+from mnemos_provision.connection import (
+    connector_arguments,
+    make_private_upload_dir,
+    private_upload_dir,
+)
+
 
 class HostHTTPError(Exception):
     """The request could not be sent from the host (curl failed: nothing listens, timeout...)."""
@@ -83,11 +89,6 @@ class PyinfraRunner(Runner):
     # With the privileges of the run's operations (--sudo and the like): the keys file and the
     # answers kept belong where only the operations can write.
     def put(self, data: bytes, remote: str) -> None:
-        from mnemos_provision.context import (
-            connector_arguments,
-            make_private_upload_dir,
-            private_upload_dir,
-        )
         private = private_upload_dir(self.host)  # over SSH with sudo: the login account's own
         try:
             if private:
@@ -104,7 +105,6 @@ class PyinfraRunner(Runner):
             raise HostHTTPError(f"cannot upload {remote} to {self.host.name}")
 
     def run(self, command: str, stdin: list[str] | None = None) -> tuple[int, str]:
-        from mnemos_provision.context import connector_arguments
         # pyinfra writes `_stdin` to the command (local, SSH, docker exec -i) and then closes it;
         # sudo's password, when there is one, goes through its askpass helper, not this input
         arguments = dict(connector_arguments(self.host))

@@ -10,34 +10,38 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import yaml
 
-from mnemos_provision import dotenv
+from mnemos_provision import dotenv, stack
 from mnemos_provision.settings import REPO_ROOT, Settings
+from mnemos_provision.tree_entry import TreeEntry
 
 TEMPLATE_ROOT = REPO_ROOT / "templates" / "mnemos"
+# Each service's block of docker-compose.yml: templates/services/<name>.yml.j2 (the registry's
+# `compose`), included as "services/<name>.yml.j2"; not a file of the tree.
+SERVICE_TEMPLATE_ROOT = REPO_ROOT / "templates"
+GENERIC_SERVICE_TEMPLATE = "services/generic.yml.j2"
 
-# The design's `mkdir -p` list (Project Structure -> Directory Layout), in its order.
+# The design's `mkdir -p` list (Project Structure -> Directory Layout), in its order, without the
+# services' own directories (docker/<name>, config/<name>...: their records' `dirs`).
 DESIGN_DIRS = [
     "src", "docker", "config", "scripts", "data", "tests", "docs", ".github",
     *[f"src/{d}" for d in ("soul", "genome", "cortex", "neuron", "engram", "wraith", "relay",
                            "synkron", "trace", "cradle")],
     "src/common",
     *[f"src/common/{d}" for d in ("auth", "logging", "metrics", "tracing", "errors", "models")],
-    *[f"docker/{d}" for d in ("postgres", "redis", "vault", "minio", "traefik", "otel")],
-    *[f"config/{d}" for d in ("traefik", "prometheus", "grafana", "loki", "vault", "alertmanager")],
+    "config/alertmanager",
     *[f"config/grafana/{d}" for d in ("dashboards", "datasources", "provisioning")],
     *[f"tests/{d}" for d in ("unit", "integration", "e2e", "load", "security", "fixtures")],
     *[f"docs/{d}" for d in ("api", "architecture", "operations", "development")],
     *[f"scripts/{d}" for d in ("bootstrap", "backup", "migration", "monitoring")],
     ".github/workflows",
 ]
-DATA_DIRS = ["models", "artifacts", "logs", "backups", "uploads",
-             "postgres", "redis", "vault", "minio", "prometheus", "loki", "grafana"]
+# data/<d>: these, then each service's (its record's data/<name>)
+DESIGN_DATA_DIRS = ["models", "artifacts", "logs", "backups", "uploads"]
 # Directories the rendered configs need beyond the design's list.
 EXTRA_DIRS = ["docker/vault/config", "docker/vault/scripts", "config/prometheus/alerts",
               "config/traefik/dynamic", "config/traefik/certs"]
@@ -48,17 +52,15 @@ EXECUTABLE = {"docker/postgres/init-db.sh", "scripts/health-check.sh",
 SECRET_FILES = {".env"}
 
 
-@dataclass(frozen=True)
-class TreeEntry:
-    path: str  # relative to mnemos_root
-    kind: str  # "directory" | "file"
-    mode: str  # octal, as stat prints it ("755", "600")
-    content: bytes | None = None
-    secret: bool = False  # never shown in a diff or in output
+def data_dirs() -> list[str]:
+    """The directories of data/, by name."""
+    return DESIGN_DATA_DIRS + [d.removeprefix("data/") for s in stack.REGISTRY for d in s.dirs
+                               if d.startswith("data/")]
 
 
 def all_dirs() -> list[str]:
-    dirs = list(DESIGN_DIRS) + [f"data/{d}" for d in DATA_DIRS] + EXTRA_DIRS
+    dirs = (list(DESIGN_DIRS) + [d for s in stack.REGISTRY for d in s.dirs]
+            + [f"data/{d}" for d in data_dirs()] + EXTRA_DIRS)
     for template in template_paths():
         parent = str(Path(template).parent)
         while parent not in (".", ""):
@@ -92,7 +94,7 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_ROOT)),
+        loader=jinja2.FileSystemLoader([str(TEMPLATE_ROOT), str(SERVICE_TEMPLATE_ROOT)]),
         bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -123,70 +125,53 @@ def dotenv_context(settings: Settings, home: str) -> dict[str, str]:
     }
 
 
+def _check_host(bind_address: str) -> str:
+    """How health-check.sh, on the host, reaches a port bound to `bind_address`."""
+    host = "127.0.0.1" if bind_address in ("0.0.0.0", "::") else bind_address
+    return f"[{host}]" if ":" in host else host
+
+
+def _http_lines(url: str, accept: str) -> list[str]:
+    return [
+        f'code=$(http_ok "{url}")',
+        f'case "$code" in {accept}) ;; '
+        f'*) echo "{url} answered ${{code:-nothing}}"; return 1 ;; esac',
+    ]
+
+
+def _peer_lines(project: str, peer: str, url: str) -> list[str]:
+    """`url` asked with wget from the container of `peer` (on a network it shares)."""
+    return [f"docker exec {project}-{peer} wget -q -T 5 -O /dev/null {url} 2>/dev/null "
+            f'|| {{ echo "{url} did not answer 200 (asked from {project}-{peer})"; '
+            'return 1; }']
+
+
+def _service_check(service: stack.Service, settings: Settings, host: str,
+                   published: dict[str, int]) -> list[str]:
+    """The lines of one service's check (its record's Health): its commands, then its HTTP
+    endpoint on the published port, else from a peer container; else nothing more (the
+    container's state is the check)."""
+    health, project = service.health, settings.compose_project
+    lines = [c.replace("{container}", service.container_name(project)) for c in health.commands]
+    if health.http:
+        key, path, accept = health.http
+        if key in published:
+            return lines + _http_lines(f"http://{host}:{published[key]}{path}", accept)
+    peer = next((p for p in health.peers if settings.service_enabled(p)), None)
+    if health.internal_url and peer:
+        return lines + _peer_lines(project, peer, health.internal_url)
+    return lines
+
+
 def _health_checks(settings: Settings) -> list[dict]:
-    host = "127.0.0.1" if settings.bind_address in ("0.0.0.0", "::") else settings.bind_address
-    if ":" in host:
-        host = f"[{host}]"
-    published = settings.published_ports
-
-    def http(port_key: str, path: str, accept: str = "200") -> list[str]:
-        if port_key not in published:
-            return []  # not published in this environment: the container state is the check
-        url = f"http://{host}:{published[port_key]}{path}"
-        return [
-            f'code=$(http_ok "{url}")',
-            f'case "$code" in {accept}) ;; '
-            f'*) echo "{url} answered ${{code:-nothing}}"; return 1 ;; esac',
-        ]
-
-    p = settings.compose_project
-
-    def collector() -> list[str]:
-        """
-        The collector's image is FROM scratch: no check can run inside it, so its health_check
-        extension (0.0.0.0:13133 in the container) is asked from outside: through the published
-        port, else from a container on one of its networks whose image has wget (Prometheus and
-        Grafana: their own healthchecks use it), by the collector's name on Docker's DNS.
-        """
-        if "otel_health" in published:
-            return http("otel_health", "/")
-        for peer in ("prometheus", "grafana"):  # both share the data network with the collector
-            if settings.service_enabled(peer):
-                url = "http://otel-collector:13133/"
-                return [f"docker exec {p}-{peer} wget -q -T 5 -O /dev/null {url} 2>/dev/null "
-                        f'|| {{ echo "{url} did not answer 200 (asked from {p}-{peer})"; '
-                        'return 1; }']
-        return []  # no peer with wget enabled: the container state is the check
-
-    catalogue = {
-        "postgres": ("PostgreSQL", "postgres", [
-            f"docker exec {p}-postgres "
-            "sh -c 'pg_isready -q -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\"' "
-            '|| { echo "pg_isready failed"; return 1; }',
-        ]),
-        "redis": ("Redis", "redis", [
-            f"docker exec {p}-redis "
-            "sh -c 'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ping' 2>/dev/null "
-            '| grep -q PONG || { echo "no PONG"; return 1; }',
-        ]),
-        "vault": ("Vault", "vault", [
-            f"docker exec {p}-vault vault status >/dev/null 2>&1; rc=$?",
-            '[ "$rc" -eq 2 ] && { echo "sealed: run the deploy to unseal"; return 1; }',
-            '[ "$rc" -eq 0 ] || { echo "vault status failed ($rc)"; return 1; }',
-            *http("vault", "/v1/sys/health", "200|429"),
-        ]),
-        "minio": ("MinIO", "minio", http("minio_api", "/minio/health/live")),
-        "otel-collector": ("OTEL Collector", "otel", collector()),
-        "prometheus": ("Prometheus", "prometheus", http("prometheus", "/-/healthy")),
-        "loki": ("Loki", "loki", http("loki", "/ready")),
-        "grafana": ("Grafana", "grafana", http("grafana", "/api/health")),
-        "traefik": ("Traefik", "traefik", http("traefik_dashboard", "/ping")),
-    }
+    """scripts/health-check.sh's catalogue: one check per enabled service, from the registry."""
+    host, published = _check_host(settings.bind_address), settings.published_ports
     checks = []
-    for service in settings.enabled_services:
-        label, container, lines = catalogue[service]
-        checks.append({"label": label, "fn": service.replace("-", "_"),
-                       "container": container, "lines": lines})
+    for name in settings.enabled_services:
+        service = stack.service(name)
+        checks.append({"label": service.label, "fn": name.replace("-", "_"),
+                       "container": service.container or name,
+                       "lines": _service_check(service, settings, host, published)})
     return checks
 
 
@@ -248,10 +233,13 @@ def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[
         "env": {k: v for k, v in env_values.items() if k not in dotenv.SECRET_BEARING},
         "quote": dotenv.quote,
         "databases": DATABASES,
-        "data_dirs": DATA_DIRS,
+        "data_dirs": data_dirs(),
         "checks": _health_checks(settings),
-        "backup_services": [x for x in ("postgres", "redis", "vault", "minio")
-                            if settings.service_enabled(x)] + ["grafana-provisioning"],
+        "backup_services": [s.name for s in stack.REGISTRY
+                            if s.backup and settings.service_enabled(s.name)]
+        + ["grafana-provisioning"],
+        "services": [{"service": s, "template": s.compose or GENERIC_SERVICE_TEMPLATE}
+                     for s in stack.REGISTRY],
     }
 
     jenv = _environment()
@@ -266,6 +254,6 @@ def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[
         else:
             mode = "644"
         entries.append(TreeEntry(rel, "file", mode, text.encode(), secret=rel in SECRET_FILES))
-    for d in ["data"] + [f"data/{d}" for d in DATA_DIRS]:
+    for d in ["data"] + [f"data/{d}" for d in data_dirs()]:
         entries.append(TreeEntry(f"{d}/.gitkeep", "file", "644", b""))
     return entries

@@ -28,14 +28,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from mnemos_provision.stack import (  # the stack model, declared once there
-    FRONTEND_SERVICES,
-    LAYERS,
-    NETWORKS,
-    PORT_SERVICES,
-    SERVICE_LAYERS,
-    SERVICES,
-)
+import yaml
+from pyinfra.api.connectors import get_all_connectors
+
+from mnemos_provision import dotenv, stack
+from mnemos_provision.secret_values import Secrets
+from mnemos_provision.stack import LAYERS, NETWORKS, SERVICES  # the service registry's
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "group_data" / "all.py"
@@ -56,7 +54,6 @@ PYINFRA_KEY_PREFIXES = ("_", "ssh_", "winrm_", "chroot_", "vagrant_", "terraform
 
 
 def _connector_keys() -> set[str]:
-    from pyinfra.api.connectors import get_all_connectors
     keys: set[str] = set()
     for connector in get_all_connectors().values():
         keys |= set(getattr(connector, "data_meta", None) or {})
@@ -225,7 +222,7 @@ def _closest(value: str, choices) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def _version_tuple(text: str) -> tuple[int, ...] | None:
+def version_tuple(text: str) -> tuple[int, ...] | None:
     try:
         return tuple(int(p) for p in text.split("."))
     except (ValueError, AttributeError):
@@ -270,7 +267,7 @@ def _check_compose_project(c: _Checker, key: str) -> None:
 
 
 def _check_version(c: _Checker, key: str) -> None:
-    if _version_tuple(c.out[key]) is None:
+    if version_tuple(c.out[key]) is None:
         c.fail(key, c.data[key], "expected a version like 24.0")
 
 
@@ -375,12 +372,13 @@ def _check_bind_address(c: _Checker, key: str) -> None:
 
 def _check_images(c: _Checker, key: str) -> None:
     images = c.out[key]
-    for service in SERVICES:
+    services = stack.names()
+    for service in services:
         if service not in images:
             c.fail(key, sorted(images), f"missing an image for {service!r}")
     for service, ref in images.items():
-        if service not in SERVICES:
-            c.fail(f"{key}[{service!r}]", ref, f"unknown service{_closest(service, SERVICES)}")
+        if service not in services:
+            c.fail(f"{key}[{service!r}]", ref, f"unknown service{_closest(service, services)}")
             continue
         if not isinstance(ref, str) or not ref:
             c.fail(f"{key}[{service!r}]", ref, "expected an image reference")
@@ -426,13 +424,14 @@ def _check_subnets(c: _Checker, key: str) -> None:
 def _check_ports(c: _Checker, key: str) -> None:
     ports = c.out[key]
     seen: dict[int, str] = {}
-    for name in PORT_SERVICES:
+    port_services = stack.port_services()
+    for name in port_services:
         if name not in ports:
             c.fail(key, sorted(ports), f"missing the port {name!r}")
     for name, port in ports.items():
         label = f"{key}[{name!r}]"
-        if name not in PORT_SERVICES:
-            c.fail(label, port, f"unknown port{_closest(name, PORT_SERVICES)}")
+        if name not in port_services:
+            c.fail(label, port, f"unknown port{_closest(name, port_services)}")
             continue
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             c.fail(label, port, "expected a port number between 1 and 65535")
@@ -453,7 +452,6 @@ SECRET_CHARACTERS = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 def _check_secrets(c: _Checker, key: str) -> None:
-    from mnemos_provision.secret_store import Secrets
     secrets = c.out[key]
     from_file = _read_secrets_file(c)
     for name in sorted(set(from_file) & set(secrets)):
@@ -528,7 +526,6 @@ def _read_secrets_file(c: _Checker) -> dict:
         c.fail(key, c.data[key], f"has mode {oct(info.st_mode & 0o777)[2:]}: other accounts can "
                f"read it; run `chmod 600 {path}`")
         return {}
-    import yaml
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -589,7 +586,6 @@ def _check_dotenv_overrides(c: _Checker, key: str) -> None:
     """Keys of .env.example only, string values that .env can carry (control characters are
     refused before, for every setting), no secret (nor a value built from one, such as
     DATABASE_URL) set or referred to, every {NAME} known."""
-    from mnemos_provision import dotenv
     secret_names = set(dotenv.SECRET_VARS) | set(dotenv.SECRET_LENGTHS)
     known = set(dotenv.NAMES) | set(dotenv.CONTEXT_NAMES)
     checked: dict[str, str] = {}
@@ -638,7 +634,6 @@ def _check_dotenv_overrides(c: _Checker, key: str) -> None:
 
 
 def _default(name: str) -> str:
-    from mnemos_provision import dotenv
     return next(v.default for v in dotenv.ALL_VARS if v.name == name)
 
 
@@ -808,17 +803,7 @@ class Settings:
         "enabled groups (data, observability, gateway) or single services",
         choices=LAYERS + SERVICES)
     images: dict[str, str] = setting(
-        {
-            "postgres": "postgres:16.11-alpine",
-            "redis": "redis:7.4.6-alpine",
-            "vault": "hashicorp/vault:1.21.0",
-            "minio": "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z",
-            "otel-collector": "otel/opentelemetry-collector-contrib:0.158.0",
-            "prometheus": "prom/prometheus:v3.13.0",
-            "loki": "grafana/loki:3.7.0",
-            "grafana": "grafana/grafana:13.0.0",
-            "traefik": "traefik:v3.6.2",
-        },
+        stack.default_images(),  # each service's image in the registry
         "every image pinned; point them at a mirror for air-gapped hosts", check=_check_images)
     image_archives: list[str] = setting(
         [], "paths ON THE CONTROLLER of `docker save` archives, loaded when an image of `images` "
@@ -836,10 +821,7 @@ class Settings:
         "network); False: only Grafana and Traefik publish, the rest is reached with docker "
         "compose exec")
     ports: dict[str, int] = setting(
-        {"postgres": 5432, "redis": 6379, "vault": 8200, "minio_api": 9000, "minio_console": 9001,
-         "otel_grpc": 4317, "otel_http": 4318, "otel_metrics": 8888, "otel_prometheus": 8889,
-         "otel_health": 13133, "prometheus": 9090, "loki": 3100, "grafana": 3000,
-         "traefik_http": 80, "traefik_https": 443, "traefik_dashboard": 8080},
+        stack.default_ports(),  # each service's ports in the registry
         "host ports (published on bind_address)", check=_check_ports)
     vault_tls: bool = setting(
         False, "Vault listener TLS (self-signed in the tree); False = tls_disable, for "
@@ -896,8 +878,7 @@ class Settings:
     @property
     def enabled_services(self) -> list[str]:
         """Services whose layer or own name is in compose_profiles, in design order."""
-        active = set(self.compose_profiles)
-        return [s for s in SERVICES if s in active or SERVICE_LAYERS[s] in active]
+        return stack.enabled_services(self.compose_profiles)
 
     def service_enabled(self, service: str) -> bool:
         return service in self.enabled_services
@@ -905,15 +886,7 @@ class Settings:
     @property
     def published_ports(self) -> dict[str, int]:
         """Port key -> host port, for the enabled services that publish on the host."""
-        out = {}
-        for key, port in self.ports.items():
-            service = PORT_SERVICES[key]
-            if not self.service_enabled(service):
-                continue
-            if service not in FRONTEND_SERVICES and not self.publish_ports:
-                continue
-            out[key] = port
-        return out
+        return stack.published_ports(self.ports, self.compose_profiles, self.publish_ports)
 
     def home_path(self, path: str, home: str) -> str:
         """Expand a leading "~/" against mnemos_user's home."""

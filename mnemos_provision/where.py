@@ -12,61 +12,26 @@ MNEMOS_WHERE=never), so a no-op converge stays quiet.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
+from pyinfra import host, logger
+from pyinfra.api.state import BaseStateCallback
+
+from mnemos_provision import stack
 from mnemos_provision.settings import Settings
 
 ENV_VAR = "MNEMOS_WHERE"
 MODES = ("changed", "always", "never")
 TITLE = "Where things are"
 
-# The Traefik routers of the compose labels: {service: host name} (tests/unit/test_where.py checks
-# them against the rendered docker-compose.yml).
-TRAEFIK_ROUTES = {"grafana": "grafana.mnemos.local", "prometheus": "prometheus.mnemos.local",
-                  "traefik": "traefik.mnemos.local"}
 
-
-@dataclass(frozen=True)
-class Entry:
-    """A service line: published addresses (port key, how to show it) and the command otherwise."""
-    label: str
-    published: tuple[tuple[str, str], ...]  # (port key, format with {host} and {port})
-    exec_command: str  # what to run in the tree where the service publishes nothing
-    credentials: str = ""  # the .env variables that hold its credentials (names only)
-
-
-ENTRIES = {
-    "postgres": Entry("PostgreSQL", (("postgres", "postgresql://{host}:{port}/mnemos"),),
-                      "docker compose exec postgres psql -U mnemos",
-                      "POSTGRES_USER, POSTGRES_PASSWORD"),
-    "redis": Entry("Redis", (("redis", "redis://{host}:{port}"),),
-                   "docker compose exec redis sh -c 'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli'",
-                   "REDIS_PASSWORD"),
-    "vault": Entry("Vault", (("vault", "{vault_scheme}://{host}:{port}"),),
-                   "docker compose exec vault vault status", "VAULT_TOKEN (scoped)"),
-    "minio": Entry("MinIO", (("minio_api", "API http://{host}:{port}"),
-                             ("minio_console", "console http://{host}:{port}")),
-                   "docker compose exec minio mc ready local",
-                   "MINIO_ROOT_USER, MINIO_ROOT_PASSWORD; the application's: AWS_ACCESS_KEY_ID, "
-                   "AWS_SECRET_ACCESS_KEY"),
-    "otel-collector": Entry("OTel collector", (("otel_grpc", "OTLP gRPC {host}:{port}"),
-                                               ("otel_http", "OTLP HTTP http://{host}:{port}"),
-                                               ("otel_health", "health http://{host}:{port}/"),
-                                               ("otel_metrics", "own metrics http://{host}:{port}/metrics"),
-                                               ("otel_prometheus", "exported metrics http://{host}:{port}/metrics")),
-                            "make health (its image has no shell: nothing runs inside it)"),
-    "prometheus": Entry("Prometheus", (("prometheus", "http://{host}:{port}"),),
-                        "docker compose exec prometheus wget -qO- localhost:9090/-/healthy"),
-    "loki": Entry("Loki", (("loki", "http://{host}:{port}"),),
-                  "docker compose exec loki /usr/bin/loki -health"),
-    "grafana": Entry("Grafana", (("grafana", "http://{host}:{port}"),),
-                     "docker compose exec grafana grafana cli admin --help",
-                     "GRAFANA_ADMIN_USER, GRAFANA_ADMIN_PASSWORD"),
-    "traefik": Entry("Traefik", (("traefik_dashboard", "dashboard http://{host}:{port}/dashboard/"),
-                                 ("traefik_http", "entry points {host}:{port} (HTTP)"),
-                                 ("traefik_https", "{host}:{port} (HTTPS)")),
-                     "docker compose exec traefik traefik healthcheck --ping"),
-}
+def traefik_routes() -> dict[str, str]:
+    """The Traefik routers of the compose labels, {service: host name}, from the registry
+    (tests/unit/test_where.py checks them against the rendered docker-compose.yml), in the order
+    shown: the services' own pages first, those on the frontend network first among them, the
+    gateway's dashboard last."""
+    routed = sorted((s for s in stack.REGISTRY if s.route),
+                    key=lambda s: (s.layer == "gateway", not s.frontend))
+    return {s.name: route for s in routed if (route := s.route)}
 
 
 def url_host(bind_address: str) -> str:
@@ -84,26 +49,27 @@ def where_things_are(settings: Settings, root: str, vault_keys_path: str,
                      secrets_state_path: str) -> str:
     """The block, as printed (no secret: paths and variable names only)."""
     s = settings
-    host = url_host(s.bind_address)
+    address = url_host(s.bind_address)
     published = s.published_ports
     lines = [f"{TITLE} (the stack in {root}):"]
-    width = (max(len(ENTRIES[name].label) for name in s.enabled_services)
-             if s.enabled_services else 0)
-    for name in s.enabled_services:
-        entry = ENTRIES[name]
-        shown = [fmt.format(host=host, port=published[key],
+    records = [stack.service(name) for name in s.enabled_services]
+    width = max((len(record.label) for record in records), default=0)
+    for record in records:
+        entry = record.where
+        shown = [fmt.format(host=address, port=published[key],
                             vault_scheme="https" if s.vault_tls else "http")
                  for key, fmt in entry.published if key in published]
         where = ", ".join(shown) if shown else f"cd {root} && {entry.exec_command}"
-        lines.append(f"  {entry.label:<{width}}  {where}")
+        lines.append(f"  {record.label:<{width}}  {where}")
     if s.bind_address in ("0.0.0.0", "::"):
         lines.append(f"  (bind_address = {s.bind_address}: the ports are open on every address "
                      "of this host, not only on loopback)")
 
-    routes = ([n for n in TRAEFIK_ROUTES if n in s.enabled_services]
+    all_routes = traefik_routes()
+    routes = ([n for n in all_routes if n in s.enabled_services]
               if "traefik" in s.enabled_services else [])
     if routes and "traefik_http" in published:
-        names = [TRAEFIK_ROUTES[n] for n in routes]
+        names = [all_routes[n] for n in routes]
         via = [f"http://{{name}}{_port_suffix(published['traefik_http'], 80)}/"]
         if s.traefik_tls and "traefik_https" in published:
             via.append(f"https://{{name}}{_port_suffix(published['traefik_https'], 443)}/ "
@@ -111,12 +77,12 @@ def where_things_are(settings: Settings, root: str, vault_keys_path: str,
         lines.append("  Through Traefik: " + ", ".join(
             v.format(name=names[0]) for v in via)
             + (f"; also {', '.join(names[1:])}" if len(names) > 1 else ""))
-        lines.append(f"    (these names must resolve to {host}: e.g. a line "
-                     f"\"{host} {' '.join(names)}\" in /etc/hosts)")
+        lines.append(f"    (these names must resolve to {address}: e.g. a line "
+                     f"\"{address} {' '.join(names)}\" in /etc/hosts)")
 
     lines.append("Credentials (not shown here):")
-    creds = [f"{ENTRIES[n].label}: {ENTRIES[n].credentials}" for n in s.enabled_services
-             if ENTRIES[n].credentials]
+    creds = [f"{record.label}: {record.where.credentials}" for record in records
+             if record.where.credentials]
     lines.append(f"  {root}/.env (0600)" + (": " + "; ".join(creds) if creds else ""))
     lines.append(f"  {secrets_state_path} (0600): every generated secret; .env is rendered from "
                  "it. Back it up")
@@ -132,7 +98,7 @@ def where_things_are(settings: Settings, root: str, vault_keys_path: str,
             ("vault", s.vault_init, "docker compose exec vault vault operator init"),
             ("minio", s.minio_init, "docker compose exec minio mc ...")):
         if service in s.enabled_services and enabled and not s.publish_ports:
-            lines.append(f"  {ENTRIES[service].label} publishes no port "
+            lines.append(f"  {stack.service(service).label} publishes no port "
                          f"(publish_ports = False), so "
                          f"the deploy left its set-up to you: cd {root} && {manual}")
     return "\n".join(lines)
@@ -156,8 +122,6 @@ def mode_from_environment() -> str:
 def announce(ctx) -> None:
     """Print the block for this host after the run's last operation (see the module's docstring).
     `ctx` is a HostContext (settings, root, vault_keys_path, secrets_state_path)."""
-    from pyinfra import host, logger
-
     s = ctx.settings
     if not s.launch_stack or not s.enabled_services:
         return
@@ -175,8 +139,6 @@ def announce(ctx) -> None:
 
 
 def _handler(state):
-    from pyinfra.api.state import BaseStateCallback
-
     for handler in state.callback_handlers:
         if getattr(handler, "is_where_handler", False):
             return handler
@@ -194,7 +156,6 @@ def _handler(state):
                 self.last = order[-1] if order else ""
             if op_hash != self.last:
                 return
-            from pyinfra import logger
             for target, (text, mode) in self.hosts.items():
                 if target in state.failed_hosts:
                     continue

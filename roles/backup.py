@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shlex
 
+import pyinfra.operations.files
 from pyinfra.api import deploy
-from pyinfra.operations import files as pyinfra_files
 
 from mnemos_provision.context import HostContext
 from mnemos_provision.operations import files, server
@@ -35,8 +35,8 @@ def cron_entry(ctx: HostContext) -> str:
 @deploy("Backups")
 def backup(ctx: HostContext):
     if not ctx.settings.backup_enabled:
-        pyinfra_files.file(name="No backup schedule (backup_enabled is false)", path=CRON_FILE,
-                           present=False)
+        pyinfra.operations.files.file(name="No backup schedule (backup_enabled is false)",
+                                      path=CRON_FILE, present=False)
         return
     files.system_files(name="Schedule the backups in cron",
                        files=[(CRON_FILE, cron_entry(ctx).encode(), "644")])

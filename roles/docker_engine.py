@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyinfra.operations.server
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import server as pyinfra_server
 
 from mnemos_provision.context import HostContext
 from mnemos_provision.fact_batch import later
@@ -54,7 +54,7 @@ def docker_engine(ctx: HostContext):
                      packages=["ca-certificates", "curl", "gnupg"])
         fingerprint = s.docker_apt_key_fingerprint.replace(" ", "")
         keyring = later(File, path=KEYRING)
-        pyinfra_server.shell(
+        pyinfra.operations.server.shell(
             name="Install Docker's apt key (fingerprint verified)",
             commands=[
                 f"install -m 0755 -d /etc/apt/keyrings && "
@@ -84,7 +84,7 @@ def docker_engine(ctx: HostContext):
         if s.compose_plugin_binary:
             files.system_files(name="Install the given Compose v2 CLI plugin",
                          files=[(CLI_PLUGIN, Path(s.compose_plugin_binary), "755")])
-        pyinfra_server.shell(
+        pyinfra.operations.server.shell(
             name="Restart Docker Engine for the new daemon.json",
             commands=["systemctl restart docker" if ctx.snap.systemd else
                       "pkill -x dockerd; i=0; while pgrep -x dockerd >/dev/null && [ $i -lt 30 ]; "

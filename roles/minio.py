@@ -8,7 +8,6 @@ from __future__ import annotations
 from pyinfra.api import deploy
 
 from mnemos_provision.context import HostContext, skip_setup
-from mnemos_provision.operations import minio
 from mnemos_provision.secret_store.load import load_secrets
 
 
@@ -17,7 +16,11 @@ def minio_init(ctx: HostContext):
     s = ctx.settings
     if skip_setup(ctx, "minio", s.minio_init, "`docker compose exec minio mc ...`"):
         return
+    # The one lazy boundary: the minio SDK and requests (start-up time) load only when MinIO is set
+    # up; the modules behind it import everything at their top.
     from mnemos_provision import minio_setup
+    from mnemos_provision.operations import minio
+
     secrets = load_secrets(ctx)
     desired = minio_setup.Desired(
         buckets=[minio_setup.Bucket(name, **spec) for name, spec in s.minio_buckets.items()],

@@ -11,11 +11,11 @@ import functools
 import shlex
 from typing import Callable
 
+import pyinfra.operations.server
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.files import Sha256File
 from pyinfra.facts.server import Which
-from pyinfra.operations import server as pyinfra_server
 
 from mnemos_provision.context import HostContext, fail
 from mnemos_provision.fact_batch import later
@@ -70,7 +70,7 @@ def tools(ctx: HostContext):
         url = spec["url"].format(version=spec["version"], arch=arch,
                                  uname_arch=UNAME_ARCH.get(arch, arch))
         installed = later(Sha256File, path=dest)
-        pyinfra_server.shell(
+        pyinfra.operations.server.shell(
             name=f"Install {tool} {spec['version']} (unless installed, sha256 verified)",
             commands=[download_command(tool, url, sha256, dest)],
             _if=functools.partial(_differs, installed, sha256))
@@ -78,7 +78,7 @@ def tools(ctx: HostContext):
     if "trivy" in s.tools:
         trivy_key = later(Sha256File, path=TRIVY_KEYRING)
         key_failed = shlex.quote("tool trivy: cannot fetch its apt key; " + _leave_out("trivy"))
-        pyinfra_server.shell(
+        pyinfra.operations.server.shell(
             name="Install trivy's apt key",
             commands=[f"curl -fsSL {shlex.quote(s.trivy_apt_repo_url)}/public.key | "
                       f"gpg --dearmor -o {TRIVY_KEYRING}.new && "
@@ -103,7 +103,7 @@ def tools(ctx: HostContext):
         npm_failed = shlex.quote("tool claude-code: npm install failed (Node.js 18+ and the npm "
                                  "registry are needed); " + _leave_out("claude-code"))
         claude = later(Which, command="claude")
-        pyinfra_server.shell(
+        pyinfra.operations.server.shell(
             name=f"Install the Claude Code CLI ({package})",
             commands=[f"npm install -g {shlex.quote(package)} || {{ echo {npm_failed} >&2; "
                       "exit 1; }"],

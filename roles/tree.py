@@ -11,9 +11,9 @@ import shlex
 import socket
 import time
 
+import pyinfra.operations.server
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import server
 
 from mnemos_provision import secret_store
 from mnemos_provision.context import HostContext, fail
@@ -71,7 +71,7 @@ def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str,
     crt, key = f"{directory}/{name}.crt", f"{directory}/{name}.key"
     crt_file, key_file = later(File, path=crt), later(File, path=key)
     q = shlex.quote
-    server.shell(
+    pyinfra.operations.server.shell(
         name=f"Self-signed certificate {crt}",
         commands=[
             f"install -d -m 755 -o {q(ctx.user)} -g {q(ctx.group)} {q(directory)} && "

@@ -5,23 +5,20 @@ Vault (SOUL): the desired Vault of the settings and the secret state, converged 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from pyinfra.api import deploy
 
 from mnemos_provision.context import HostContext, skip_setup
-from mnemos_provision.operations import vault
 from mnemos_provision.secret_store.load import found_with_secrets, load_secrets
 
-if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up time)
-    from mnemos_provision import vault_setup
 
-
-def desired_state(ctx: HostContext, secrets: dict) -> "vault_setup.Desired":
-    from mnemos_provision import vault_setup
+def desired_fields(ctx: HostContext, secrets: dict) -> dict[str, Any]:
+    """The Vault the settings and the secrets want: vault_setup.Desired's fields, its policy
+    aside (vault_setup.policy_for(mount))."""
     s = ctx.settings
     mount = s.vault_mount_path.strip("/")
-    return vault_setup.Desired(
+    return dict(
         url=vault_url(ctx), keys_path=ctx.vault_keys_path,
         key_shares=s.vault_key_shares, key_threshold=s.vault_key_threshold,
         mount=mount,
@@ -35,7 +32,7 @@ def desired_state(ctx: HostContext, secrets: dict) -> "vault_setup.Desired":
             "grafana": {"admin_user": "admin", "admin_password": secrets["GRAFANA_ADMIN_PASSWORD"]},
             "jwt": {"secret_key": secrets["JWT_SECRET_KEY"], "algorithm": "HS256"},
         },
-        policy_name=s.vault_policy_name, policy=vault_setup.policy_for(mount),
+        policy_name=s.vault_policy_name,
         approle_name=s.vault_approle_name,
         approle={"token_policies": [s.vault_policy_name], "token_ttl": "1h",
                  "token_max_ttl": "24h"},
@@ -55,9 +52,16 @@ def vault_init(ctx: HostContext):
     s = ctx.settings
     if skip_setup(ctx, "vault", s.vault_init, "`docker compose exec vault vault operator init`"):
         return
+    # The one lazy boundary: hvac and requests (about 0.3 s of start-up) load only when Vault is
+    # set up; the modules behind it import everything at their top.
+    from mnemos_provision import vault_setup
+    from mnemos_provision.operations import vault
+
     secrets = load_secrets(ctx)
+    fields = desired_fields(ctx, secrets)
+    desired = vault_setup.Desired(**fields, policy=vault_setup.policy_for(fields["mount"]))
     vault.setup(name="Initialize, unseal and configure Vault", url=vault_url(ctx),
-                desired=desired_state(ctx, secrets),
+                desired=desired,
                 store=vault.HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group,
                                          found=found_with_secrets(ctx, "vault_keys")),
                 cacert=f"{ctx.root}/config/vault/tls/vault.crt" if s.vault_tls else None)

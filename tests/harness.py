@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnemos_provision import stack
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("MNEMOS_TEST_CACHE", "/var/cache/mnemos-test"))
 # Each cached artefact is named after the recipe that made it: a changed recipe builds a new one
@@ -41,33 +43,21 @@ def recipe_tag(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
 
-STANDINS = {
-    "postgres": "mnemos-standin/postgres:debian12",
-    "redis": "mnemos-standin/redis:debian12",
-    "prometheus": "mnemos-standin/prometheus:debian12",
-    "traefik": "mnemos-standin/traefik:debian12",
-}
+# The stand-ins (tests/standins/<name>): each service's record in mnemos_provision/stack.py.
+# STANDINS make the default archive; SERVICE_STANDINS (Vault's and MinIO's) are built on demand,
+# not part of it (only the converge test that enables Vault and MinIO loads them).
+STANDINS = {s.name: s.standin.image for s in stack.REGISTRY
+            if s.standin and not s.standin.on_demand}
+SERVICE_STANDINS = {s.name: s.standin.image for s in stack.REGISTRY
+                    if s.standin and s.standin.on_demand}
 # The account each stand-in's server runs as (its image's USER, or the one its entrypoint drops
 # to) and a command that runs the server's own binary: tests/unit/test_images.py runs it as that
 # account on the image's layers unpacked as the vfs storage driver unpacks them.
-STANDIN_RUNS_AS = {
-    "postgres": ("postgres", ["/usr/lib/postgresql/15/bin/postgres", "--version"]),
-    "redis": ("redis", ["/usr/bin/redis-server", "--version"]),
-    "prometheus": ("nobody", ["/usr/bin/prometheus", "--version"]),
-    "traefik": ("root", ["/usr/local/bin/traefik", "version"]),
-    # the interpreter copy that runs the stand-in's `vault` (and gets cap_ipc_lock), as vault
-    "vault": ("vault", ["/bin/vault", "version"]),
-    # MinIO's image runs as root; `--version` imports moto's server and the minio SDK's crypto
-    "minio": ("root", ["/usr/bin/minio", "--version"]),
-}
-# Stand-ins of Vault and MinIO (tests/standins/vault, tests/standins/minio): built on demand,
-# not part of the default archive (only the converge test that enables Vault and MinIO loads them).
-SERVICE_STANDINS = {
-    "vault": "mnemos-standin/vault:debian12",
-    "minio": "mnemos-standin/minio:debian12",
-}
+STANDIN_RUNS_AS = {s.name: (s.standin.runs_as[0], list(s.standin.runs_as[1]))
+                   for s in stack.REGISTRY if s.standin}
 # Files a stand-in's build context takes from elsewhere in the repository.
-STANDIN_EXTRA_FILES = {"vault": ("tests/simulated_vault.py",)}
+STANDIN_EXTRA_FILES = {s.name: s.standin.extra_files for s in stack.REGISTRY
+                       if s.standin and s.standin.extra_files}
 ENGINE_FLAGS = [
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
     "--cap-add", "MKNOD", "--cap-add", "SYS_PTRACE", "--cap-add", "IPC_LOCK",

@@ -19,7 +19,7 @@ from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
 from pyinfra.facts.files import FileContents
 from pyinfra.operations.util.files import generate_color_diff
 
-from mnemos_provision.context import make_private_upload_dir, private_upload_dir
+from mnemos_provision.connection import make_private_upload_dir, private_upload_dir
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.files import LineInFile, TreeState
 from mnemos_provision.operations.util import (
@@ -29,7 +29,7 @@ from mnemos_provision.operations.util import (
     sha256,
     staged_name,
 )
-from mnemos_provision.render import TreeEntry
+from mnemos_provision.tree_entry import TreeEntry
 
 
 def _secret_upload(content: bytes, dest: str, user: str, group: str, swap: StateSwap | None = None):

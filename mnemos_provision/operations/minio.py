@@ -2,27 +2,28 @@
 MinIO (ENGRAM): `minio.setup` converges buckets, versioning, lifecycle and the application user
 (the plan and its steps: mnemos_provision/minio_setup.py). Like Vault, the clients run on the
 controller and their requests go out from the host through the pyinfra connector.
+
+This module loads the minio SDK and requests (start-up time): roles/minio.py imports it only when
+MinIO is set up, the one lazy boundary; everything here is imported at the top.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from xml.etree.ElementTree import ParseError  # a malformed answer from the server
 
+from minio import Minio, MinioAdmin
+from minio.credentials import StaticProvider
+from minio.error import MinioAdminException, S3Error
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, operation
 
-if TYPE_CHECKING:  # the minio SDK loads only when MinIO is managed (start-up time)
-    from mnemos_provision import minio_setup
+from mnemos_provision import host_http, minio_setup
 
 
 def clients(endpoint: str, root: tuple[str, str], app: tuple[str, str], region: str,
             runner=None):
-    from minio import Minio, MinioAdmin
-    from minio.credentials import StaticProvider
-
-    from mnemos_provision.host_http import HostHTTP, HostPoolManager, PyinfraRunner
-    http = HostHTTP(runner or PyinfraRunner(host))
-    pool = HostPoolManager(http)
+    http = host_http.HostHTTP(runner or host_http.PyinfraRunner(host))
+    pool = host_http.HostPoolManager(http)
     s3 = Minio(endpoint, access_key=root[0], secret_key=root[1], secure=False, region=region,
                http_client=pool)
     app_s3 = Minio(endpoint, access_key=app[0], secret_key=app[1], secure=False, region=region,
@@ -53,17 +54,11 @@ def setup(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired"):
                                         app_user="mnemos-app", app_secret=app_secret),
         )
     """
-    from xml.etree.ElementTree import ParseError  # a malformed answer from the server
-
-    from minio.error import MinioAdminException, S3Error
-
-    from mnemos_provision import minio_setup
-    from mnemos_provision.host_http import HostHTTPError
     s3, app_s3, admin, http = clients(endpoint, root, (desired.app_user, desired.app_secret),
                                       desired.region)
     try:
         changes = minio_setup.plan(s3, admin, app_s3, desired, prefetch=http.prefetch)
-    except (HostHTTPError, S3Error, MinioAdminException, ParseError, ValueError) as exc:
+    except (host_http.HostHTTPError, S3Error, MinioAdminException, ParseError, ValueError) as exc:
         if host.state.is_executing:
             raise OperationError(f"MinIO at {endpoint}: {exc}") from None
         changes = [f"converge once MinIO answers ({exc})"]
@@ -80,7 +75,7 @@ def setup(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired"):
         try:
             done = (minio_setup.apply_buckets(s3, desired)
                     + minio_setup.apply_user(admin, app_s3, desired))
-        except (HostHTTPError, S3Error, MinioAdminException, ParseError) as exc:
+        except (host_http.HostHTTPError, S3Error, MinioAdminException, ParseError) as exc:
             raise OperationError(f"MinIO at {endpoint}: {exc}") from None
         finally:
             http.close()

@@ -6,6 +6,9 @@ and its steps: mnemos_provision/vault_setup.py). `HostKeyStore` keeps the unseal
 The hvac client runs on the controller; its requests go out from the host through the pyinfra
 connector (mnemos_provision/host_http.py), so Vault on a remote host's or a container's loopback
 is reached the same way as on @local.
+
+This module loads hvac and requests (start-up time): roles/vault.py imports it only when Vault is
+set up, the one lazy boundary; everything here is imported at the top.
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ import json
 import posixpath
 import secrets
 import shlex
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
+import hvac
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, operation
 
-if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up time)
-    from mnemos_provision import vault_setup
-    from mnemos_provision.host_http import Runner
+from mnemos_provision import host_http, vault_setup
 
 
 class HostKeyStore:
@@ -36,17 +38,16 @@ class HostKeyStore:
     (`planning`). Every other load reads the host.
     """
 
-    def __init__(self, path: str, user: str, group: str, runner: "Runner | None" = None,
+    def __init__(self, path: str, user: str, group: str, runner: host_http.Runner | None = None,
                  found: tuple[str, bytes | None] | None = None):
         self.path, self.user, self.group = path, user, group
         self._runner = runner
         self.found = found
 
     @property
-    def runner(self) -> "Runner":
+    def runner(self) -> host_http.Runner:
         if self._runner is None:
-            from mnemos_provision.host_http import PyinfraRunner
-            self._runner = PyinfraRunner(host)
+            self._runner = host_http.PyinfraRunner(host)
         return self._runner
 
     def load(self) -> dict | None:
@@ -76,8 +77,6 @@ class HostKeyStore:
         return _PlanningKeys(self.path, self.user, self.group, self._runner, self.found)
 
     def save(self, data: dict) -> None:
-        from mnemos_provision import vault_setup
-        from mnemos_provision.host_http import HostHTTPError
         # a new 0700 directory under an unpredictable name beside the file (never a chmod of an
         # existing directory, never a name another account could plant), then a rename
         stage = posixpath.join(posixpath.dirname(self.path),
@@ -91,7 +90,7 @@ class HostKeyStore:
         try:
             if rc == 0:
                 self.runner.put(vault_setup.dumps_keys(data), staged)
-        except HostHTTPError:
+        except host_http.HostHTTPError:
             rc = 1
         if rc != 0:
             self.runner.run(f"rm -rf {q(stage)}")
@@ -111,9 +110,8 @@ class HostKeyStore:
         the host, and the next run unseals with them. A keys file already there is moved aside
         (`<path>.replaced-<UTC time>`), never overwritten.
         """
-        from mnemos_provision import vault_setup
-        from mnemos_provision.host_http import Keep, responses_kept
-        with responses_kept(client.session, Keep(self.path, f"{self.user}:{self.group}")):
+        with host_http.responses_kept(client.session,
+                                      host_http.Keep(self.path, f"{self.user}:{self.group}")):
             result = client.sys.initialize(secret_shares=desired.key_shares,
                                            secret_threshold=desired.key_threshold)
         self.save(vault_setup.keys_record(result, desired))
@@ -137,11 +135,8 @@ class _PlanningKeys(HostKeyStore):
 
 
 def _client(url: str, cacert: str | None):
-    import hvac
-
-    from mnemos_provision.host_http import HostHTTP, PyinfraRunner, host_session
-    http = HostHTTP(PyinfraRunner(host), cacert=cacert)
-    client = hvac.Client(url=url, session=host_session(http))
+    http = host_http.HostHTTP(host_http.PyinfraRunner(host), cacert=cacert)
+    client = hvac.Client(url=url, session=host_http.host_session(http))
     # hvac takes VAULT_TOKEN or ~/.vault-token of the controller's user when given no token: never
     # send that to the host's Vault (the root token is set once read from the keys file)
     client.token = None
@@ -172,24 +167,20 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
             store=vault.HostKeyStore("/home/dev/.config/mnemos/vault-keys.json", "dev", "dev"),
         )
     """
-    import hvac
-
-    from mnemos_provision import vault_setup
-    from mnemos_provision.host_http import HostHTTPError
-    # HostKeyStore has KeyStore's methods (load, save, initialize) without inheriting it, so that
-    # hvac loads only when Vault is managed
+    # HostKeyStore has KeyStore's methods (load, save, initialize) without inheriting it
     keys = cast("vault_setup.KeyStore", store)
     client, http = _client(url, cacert)
     planning = cast("vault_setup.KeyStore", store.planning())
     try:
         try:  # the plan's reads in one batch; a Vault that does not answer yet is waited for
             changes = vault_setup.plan(client, planning, desired, prefetch=http.prefetch)
-        except (HostHTTPError, hvac.exceptions.VaultError):
+        except (host_http.HostHTTPError, hvac.exceptions.VaultError):
             if not host.state.is_executing:
                 raise
             vault_setup.wait_for_api(client, wait_timeout)
             changes = vault_setup.plan(client, planning, desired, prefetch=http.prefetch)
-    except (HostHTTPError, vault_setup.VaultSetupError, hvac.exceptions.VaultError) as exc:
+    except (host_http.HostHTTPError, vault_setup.VaultSetupError,
+            hvac.exceptions.VaultError) as exc:
         if not host.state.is_executing:  # planning before the stack runs: converge at execution
             changes = [f"converge once Vault answers ({exc})"]
         else:
@@ -204,7 +195,8 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
         client, http = _client(url, cacert)
         try:
             done = vault_setup.apply(client, keys, desired, prefetch=http.prefetch)
-        except (HostHTTPError, vault_setup.VaultSetupError, hvac.exceptions.VaultError) as exc:
+        except (host_http.HostHTTPError, vault_setup.VaultSetupError,
+            hvac.exceptions.VaultError) as exc:
             raise OperationError(f"Vault: {exc}") from None
         finally:
             http.close()

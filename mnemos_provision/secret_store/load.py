@@ -11,9 +11,10 @@ import posixpath
 
 from pyinfra import host, logger
 
-from mnemos_provision import context
+from mnemos_provision import connection, context, dotenv
 from mnemos_provision.context import HostContext
-from mnemos_provision.secret_store import (
+from mnemos_provision.render import dotenv_context
+from mnemos_provision.secret_store.state import (
     Decision,
     HostFile,
     HostState,
@@ -55,8 +56,6 @@ def backup_locations(ctx: HostContext) -> list[str]:
     reads it from .env, relative to the tree when it is not absolute), and the default as well
     (archives written before an override moved them).
     """
-    from mnemos_provision import dotenv
-    from mnemos_provision.render import dotenv_context
     default = f"{ctx.root}/data/backups"
     try:
         configured = dotenv.resolve(dotenv_context(ctx.settings, ctx.home), {},
@@ -77,7 +76,7 @@ def secret_decision(ctx: HostContext) -> Decision:
 
 
 def _decide(ctx: HostContext) -> Decision:
-    fail, run_as_operations = context.fail, context.run_as_operations
+    fail, run_as_operations = context.fail, connection.run_as_operations
 
     path = ctx.secrets_state_path
     env_path = f"{ctx.root}/.env"

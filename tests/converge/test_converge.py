@@ -14,6 +14,8 @@ import os
 
 import pytest
 
+from mnemos_provision import stack
+
 pytestmark = pytest.mark.converge
 
 ROOT = "/home/dev/mnemos"
@@ -73,17 +75,8 @@ def test_host_suite_passes_after_the_first_run(provisioned):
         assert f"[x] {item}\n" in suite.stdout, f"{item}: not passed\n{suite.stdout[-4000:]}"
 
 
-CHECKLIST_SERVICE_ITEMS = {
-    "postgres": "PostgreSQL container running and accepting connections",
-    "redis": "Redis container running and responding to PING",
-    "vault": "Vault container running (dev mode for now)",
-    "minio": "MinIO container running with console accessible",
-    "prometheus": "Prometheus container running and scraping targets",
-    "loki": "Loki container running and accepting logs",
-    "grafana": "Grafana container running with dashboards accessible",
-    "traefik": "Traefik container running with dashboard accessible",
-    "otel-collector": "OTEL Collector running and accepting traces",
-}
+# each service's item of the design's checklist: its record in the registry
+CHECKLIST_SERVICE_ITEMS = {s.name: s.checklist for s in stack.REGISTRY}
 
 
 def test_second_run_changes_nothing(provisioned):

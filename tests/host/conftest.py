@@ -46,8 +46,12 @@ def pytest_configure(config):
 
 
 def _host_id(item) -> str:
+    """The host a test ran on (testinfra's parameter), whatever else parametrizes it."""
     callspec = getattr(item, "callspec", None)
-    return callspec.id if callspec else ""
+    if callspec is None:
+        return ""
+    backend = getattr(callspec.params.get("_testinfra_host"), "backend", None)
+    return backend.get_pytest_id() if backend else callspec.id
 
 
 def pytest_collection_modifyitems(config, items):

@@ -19,14 +19,11 @@ import time
 
 import pytest
 
-from mnemos_provision import dotenv, render
-from mnemos_provision.settings import LAYERS, SERVICES
+from mnemos_provision import dotenv, render, stack
+from mnemos_provision.stack import LAYERS
 
 pytestmark = pytest.mark.host
 
-LABELS = {"postgres": "PostgreSQL", "redis": "Redis", "vault": "Vault", "minio": "MinIO",
-          "otel-collector": "the OTel collector", "prometheus": "Prometheus", "loki": "Loki",
-          "grafana": "Grafana", "traefik": "Traefik"}
 # the design's Makefile targets (its .PHONY line) and its per-service pattern targets
 DESIGN_MAKE_TARGETS = ["help", "init", "build", "up", "down", "restart", "logs", "clean", "test",
                        "health", "backup", "restore"]
@@ -39,10 +36,15 @@ def env_sh(name: str, root: str) -> str:
     return f"\"$(sed -n 's/^{name}=//p' {root}/.env)\""
 
 
+def service_item(name: str):
+    """The checklist mark of the test that checks service `name`: its item, from the registry."""
+    return pytest.mark.checklist(stack.service(name).checklist, service=name)
+
+
 def require(settings, service: str) -> None:
     if not settings.service_enabled(service):
-        pytest.skip(f"{LABELS[service]} ({service}) is not run on this host: compose_profiles="
-                    f"{settings.compose_profiles} leaves it out")
+        pytest.skip(f"{stack.service(service).label} ({service}) is not run on this host: "
+                    f"compose_profiles={settings.compose_profiles} leaves it out")
 
 
 def address(settings, key: str):
@@ -167,7 +169,7 @@ class TestProjectFiles:
         profiles = " ".join(f"--profile {layer}" for layer in LAYERS)
         result = host.run(f"{compose(paths)} {profiles} config --services")
         assert result.rc == 0, f"docker compose config: {result.stderr}"
-        assert sorted(result.stdout.split()) == sorted(SERVICES)
+        assert sorted(result.stdout.split()) == sorted(stack.names())
 
     @pytest.mark.checklist(".env.example created with all variables documented")
     def test_env_example_documents_every_variable(self, host, paths):
@@ -211,7 +213,7 @@ class TestProjectFiles:
     @pytest.mark.checklist("`make init` executed successfully")
     def test_make_init_executed_successfully(self, host, paths, account):
         # what make init makes is there (checked first: a second make init would make it)
-        for d in render.DATA_DIRS:
+        for d in render.data_dirs():
             assert host.file(f"{paths['root']}/data/{d}").is_directory, f"data/{d} is missing"
         user = account["name"]
         command = f"cd {paths['root']} && make init"
@@ -225,7 +227,7 @@ class TestProjectFiles:
 # ------------------------------------------------------------------ services
 
 class TestServices:
-    @pytest.mark.checklist("PostgreSQL container running and accepting connections")
+    @service_item("postgres")
     def test_postgresql_running_and_accepting_connections(self, host, settings, paths):
         require(settings, "postgres")
         root = paths["root"]
@@ -252,7 +254,7 @@ class TestServices:
         assert result.rc == 0, f"the .env credentials were refused: {result.stdout}{result.stderr}"
         assert result.stdout.split()[:len(dbs)] == dbs
 
-    @pytest.mark.checklist("Redis container running and responding to PING")
+    @service_item("redis")
     def test_redis_running_and_responding_to_ping(self, host, settings, paths):
         require(settings, "redis")
         root = paths["root"]
@@ -273,7 +275,7 @@ class TestServices:
                                "redis sh -c 'read -r pw; REDISCLI_AUTH=\"$pw\" redis-cli ping'")
             assert result.stdout.strip() == "PONG", f"{result.stdout}{result.stderr}"
 
-    @pytest.mark.checklist("Vault container running (dev mode for now)")
+    @service_item("vault")
     def test_vault_running_unsealed_and_token_reads_a_secret(self, host, settings, paths):
         """Server mode, not the design's dev mode (docs/deviations.md): unsealed, and .env's scoped
         token reads a service secret of the kv-v2 mount."""
@@ -303,7 +305,7 @@ class TestServices:
             f"the scoped token of .env could not read {mount}/postgres: {code} {body}"
         assert json.loads(body)["data"]["data"], "the secret is empty"
 
-    @pytest.mark.checklist("MinIO container running with console accessible")
+    @service_item("minio")
     def test_minio_running_console_api_and_buckets(self, host, settings, paths):
         require(settings, "minio")
         root = paths["root"]
@@ -331,7 +333,7 @@ class TestServices:
                               extra="--aws-sigv4 aws:amz:us-east-1:s3")
             assert code == 200, f"bucket {bucket}: {code} {body[:300]}"
 
-    @pytest.mark.checklist("Prometheus container running and scraping targets")
+    @service_item("prometheus")
     def test_prometheus_running_and_scraping_targets(self, host, settings, paths):
         require(settings, "prometheus")
         import yaml
@@ -352,7 +354,7 @@ class TestServices:
                 if t["health"] != "up"}
         assert not down, f"targets not up: {down}"
 
-    @pytest.mark.checklist("Loki container running and accepting logs")
+    @service_item("loki")
     def test_loki_running_and_accepting_logs(self, host, settings, paths):
         require(settings, "loki")
         published = address(settings, "loki")
@@ -377,7 +379,7 @@ class TestServices:
             time.sleep(1)
         assert mark in found, f"the pushed line did not come back: {found[:300]}"
 
-    @pytest.mark.checklist("Grafana container running with dashboards accessible")
+    @service_item("grafana")
     def test_grafana_running_with_dashboards(self, host, settings, paths):
         require(settings, "grafana")
         root = paths["root"]
@@ -402,7 +404,7 @@ class TestServices:
         code, body = curl(host, f"{base}/api/dashboards/uid/mnemos-stack-health", config=creds)
         assert code == 200, f"the provisioned dashboard is missing: {code} {body[:200]}"
 
-    @pytest.mark.checklist("Traefik container running with dashboard accessible")
+    @service_item("traefik")
     def test_traefik_running_dashboard_and_routing(self, host, settings, paths):
         require(settings, "traefik")
         h, p = address(settings, "traefik_dashboard")
@@ -422,7 +424,7 @@ class TestServices:
         assert http_code(host, f"http://{web_h}:{web_p}/") == 404, \
             "a request matching no rule was routed"
 
-    @pytest.mark.checklist("OTEL Collector running and accepting traces")
+    @service_item("otel-collector")
     def test_otel_collector_running_and_accepting_traces(self, host, settings, paths):
         require(settings, "otel-collector")
         published = address(settings, "otel_http")
@@ -442,6 +444,40 @@ class TestServices:
                                   "/api/v1/query?query=up%7Bjob%3D%22otel-collector%22%7D")
             values = [r["value"][1] for r in json.loads(body)["data"]["result"]]
             assert values == ["1"], f"up{{job=otel-collector}} in Prometheus: {values}"
+
+
+    def test_service_running(self, host, settings, paths, service):
+        """A service of the registry with no test of its own above (parametrized by
+        pytest_generate_tests, marked with its record's checklist item): its container runs,
+        healthy where its image has a healthcheck, and its HTTP health check answers where its
+        port is published."""
+        require(settings, service)
+        state = wait_healthy(host, paths, service)
+        assert state.split()[:1] == ["running"], f"{service} is not running: {state}"
+        check = stack.service(service).health.http
+        published = address(settings, check[0]) if check else None
+        if check and published:
+            code = http_code(host, f"http://{published[0]}:{published[1]}{check[1]}")
+            assert str(code) in check[2].split("|"), f"{service}: {check[1]} answered {code}"
+
+
+def dedicated_services() -> set[str]:
+    """The services TestServices checks with a test of their own (marked with service_item)."""
+    return {mark.kwargs["service"] for function in vars(TestServices).values()
+            for mark in getattr(function, "pytestmark", [])
+            if mark.name == "checklist" and "service" in mark.kwargs}
+
+
+def generic_items() -> list[tuple[str, str]]:
+    """(service, checklist item) of every service of the registry that test_service_running
+    checks: those with no test of their own."""
+    return [(s.name, s.checklist) for s in stack.REGISTRY if s.name not in dedicated_services()]
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.function.__name__ == "test_service_running":
+        metafunc.parametrize("service", [pytest.param(name, marks=pytest.mark.checklist(item))
+                                         for name, item in generic_items()])
 
 
 def prometheus_get(host, settings, paths, path: str) -> str:
@@ -563,7 +599,8 @@ def _page(host, settings, key: str, service: str, path: str, expect=(200,)):
     require(settings, service)
     published = address(settings, key)
     if not published:
-        pytest.skip(f"publish_ports is false: {LABELS[service]} publishes no port on the host")
+        pytest.skip(f"publish_ports is false: {stack.service(service).label} publishes no port "
+                    "on the host")
     url = f"http://{published[0]}:{published[1]}{path}"
     code = http_code(host, url)
     assert code in expect, f"{url} answered {code}"

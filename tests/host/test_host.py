@@ -12,13 +12,13 @@ import json
 
 import pytest
 
-from mnemos_provision.settings import _version_tuple
+from mnemos_provision.settings import version_tuple
 
 pytestmark = pytest.mark.host
 
 
 def version(text: str):
-    return _version_tuple(text.strip().lstrip("v").split("-")[0].split("+")[0])
+    return version_tuple(text.strip().lstrip("v").split("-")[0].split("+")[0])
 
 
 def test_supported_os(host, settings):

@@ -452,7 +452,7 @@ def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
     their own secrets: .env's VAULT_TOKEN must be the token Vault gets."""
     from types import SimpleNamespace
 
-    from mnemos_provision import context
+    from mnemos_provision import connection
     from mnemos_provision.context import HostContext
     from mnemos_provision.secret_store import load
 
@@ -464,7 +464,7 @@ def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
                       "== backups 0", "== volumes docker"], []
 
     monkeypatch.setattr(load, "host", SimpleNamespace(name="fresh-host"))
-    monkeypatch.setattr(context, "run_as_operations", fresh_host)
+    monkeypatch.setattr(connection, "run_as_operations", fresh_host)
     monkeypatch.setattr(load, "_RUN_SECRETS", {})
     ctx = HostContext(validate({}), snapshot(), "dev", "dev", "/home/dev")
     first = load.load_secrets(ctx)

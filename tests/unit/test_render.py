@@ -547,7 +547,7 @@ def test_make_health_asks_the_collectors_health_endpoint(env, tmp_path):
 
     def collector_line() -> str:
         result = run(["make", "health"], cwd=root, env=environ)
-        lines = [line for line in result.stdout.splitlines() if "Checking OTEL Collector" in line]
+        lines = [line for line in result.stdout.splitlines() if "Checking OTel collector" in line]
         assert len(lines) == 1, result.stdout + result.stderr
         return lines[0]
 

@@ -1,30 +1,36 @@
-"""The stack model (mnemos_provision/stack.py) is the one settings, preflight and rendering read."""
+"""The service registry (mnemos_provision/stack.py) is the one settings, preflight and rendering
+read: the settings' defaults and derived views are its."""
 
 from __future__ import annotations
 
 import pytest
 
 from mnemos_provision import settings, stack
-from mnemos_provision.settings import validate
+from mnemos_provision.settings import load_defaults, validate
 
 pytestmark = pytest.mark.unit
 
 
 def test_settings_use_the_stack_model():
     # settings.py declares none of the model's constants itself: it imports them from stack.py
-    for name in ("SERVICES", "SERVICE_LAYERS", "LAYERS", "NETWORKS", "FRONTEND_SERVICES",
-                 "PORT_SERVICES"):
+    for name in ("SERVICES", "LAYERS", "NETWORKS"):
         assert getattr(settings, name) is getattr(stack, name), name
+    defaults = load_defaults()
+    assert defaults["images"] == stack.default_images()
+    assert defaults["ports"] == stack.default_ports()
 
 
-@pytest.mark.parametrize("data", [
-    {}, {"compose_profiles": ["data"]}, {"compose_profiles": ["redis", "grafana"]},
-    {"publish_ports": False}, {"compose_profiles": ["gateway", "postgres"], "publish_ports": False},
-])
-def test_derived_views_are_the_model_s(data):
-    s = validate(data)
-    assert s.enabled_services == stack.enabled_services(s.compose_profiles)
-    assert s.published_ports == stack.published_ports(s.ports, s.compose_profiles, s.publish_ports)
+def test_each_record_is_whole():
+    for s in stack.REGISTRY:
+        assert s.layer in stack.LAYERS and set(s.networks) <= set(stack.NETWORKS), s.name
+        assert s.label and s.checklist and s.where.exec_command, s.name
+        assert s.image.rsplit("/", 1)[-1].count(":") == 1, s.name  # pinned
+        for key, _ in s.where.published:
+            assert key in {p.key for p in s.ports}, (s.name, key)
+        if s.health.http:
+            assert s.health.http[0] in {p.key for p in s.ports}, s.name
+    assert len(set(stack.names())) == len(stack.REGISTRY)
+    assert len(stack.port_services()) == sum(len(s.ports) for s in stack.REGISTRY)
 
 
 def test_without_publish_ports_only_the_frontend_publishes():

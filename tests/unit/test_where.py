@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnemos_provision import render, secret_store
+from mnemos_provision import render, secret_store, stack
 from mnemos_provision.settings import validate
-from mnemos_provision.where import TITLE, TRAEFIK_ROUTES, where_things_are
+from mnemos_provision.where import TITLE, traefik_routes, where_things_are
 from tests.unit.test_render import ENVIRONMENTS, env_data, write_tree
 
 pytestmark = pytest.mark.unit
@@ -55,13 +55,8 @@ def test_every_published_port_of_the_compose_file_is_in_the_block_and_no_other(e
     # a service that publishes nothing gets the command that reaches it
     for name in settings.enabled_services:
         if not any(settings.published_ports.get(k)
-                   for k, s in _port_services().items() if s == name):
+                   for k, s in stack.port_services().items() if s == name):
             assert f"docker compose exec {name}" in text or name == "otel-collector", (name, text)
-
-
-def _port_services():
-    from mnemos_provision.settings import PORT_SERVICES
-    return PORT_SERVICES
 
 
 @pytest.mark.parametrize("env", list(ENVIRONMENTS))
@@ -74,7 +69,7 @@ def test_the_traefik_routes_are_the_compose_labels(env, tmp_path):
             m = re.fullmatch(r"traefik\.http\.routers\.[^.]+\.rule=Host\(`([^`]+)`\).*", label)
             if m and name in settings.enabled_services:
                 rules[name] = m.group(1)
-    expected = {k: v for k, v in TRAEFIK_ROUTES.items() if k in settings.enabled_services}
+    expected = {k: v for k, v in traefik_routes().items() if k in settings.enabled_services}
     if "traefik" not in settings.enabled_services:
         expected = {}
     assert rules == expected
