@@ -131,9 +131,9 @@ def _check_host(bind_address: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _http_lines(url: str, accept: str) -> list[str]:
+def _http_lines(url: str, accept: str, options: str = "") -> list[str]:
     return [
-        f'code=$(http_ok "{url}")',
+        f'code=$(http_ok "{url}"{options})',
         f'case "$code" in {accept}) ;; '
         f'*) echo "{url} answered ${{code:-nothing}}"; return 1 ;; esac',
     ]
@@ -156,7 +156,14 @@ def _service_check(service: stack.Service, settings: Settings, host: str,
     if health.http:
         key, path, accept = health.http
         if key in published:
-            return lines + _http_lines(f"http://{host}:{published[key]}{path}", accept)
+            port = published[key]
+            if health.tls and getattr(settings, health.tls[0]):
+                # TLS only: asked by a name of its certificate, verified with the tree's CA, sent
+                # to the address the port is bound to
+                _, ca, name = health.tls
+                return lines + _http_lines(f"https://{name}:{port}{path}", accept,
+                                           f" --cacert {ca} --resolve {name}:{port}:{host}")
+            return lines + _http_lines(f"http://{host}:{port}{path}", accept)
     peer = next((p for p in health.peers if settings.service_enabled(p)), None)
     if health.internal_url and peer:
         return lines + _peer_lines(project, peer, health.internal_url)

@@ -50,6 +50,9 @@ class Health:
     http: tuple[str, str, str] | None = None
     internal_url: str | None = None
     peers: tuple[str, ...] = ()
+    # (setting, CA file in the tree, a DNS name of its certificate): where the boolean setting is
+    # on, `http` is asked over https, the certificate verified with that CA under that name
+    tls: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,8 @@ REGISTRY: tuple[Service, ...] = (
             "docker exec {container} vault status >/dev/null 2>&1; rc=$?",
             '[ "$rc" -eq 2 ] && { echo "sealed: run the deploy to unseal"; return 1; }',
             '[ "$rc" -eq 0 ] || { echo "vault status failed ($rc)"; return 1; }',
-        ), http=("vault", "/v1/sys/health", "200|429")),
+        ), http=("vault", "/v1/sys/health", "200|429"),
+            tls=("vault_tls", "config/vault/tls/vault.crt", "vault")),
         where=Where((("vault", "{vault_scheme}://{host}:{port}"),),
                     "docker compose exec vault vault status", "VAULT_TOKEN (scoped)"),
         checklist="Vault container running (dev mode for now)",

@@ -59,6 +59,10 @@ TRAEFIK_CERT_CN = "mnemos.local"
 TRAEFIK_CERT_SANS = "DNS:mnemos.local,DNS:*.mnemos.local,DNS:localhost,IP:127.0.0.1"
 
 
+# the names Vault's certificate is made for: its service name, and the host's loopback
+VAULT_CERT_SANS = "DNS:vault,DNS:localhost,IP:127.0.0.1"
+
+
 def openssl_self_signed(crt: str, key: str, cn: str, sans: str) -> str:
     """The openssl command that writes a self-signed certificate (the unit tests run it too)."""
     q = shlex.quote
@@ -88,7 +92,7 @@ def certificates(ctx: HostContext):
     s = ctx.settings
     if s.vault_tls:
         self_signed(ctx, f"{ctx.root}/config/vault/tls", "vault", "vault",
-                    "DNS:vault,DNS:localhost,IP:127.0.0.1", str(VAULT_IMAGE_GID), "640")
+                    VAULT_CERT_SANS, str(VAULT_IMAGE_GID), "640")
     if s.traefik_tls:
         self_signed(ctx, f"{ctx.root}/config/traefik/certs", "mnemos", TRAEFIK_CERT_CN,
                     TRAEFIK_CERT_SANS, shlex.quote(ctx.group), "600")

@@ -15,6 +15,7 @@ import re
 import runpy
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ import yaml
 
 from mnemos_provision import dotenv, render, secret_store
 from mnemos_provision.settings import validate
+from roles.tree import VAULT_CERT_SANS, openssl_self_signed
 from tests.conftest import REPO, compose_binary, need, run
 
 pytestmark = pytest.mark.unit
@@ -600,3 +602,66 @@ def test_grafana_secure_cookie_only_where_grafana_is_served_over_https_only(tree
         plain_http = plain_http or not redirects
     assert not (secure and plain_http), (
         f"{tree['env']}: cookie_secure is on while Grafana is also served over plain HTTP")
+
+
+class VaultHealth(http.server.BaseHTTPRequestHandler):
+    """Vault's /v1/sys/health on a TLS-only listener: 200 (initialized, unsealed, active)."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.server.asked.append(self.path)
+        self.send_response(200 if self.path == "/v1/sys/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_make_health_asks_vault_over_https_with_the_trees_ca_and_no_proxy(tmp_path):
+    """
+    With vault_tls on, Vault's listener speaks TLS only: `make health` must ask it over https,
+    verifying the certificate the deploy made (config/vault/tls/vault.crt) by one of its names,
+    and neither a proxy of the environment nor ~/.curlrc may change where it asks.
+    """
+    need("make")
+    need("openssl")
+    root = tmp_path / "mnemos"
+    tls = root / "config/vault/tls"
+    tls.mkdir(parents=True)
+    # the certificate as the deploy makes it (roles/tree.py)
+    result = run(["sh", "-c", openssl_self_signed(str(tls / "vault.crt"), str(tls / "vault.key"),
+                                                  "vault", VAULT_CERT_SANS)])
+    assert result.returncode == 0, result.stderr
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls / "vault.crt", tls / "vault.key")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), VaultHealth)
+    server.asked = []
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    data = env_data("dev")
+    data.update(vault_tls=True, ports={**validate(data).ports, "vault": port})
+    settings = validate(data)
+    write_tree(root, render.render_tree(settings, "/home/dev", secret_store.complete({}, {})))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
+    (bin_dir / "docker").chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".curlrc").write_text("proxy = http://127.0.0.1:9\n")  # nothing listens there
+    dead_proxy = "http://127.0.0.1:9"
+    environ = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", HOME=str(home),
+                   FAKE_DOCKER_LOG=str(tmp_path / "docker-calls"), http_proxy=dead_proxy,
+                   https_proxy=dead_proxy, HTTPS_PROXY=dead_proxy, ALL_PROXY=dead_proxy,
+                   all_proxy=dead_proxy)
+    environ.pop("NO_PROXY", None)
+    environ.pop("no_proxy", None)
+    try:
+        result = run(["make", "health"], cwd=root, env=environ)
+        lines = [line for line in result.stdout.splitlines() if "Checking Vault" in line]
+        assert len(lines) == 1, result.stdout + result.stderr
+        assert "Healthy" in lines[0] and "Unhealthy" not in lines[0], lines[0]
+        assert server.asked == ["/v1/sys/health"]
+    finally:
+        server.shutdown()
+        server.server_close()
