@@ -42,6 +42,9 @@ DATA_DIRS = ["models", "artifacts", "logs", "backups", "uploads",
 EXTRA_DIRS = ["docker/vault/config", "docker/vault/scripts", "config/prometheus/alerts",
               "config/traefik/dynamic", "config/traefik/certs"]
 DATABASES = ["mnemos_cortex", "mnemos_genome", "mnemos_synkron"]
+# The uid and gid Traefik runs as (those of Traefik's own Helm chart, podSecurityContext): not
+# root, and the group that may read its TLS key (roles/tree.py).
+TRAEFIK_UID = 65532
 
 EXECUTABLE = {"docker/postgres/init-db.sh", "scripts/health-check.sh",
               "scripts/backup/backup-all.sh", "scripts/backup/restore-all.sh"}
@@ -238,6 +241,7 @@ def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[
         "env": {k: v for k, v in env_values.items() if k not in dotenv.SECRET_VARS},
         "quote": dotenv.quote,
         "databases": DATABASES,
+        "traefik_uid": TRAEFIK_UID,
         "data_dirs": DATA_DIRS,
         "checks": _health_checks(settings),
         "backup_services": [x for x in ("postgres", "redis", "vault", "minio")

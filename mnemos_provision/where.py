@@ -20,8 +20,8 @@ ENV_VAR = "MNEMOS_WHERE"
 MODES = ("changed", "always", "never")
 TITLE = "Where things are"
 
-# The Traefik routers of the compose labels: {service: host name} (tests/unit/test_where.py checks
-# them against the rendered docker-compose.yml).
+# The Traefik routers: {service: host name} (tests/unit/test_where.py checks them against the
+# rendered config/traefik/dynamic/routes.yml).
 TRAEFIK_ROUTES = {"grafana": "grafana.mnemos.local", "prometheus": "prometheus.mnemos.local",
                   "traefik": "traefik.mnemos.local"}
 

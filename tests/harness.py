@@ -54,7 +54,8 @@ STANDIN_RUNS_AS = {
     "postgres": ("postgres", ["/usr/lib/postgresql/15/bin/postgres", "--version"]),
     "redis": ("redis", ["/usr/bin/redis-server", "--version"]),
     "prometheus": ("nobody", ["/usr/bin/prometheus", "--version"]),
-    "traefik": ("root", ["/usr/local/bin/traefik", "version"]),
+    # the image runs as root; the compose file runs it as TRAEFIK_UID (mnemos_provision/render.py)
+    "traefik": ("65532:65532", ["/usr/local/bin/traefik", "version"]),
     # the interpreter copy that runs the stand-in's `vault` (and gets cap_ipc_lock), as vault
     "vault": ("vault", ["/bin/vault", "version"]),
     # MinIO's image runs as root; `--version` imports moto's server and the minio SDK's crypto
