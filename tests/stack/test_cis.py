@@ -2,8 +2,10 @@
 The CIS Docker Benchmark items this project controls, checked item by item on the engine the deploy
 installed in the stack tier's machine and on the stack's running containers (PostgreSQL, Redis,
 Prometheus and Traefik stand-ins), with `docker inspect`, `docker info` and the kernel's own view
-(/proc) where Docker's answer is only a setting. Each test is named after the benchmark's number;
-docs/cis-docker-benchmark.md lists what the project does for each item and what still warns.
+(/proc) where Docker's answer is only a setting. Each test is named after the benchmark's number
+as docker-bench-security numbers it (tests/2_docker_daemon_configuration.sh,
+tests/5_container_runtime.sh); docs/cis-docker-benchmark.md lists what the project does for each
+item and what still warns.
 
 group_data/ci.py turns docker_no_new_privileges on (off by default), so 2.14 is checked here.
 """
@@ -147,7 +149,7 @@ def test_cis_4_1_every_server_runs_as_a_user_not_root(provisioned):
         assert uids and "0" not in uids, f"{name}: {comm} runs as uid {uids or 'nothing found'}"
 
 
-def test_cis_5_3_every_capability_is_dropped_but_those_the_entrypoint_needs(provisioned):
+def test_cis_5_4_every_capability_is_dropped_but_those_the_entrypoint_needs(provisioned):
     """Docker's record (CapDrop/CapAdd) and the kernel's: the bounding set of the container's
     first process holds exactly the kept capabilities."""
     machine, _ = provisioned
@@ -181,7 +183,7 @@ def test_cis_5_13_every_root_filesystem_is_read_only(provisioned):
     assert sorted(tmpfs) == ["/tmp", "/var/run/postgresql"], tmpfs
 
 
-def test_cis_5_25_every_container_has_no_new_privileges(provisioned):
+def test_cis_5_26_every_container_has_no_new_privileges(provisioned):
     machine, _ = provisioned
     for name, info in inspect(machine, *SERVERS).items():
         assert "no-new-privileges:true" in (info["HostConfig"]["SecurityOpt"] or []), name

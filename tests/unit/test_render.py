@@ -224,7 +224,7 @@ HARDENING = {
 
 
 def test_cis_every_service_has_a_pids_limit_and_its_capabilities_and_root_filesystem(tree):
-    """5.29 (a PIDs limit), 5.3 (every capability dropped but those the entrypoint needs), 5.13
+    """5.29 (a PIDs limit), 5.4 (every capability dropped but those the entrypoint needs), 5.13
     (read-only root filesystem, with tmpfs where the process writes), 5.32 (no Docker socket)."""
     model = compose_model(tree)
     assert set(model["services"]) <= set(HARDENING)
