@@ -255,3 +255,15 @@ def test_no_input_of_any_type_makes_a_traceback():
             except SettingsError:
                 continue
             render.render_tree(settings, "/home/dev", secrets)
+
+
+def test_daemon_json_turns_on_what_the_cis_benchmark_checks_and_no_new_privileges_on_request():
+    """2.2, 2.15, 2.16 by default; 2.14 (daemon-wide no-new-privileges) only with
+    docker_no_new_privileges, and a layer can still remove any entry (the dict merge rule)."""
+    from roles.docker_engine import daemon_config
+    default = daemon_config(validate({}))
+    assert default == {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"},
+                       "icc": False, "live-restore": True, "userland-proxy": False}
+    assert daemon_config(validate({"docker_no_new_privileges": True}))["no-new-privileges"] is True
+    kept_proxy = daemon_config(validate({"docker_daemon_config": {"userland-proxy": None}}))
+    assert "userland-proxy" not in kept_proxy and kept_proxy["icc"] is False
