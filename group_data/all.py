@@ -72,8 +72,22 @@ docker_distro_compose_package = "docker-compose-v2"
 compose_plugin_binary = None
 docker_min_version = "24.0"  # design requirement for the engine
 compose_min_version = "2.20"  # design requirement for Compose v2
-# /etc/docker/daemon.json (log rotation as in the design)
-docker_daemon_config = {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}}
+# /etc/docker/daemon.json: log rotation as in the design; no traffic between containers on the
+# default bridge (icc), containers kept running while the engine restarts (live-restore), published
+# ports by NAT instead of docker-proxy (userland-proxy): CIS Docker Benchmark 2.2, 2.15, 2.16, see
+# docs/cis-docker-benchmark.md; an entry set to None removes it
+docker_daemon_config = {
+    "log-driver": "json-file",
+    "log-opts": {"max-size": "10m", "max-file": "3"},
+    "icc": False,
+    "live-restore": True,
+    "userland-proxy": False,
+}
+# no-new-privileges for every container of the engine (daemon.json, CIS 2.14). Off by default: on a
+# workstation it also reaches the user's other containers, where sudo, su and file capabilities then
+# stop working; the stack's services set it themselves (Vault, which needs its file capability, opts
+# out)
+docker_no_new_privileges = False
 # export DOCKER_BUILDKIT=1 in mnemos_user's ~/.profile, as the design does
 docker_buildkit_profile = True
 docker_start_timeout = 60  # seconds to wait for dockerd to answer after starting it

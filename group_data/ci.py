@@ -17,6 +17,9 @@ preflight_strict = False  # the CI machine has 2 CPUs (design minimum: 4)
 tools = []  # yq/hadolint/trivy/claude-code sources are not reachable here
 # the services with an offline stand-in
 compose_profiles = ["postgres", "redis", "prometheus", "traefik"]
+# daemon-wide no-new-privileges (off by default for workstations): the stack tier proves the stack
+# runs under it (CIS 2.14)
+docker_no_new_privileges = True
 # the stack tier asks the routes over HTTP and over HTTPS with the rendered certificate
 traefik_tls = True
 images = {  # the services run here, from the stand-in images; the others keep all.py's

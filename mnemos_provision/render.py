@@ -46,6 +46,9 @@ DESIGN_DATA_DIRS = ["models", "artifacts", "logs", "backups", "uploads"]
 EXTRA_DIRS = ["docker/vault/config", "docker/vault/scripts", "config/prometheus/alerts",
               "config/traefik/dynamic", "config/traefik/certs"]
 DATABASES = ["mnemos_cortex", "mnemos_genome", "mnemos_synkron"]
+# The uid and gid Traefik runs as (the registry's: its Helm chart's), for the compose block and
+# the group of its TLS key (roles/tree.py).
+TRAEFIK_UID = stack.TRAEFIK_UID
 
 EXECUTABLE = {"docker/postgres/init-db.sh", "scripts/health-check.sh",
               "scripts/backup/backup-all.sh", "scripts/backup/restore-all.sh"}
@@ -240,6 +243,7 @@ def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[
         "env": {k: v for k, v in env_values.items() if k not in dotenv.SECRET_BEARING},
         "quote": dotenv.quote,
         "databases": DATABASES,
+        "traefik_uid": TRAEFIK_UID,
         "data_dirs": data_dirs(),
         "checks": _health_checks(settings),
         "backup_services": [s.name for s in stack.REGISTRY

@@ -755,8 +755,18 @@ class Settings:
     compose_min_version: str = setting(
         "2.20", "design requirement for Compose v2", check=_check_version)
     docker_daemon_config: dict[str, Any] = setting(
-        {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"}},
-        "/etc/docker/daemon.json (log rotation as in the design)")
+        {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"},
+         "icc": False, "live-restore": True, "userland-proxy": False},
+        "/etc/docker/daemon.json: log rotation as in the design; no traffic between containers "
+        "on the default bridge (icc), containers kept running while the engine restarts "
+        "(live-restore), published ports by NAT instead of docker-proxy (userland-proxy): CIS "
+        "Docker Benchmark 2.2, 2.15, 2.16, see docs/cis-docker-benchmark.md; an entry set to "
+        "None removes it")
+    docker_no_new_privileges: bool = setting(
+        False, "no-new-privileges for every container of the engine (daemon.json, CIS 2.14). Off "
+        "by default: on a workstation it also reaches the user's other containers, where sudo, "
+        "su and file capabilities then stop working; the stack's services set it themselves "
+        "(Vault, which needs its file capability, opts out)")
     docker_buildkit_profile: bool = setting(
         True, "export DOCKER_BUILDKIT=1 in mnemos_user's ~/.profile, as the design does")
     docker_start_timeout: int = setting(

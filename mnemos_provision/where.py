@@ -25,13 +25,13 @@ TITLE = "Where things are"
 
 
 def traefik_routes() -> dict[str, str]:
-    """The Traefik routers of the compose labels, {service: host name}, from the registry
-    (tests/unit/test_where.py checks them against the rendered docker-compose.yml), in the order
+    """The Traefik routers, {service: host name}, from the registry (tests/unit/test_where.py
+    checks them against the rendered config/traefik/dynamic/routes.yml), in the order
     shown: the services' own pages first, those on the frontend network first among them, the
     gateway's dashboard last."""
     routed = sorted((s for s in stack.REGISTRY if s.route),
                     key=lambda s: (s.layer == "gateway", not s.frontend))
-    return {s.name: route for s in routed if (route := s.route)}
+    return {s.name: route.host for s in routed if (route := s.route)}
 
 
 def url_host(bind_address: str) -> str:

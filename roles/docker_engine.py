@@ -19,6 +19,7 @@ from mnemos_provision.fact_batch import later
 from mnemos_provision.facts.docker import DockerAnswers
 from mnemos_provision.operations import apt, docker, files, server
 from mnemos_provision.operations.util import changes
+from mnemos_provision.settings import Settings
 
 KEYRING = "/etc/apt/keyrings/docker.asc"
 SOURCE_LIST = "/etc/apt/sources.list.d/docker.list"
@@ -37,6 +38,15 @@ def docker_ce_source_line(ctx: HostContext) -> str:
     s, snap = ctx.settings, ctx.snap
     return (f"deb [arch={snap.arch} signed-by={KEYRING}] {s.docker_apt_repo_url}/{snap.os_id} "
             f"{snap.os_codename} stable\n")
+
+
+def daemon_config(settings: Settings) -> dict:
+    """/etc/docker/daemon.json: docker_daemon_config, plus no-new-privileges for every container
+    when docker_no_new_privileges is on."""
+    config = dict(settings.docker_daemon_config)
+    if settings.docker_no_new_privileges:
+        config["no-new-privileges"] = True
+    return config
 
 
 @deploy("Docker Engine")
@@ -80,7 +90,7 @@ def docker_engine(ctx: HostContext):
     if source != "desktop":
         daemon = files.system_files(name="Write /etc/docker/daemon.json", files=[(
             "/etc/docker/daemon.json",
-            (json.dumps(s.docker_daemon_config, indent=2, sort_keys=True) + "\n").encode(), "644")])
+            (json.dumps(daemon_config(s), indent=2, sort_keys=True) + "\n").encode(), "644")])
         if s.compose_plugin_binary:
             files.system_files(name="Install the given Compose v2 CLI plugin",
                          files=[(CLI_PLUGIN, Path(s.compose_plugin_binary), "755")])

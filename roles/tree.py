@@ -10,6 +10,7 @@ import os
 import shlex
 import socket
 import time
+from typing import Any, Callable
 
 import pyinfra.operations.server
 from pyinfra.api import deploy
@@ -20,7 +21,7 @@ from mnemos_provision.context import HostContext, fail
 from mnemos_provision.fact_batch import later
 from mnemos_provision.operations import files
 from mnemos_provision.operations.util import StateSwap
-from mnemos_provision.render import RenderError, render_tree
+from mnemos_provision.render import TRAEFIK_UID, RenderError, render_tree
 from mnemos_provision.secret_store.load import secret_decision
 
 
@@ -71,7 +72,8 @@ def openssl_self_signed(crt: str, key: str, cn: str, sans: str) -> str:
 
 
 def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str, key_group: str,
-                key_mode: str) -> None:
+                key_mode: str) -> Callable[[], Any]:
+    """Make the certificate and its key once; returns the key's File fact (read when asked)."""
     crt, key = f"{directory}/{name}.crt", f"{directory}/{name}.key"
     crt_file, key_file = later(File, path=crt), later(File, path=key)
     q = shlex.quote
@@ -85,6 +87,7 @@ def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str,
         ],
         _if=lambda: not crt_file() or not key_file(),
     )
+    return key_file
 
 
 @deploy("TLS certificates")
@@ -94,5 +97,12 @@ def certificates(ctx: HostContext):
         self_signed(ctx, f"{ctx.root}/config/vault/tls", "vault", "vault",
                     VAULT_CERT_SANS, str(VAULT_IMAGE_GID), "640")
     if s.traefik_tls:
-        self_signed(ctx, f"{ctx.root}/config/traefik/certs", "mnemos", TRAEFIK_CERT_CN,
-                    TRAEFIK_CERT_SANS, shlex.quote(ctx.group), "600")
+        # Traefik runs as TRAEFIK_UID:TRAEFIK_UID (not root): it reads the key through its group.
+        key_file = self_signed(ctx, f"{ctx.root}/config/traefik/certs", "mnemos",
+                               TRAEFIK_CERT_CN, TRAEFIK_CERT_SANS, str(TRAEFIK_UID), "640")
+        key = shlex.quote(f"{ctx.root}/config/traefik/certs/mnemos.key")
+        pyinfra.operations.server.shell(
+            name="Traefik's TLS key readable by its group (a key made when Traefik ran as root)",
+            commands=[f"chgrp {TRAEFIK_UID} {key} && chmod 640 {key}"],
+            _if=lambda: bool(key_file()) and key_file()["mode"] != 640,
+        )

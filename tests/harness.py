@@ -62,6 +62,11 @@ ENGINE_FLAGS = [
     "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
     "--cap-add", "MKNOD", "--cap-add", "SYS_PTRACE", "--cap-add", "IPC_LOCK",
     "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    # /proc/sys writable, as on a real host: with userland-proxy off (docker_daemon_config) the
+    # engine sets net.ipv4.conf.<bridge>.route_localnet=1 for every bridge it creates (the
+    # machine's own network namespace). With SYS_ADMIN the machine could now change the host's
+    # kernel-wide sysctls too: the deploy writes none.
+    "--security-opt", "systempaths=unconfined",
     "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
 ]
 

@@ -45,11 +45,16 @@ def test_user_is_in_the_docker_group(host, account):
     assert "docker" in host.user(account["name"]).groups
 
 
-def test_daemon_json_has_the_log_rotation(host, settings):
+def test_daemon_json_is_the_settings(host, settings):
+    """docker_daemon_config (log rotation, icc, live-restore, userland-proxy), and
+    no-new-privileges when docker_no_new_privileges is on."""
     daemon = host.file("/etc/docker/daemon.json")
     if not daemon.exists:
         pytest.skip("no /etc/docker/daemon.json: Docker Desktop manages its own engine")
-    assert json.loads(daemon.content_string) == settings.docker_daemon_config
+    expected = dict(settings.docker_daemon_config)
+    if settings.docker_no_new_privileges:
+        expected["no-new-privileges"] = True
+    assert json.loads(daemon.content_string) == expected
 
 
 def test_buildkit_is_enabled_in_the_profile(host, settings, account):

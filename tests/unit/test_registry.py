@@ -7,6 +7,7 @@ things are, and has its item in the host suite's checklist.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import warnings
 
@@ -84,3 +85,23 @@ def test_a_fake_service_is_checklisted(fake_registry):
     # every service of the registry has its item once: its own test's, or the generic test's
     assert checklist.generic_items() == [("fake", "Fake container running and answering")]
     assert checklist.dedicated_services() | {"fake"} == set(stack.names())
+
+
+def test_a_fake_service_with_a_route_is_routed_by_the_rendered_file_routes(monkeypatch):
+    """Its record's `route` alone gives it a Traefik router and service in dynamic/routes.yml (no
+    Docker labels, no socket), to its container port by its compose name, without the excluded
+    paths; only while it is enabled."""
+    routed = dataclasses.replace(
+        FAKE, networks=("backend",),
+        route=stack.Route("fake.mnemos.local", "fake_http", ("/admin",)))
+    monkeypatch.setattr(stack, "REGISTRY", stack.REGISTRY + (routed,))
+    data = {"images": {"fake": FAKE.image}, "ports": {"fake_http": 9999}}
+    http = yaml.safe_load(rendered(validate(data))["config/traefik/dynamic/routes.yml"])["http"]
+    assert http["routers"]["fake"] == {
+        "rule": "Host(`fake.mnemos.local`) && !PathPrefix(`/admin`)", "service": "fake"}
+    assert http["services"]["fake"] == {"loadBalancer": {"servers": [{"url": "http://fake:8080"}]}}
+    assert "traefik" in validate(data).enabled_services
+    elsewhere = validate({**data, "compose_profiles": ["data", "traefik"]})
+    http = yaml.safe_load(rendered(elsewhere)["config/traefik/dynamic/routes.yml"])["http"]
+    assert "fake" not in http["routers"] and "fake" not in (http.get("services") or {})
+    assert http["routers"]["dashboard"]["service"] == "api@internal"

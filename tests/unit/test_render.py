@@ -209,6 +209,68 @@ def compose_model(tree) -> dict:
     return json.loads(result.stdout)
 
 
+# CIS Docker Benchmark, per service as the compose file sets it (tests/stack/test_cis.py checks the
+# running containers): the capabilities each image's entrypoint needs (None: the image's own set,
+# its entrypoint runs as root and upstream shows no narrower one) and whether the root filesystem is
+# read-only (docs/cis-docker-benchmark.md cites upstream for each).
+HARDENING = {
+    "postgres": (["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"], True),
+    "redis": (["CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"], True),
+    "vault": (None, False),
+    "minio": (None, False),
+    "otel-collector": ([], False),
+    "prometheus": ([], True),
+    "loki": ([], True),
+    "grafana": ([], False),
+    "traefik": ([], True),
+}
+
+
+def test_cis_every_service_has_a_pids_limit_and_its_capabilities_and_root_filesystem(tree):
+    """5.29 (a PIDs limit), 5.4 (every capability dropped but those the entrypoint needs), 5.13
+    (read-only root filesystem, with tmpfs where the process writes), 5.32 (no Docker socket)."""
+    model = compose_model(tree)
+    assert set(model["services"]) <= set(HARDENING)
+    for name, service in model["services"].items():
+        caps, read_only = HARDENING[name]
+        assert int(service["deploy"]["resources"]["limits"]["pids"]) > 0, name
+        if caps is None:
+            assert "cap_drop" not in service, name
+        else:
+            assert service["cap_drop"] == ["ALL"], name
+            assert sorted(service.get("cap_add", [])) == caps, name
+        assert bool(service.get("read_only")) == read_only, name
+        for volume in service.get("volumes", []):
+            assert "docker.sock" not in volume["source"], f"{name} mounts {volume['source']}"
+    if "postgres" in model["services"]:
+        postgres = model["services"]["postgres"]
+        # a process per connection, and the server's own
+        assert int(postgres["deploy"]["resources"]["limits"]["pids"]) \
+            == int(tree["settings"].dotenv_overrides.get("POSTGRES_MAX_CONNECTIONS", 100)) + 100
+        # the socket and the entrypoint's here-documents
+        assert sorted(t.split(":")[0] for t in postgres["tmpfs"]) == ["/tmp", "/var/run/postgresql"]
+
+
+def test_cis_traefik_runs_as_a_user_on_unprivileged_ports(tree):
+    """4.1 (not root) and 5.8 (no privileged port inside the container): published as 80 and 443
+    all the same."""
+    model = compose_model(tree)
+    if "traefik" not in model["services"]:
+        pytest.skip("traefik is not enabled here")
+    traefik = model["services"]["traefik"]
+    assert traefik["user"] == f"{render.TRAEFIK_UID}:{render.TRAEFIK_UID}"
+    static = yaml.safe_load((tree["root"] / "config/traefik/traefik.yml").read_text())
+    listening = {name: int(e["address"].rsplit(":", 1)[1])
+                 for name, e in static["entryPoints"].items()}
+    assert listening == {"web": 8000, "websecure": 8443, "traefik": 8080}
+    published = {int(p["target"]): int(p["published"]) for p in traefik.get("ports", [])}
+    s = tree["settings"]
+    expected = {8000: s.ports.get("traefik_http"), 8443: s.ports.get("traefik_https"),
+                8080: s.ports.get("traefik_dashboard")}
+    assert published == {k: v for k, v in expected.items() if k in published}
+    assert all(port >= 1024 for port in published), published
+
+
 def test_vault_hcl_parses(tree):
     config = vault_hcl(tree)
     # python-hcl2 8 keeps the quotes of labels and strings

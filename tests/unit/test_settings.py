@@ -6,9 +6,13 @@ target directory untouched (no operation ran).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from mnemos_provision.render import TRAEFIK_UID
 from mnemos_provision.settings import SettingsError, validate
+from roles.docker_engine import daemon_config
 from tests.conftest import REPO, run
 
 pytestmark = pytest.mark.unit
@@ -207,14 +211,27 @@ def test_tls_certificates_are_made_once_with_private_keys(tmp_path):
                 "-ext", "subjectAltName"]).stdout
     assert "IP Address:127.0.0.1" in sans and "DNS:vault" in sans
     assert oct((tmp_path / "mnemos/config/vault/tls/vault.key").stat().st_mode & 0o777) == "0o640"
-    assert oct((tmp_path / "mnemos/config/traefik/certs/mnemos.key").stat().st_mode & 0o777) \
-        == "0o600"
+    # Traefik runs as TRAEFIK_UID (not root): it reads its key through the group.
+    traefik_key = (tmp_path / "mnemos/config/traefik/certs/mnemos.key").stat()
+    assert oct(traefik_key.st_mode & 0o777) == "0o640" and traefik_key.st_gid == TRAEFIK_UID
     before = vault_crt.read_bytes()
     second = run(args, cwd=REPO)
     from tests.harness import parse_results
     rows = parse_results(second.stdout + second.stderr)
     assert rows and not any(r["success"] for r in rows.values()), rows
     assert vault_crt.read_bytes() == before
+    # A key made when Traefik ran as root (0600, the user's group) is given to Traefik's group.
+    key = tmp_path / "mnemos/config/traefik/certs/mnemos.key"
+    key_before = key.read_bytes()
+    os.chown(key, -1, 0)
+    key.chmod(0o600)
+    third = run(args, cwd=REPO)
+    rows = parse_results(third.stdout + third.stderr)
+    assert [name for name, r in rows.items() if r["success"]] == [
+        "MNEMOS tree | TLS certificates | Traefik's TLS key readable by its group (a key made "
+        "when Traefik ran as root)"], rows
+    assert oct(key.stat().st_mode & 0o777) == "0o640" and key.stat().st_gid == TRAEFIK_UID
+    assert key.read_bytes() == key_before
 
 
 def test_secrets_file_is_read_by_the_deploy_and_must_be_private(tmp_path):
@@ -272,3 +289,14 @@ def test_paths_are_absolute_and_normalized_and_never_climb():
         with pytest.raises(SettingsError) as err:
             validate(data, controller_path_exists=lambda p: True)
         assert "without '..'" in str(err.value)
+
+
+def test_daemon_json_turns_on_what_the_cis_benchmark_checks_and_no_new_privileges_on_request():
+    """2.2, 2.15, 2.16 by default; 2.14 (daemon-wide no-new-privileges) only with
+    docker_no_new_privileges, and a layer can still remove any entry (the dict merge rule)."""
+    default = daemon_config(validate({}))
+    assert default == {"log-driver": "json-file", "log-opts": {"max-size": "10m", "max-file": "3"},
+                       "icc": False, "live-restore": True, "userland-proxy": False}
+    assert daemon_config(validate({"docker_no_new_privileges": True}))["no-new-privileges"] is True
+    kept_proxy = daemon_config(validate({"docker_daemon_config": {"userland-proxy": None}}))
+    assert "userland-proxy" not in kept_proxy and kept_proxy["icc"] is False

@@ -6,11 +6,11 @@ container would read them, and asked over HTTP(S) on 127.0.0.1.
 What differs from the container, and why:
 - paths: every path in the configs must be a bind mount of the traefik service (its volumes in
   docker-compose.yml) and is rewritten to the rendered file it mounts, so an unmounted path fails;
-- addresses: the entry points listen on free ports of 127.0.0.1 (the container's :80, :443 and
-  :8080 are privileged or taken here);
-- the Docker provider is left out (no Docker Engine in the unit tier); the routers and services it
-  would build from the compose labels are written as a file-provider config instead, label for
-  label, and each routed service is answered by a stand-in HTTP server on 127.0.0.1.
+- addresses: the entry points listen on free ports of 127.0.0.1 (the container's :8000, :8443 and
+  :8080 may be taken here);
+- the routes' services: each rendered service URL (http://<compose service>:<port>, reached in the
+  stack over a network it shares with Traefik) is rewritten to a stand-in HTTP server on
+  127.0.0.1 that answers with the compose service's name.
 """
 
 from __future__ import annotations
@@ -52,62 +52,38 @@ def traefik_binary() -> Path:
     return TRAEFIK
 
 
-# ------------------------------------------------------------ the compose labels as a file config
+# ------------------------------------------------------------ the rendered routes
 
-ROUTER_LABEL = re.compile(r"traefik\.http\.routers\.([^.]+)\.(.+)")
-SERVICE_PORT_LABEL = re.compile(r"traefik\.http\.services\.([^.]+)\.loadbalancer\.server\.port")
+SERVICE_URL = re.compile(r"http://([a-z0-9-]+):(\d+)")
 
 
-def routed_services(compose: dict, network: str) -> dict[str, dict]:
+def routed_services(compose: dict, routes: dict) -> dict[str, dict]:
     """
-    The HTTP routers and services Traefik's Docker provider builds from the labels of each
-    service with traefik.enable=true: {compose service: {"routers": {name: {...}}, "services":
-    {name: port}}}. A label this function does not know fails the test rather than being dropped.
+    The HTTP routers and services of the rendered dynamic/routes.yml, by the compose service each
+    service URL reaches: {compose service: {"routers": {name: {...}}, "services": {name: port}}};
+    the routers of Traefik's own services (api@internal) under "traefik". Each URL must name a
+    compose service on a network Traefik is on, at a port that service's container listens on.
     """
-    out = {}
-    for name, service in compose["services"].items():
-        labels = dict(label.split("=", 1) for label in service.get("labels", []))
-        if labels.get("traefik.enable") != "true":
-            continue
-        networks = service.get("networks", [])
-        # traefik.docker.network overrides the provider's network for this container.
-        reach = labels.get("traefik.docker.network", f"{compose['name']}_{network}")
-        reach = reach.removeprefix(compose["name"] + "_")
-        assert reach in networks, (
-            f"{name} is routed by Traefik over {reach!r} but is not on that network")
-        assert reach in compose["services"]["traefik"].get("networks", []), (
-            f"{name} is routed over {reach!r}, a network Traefik is not on")
-        routers: dict[str, dict] = {}
-        services: dict[str, int] = {}
-        for key, value in labels.items():
-            if not key.startswith("traefik.") \
-                    or key in ("traefik.enable", "traefik.docker.network"):
-                continue
-            if m := ROUTER_LABEL.fullmatch(key):
-                router, attr = m.groups()
-                r = routers.setdefault(router, {})
-                if attr == "rule":
-                    r["rule"] = value
-                elif attr == "service":
-                    r["service"] = value
-                elif attr == "entrypoints":
-                    r["entryPoints"] = value.split(",")
-                elif attr == "tls":
-                    if value == "true":
-                        r.setdefault("tls", {})
-                else:
-                    pytest.fail(f"label {key} of {name} is not translated by this test: teach "
-                                "routed_services() what the Docker provider makes of it")
-            elif m := SERVICE_PORT_LABEL.fullmatch(key):
-                services[m.group(1)] = int(value)
-            else:
-                pytest.fail(f"label {key} of {name} is not translated by this test")
-        for router, r in routers.items():
-            # The Docker provider's rule: a router without a service uses the container's only one.
-            if "service" not in r:
-                assert len(services) == 1, f"router {router} of {name}: no service to default to"
-                r["service"] = next(iter(services))
-        out[name] = {"routers": routers, "services": services}
+    http = routes.get("http", {})
+    traefik_networks = set(compose["services"]["traefik"].get("networks", []))
+    reached: dict[str, str] = {}  # Traefik service -> compose service
+    out: dict[str, dict] = {}
+    for name, service in (http.get("services") or {}).items():
+        servers = service["loadBalancer"]["servers"]
+        assert len(servers) == 1, f"service {name}: one server expected"
+        m = SERVICE_URL.fullmatch(servers[0]["url"])
+        assert m, f"service {name}: {servers[0]['url']} is not http://<compose service>:<port>"
+        target, port = m.group(1), int(m.group(2))
+        assert target in compose["services"], f"service {name}: no compose service {target}"
+        shared = traefik_networks & set(compose["services"][target].get("networks", []))
+        assert shared, f"{target} shares no network with Traefik"
+        ports = [p.rsplit(":", 1)[1] for p in compose["services"][target].get("ports", [])]
+        assert not ports or str(port) in ports, f"{target} does not listen on {port}: {ports}"
+        reached[name] = target
+        out.setdefault(target, {"routers": {}, "services": {}})["services"][name] = port
+    for router, r in (http.get("routers") or {}).items():
+        target = "traefik" if r["service"].endswith("@internal") else reached[r["service"]]
+        out.setdefault(target, {"routers": {}, "services": {}})["routers"][router] = r
     return out
 
 
@@ -253,39 +229,37 @@ def running_traefik(settings, base: Path, environment: dict[str, str] | None = N
     run = TraefikRun(settings, root, work)
     mounts = mounts_of(run.compose, root)
 
-    docker = run.static["providers"]["docker"]
-    assert docker["exposedByDefault"] is False
-    assert docker["endpoint"] == "unix:///var/run/docker.sock"
+    # Only the file provider: no Docker socket in Traefik's container (CIS 5.32).
+    assert list(run.static["providers"]) == ["file"]
     volumes = run.compose["services"]["traefik"]["volumes"]
-    assert "/var/run/docker.sock:/var/run/docker.sock:ro" in volumes
-    network = docker["network"].removeprefix(settings.compose_project + "_")
+    assert not [v for v in volumes if "docker.sock" in v], volumes
     static = rewrite_paths(run.static, mounts)  # a copy: run.static stays as rendered
-    del static["providers"]["docker"]
     for name, entry_point in static["entryPoints"].items():
         run.ports[name] = free_port()
         entry_point["address"] = f"127.0.0.1:{run.ports[name]}"
 
-    # The dynamic files, paths rewritten, beside the routers of the compose labels.
+    # The dynamic files, paths rewritten; the routes' service URLs point at stand-ins.
     dynamic = Path(static["providers"]["file"]["directory"])
-    for path in sorted(dynamic.glob("*.yml")):
-        config = rewrite_paths(yaml.safe_load(path.read_text()), mounts)
-        (work / "dynamic" / path.name).write_text(yaml.safe_dump(config))
     static["providers"]["file"]["directory"] = str(work / "dynamic")
 
     with contextlib.ExitStack() as stack:
-        routers, services = {}, {}
-        for name, spec in routed_services(run.compose, network).items():
-            port = stack.enter_context(stand_in(name))
-            for service in spec["services"]:
-                services[service] = {"loadBalancer": {"servers": [{"url": f"http://127.0.0.1:{port}"}]}}
-            for router, r in spec["routers"].items():
-                routers[router] = r
-                run.routes.append({"router": router, "host": rule_host(r["rule"]),
-                                   "excluded": rule_excluded_paths(r["rule"]),
-                                   "service": r["service"],
-                                   "body": None if "@" in r["service"] else f"stand-in for {name}"})
-        labels = {"http": {"routers": routers, "services": services}}
-        (work / "dynamic" / "docker-labels.yml").write_text(yaml.safe_dump(labels))
+        routers: set[str] = set()
+        for path in sorted(dynamic.glob("*.yml")):
+            config = rewrite_paths(yaml.safe_load(path.read_text()), mounts)
+            if path.name == "routes.yml":
+                for name, spec in routed_services(run.compose, config).items():
+                    port = stack.enter_context(stand_in(name)) if spec["services"] else None
+                    for service in spec["services"]:
+                        config["http"]["services"][service]["loadBalancer"]["servers"] = [
+                            {"url": f"http://127.0.0.1:{port}"}]
+                    for router, r in spec["routers"].items():
+                        routers.add(router)
+                        run.routes.append({
+                            "router": router, "host": rule_host(r["rule"]),
+                            "excluded": rule_excluded_paths(r["rule"]), "service": r["service"],
+                            "body": None if "@" in r["service"] else f"stand-in for {name}"})
+            (work / "dynamic" / path.name).write_text(yaml.safe_dump(config))
+        assert routers, "no router in dynamic/routes.yml"
         (work / "traefik.yml").write_text(yaml.safe_dump(static))
 
         with open(run.log_path, "w") as log:
@@ -294,7 +268,7 @@ def running_traefik(settings, base: Path, environment: dict[str, str] | None = N
                 stdout=log, stderr=subprocess.STDOUT, cwd=work,
                 env={**os.environ, **(environment or {})})
         try:
-            wait_until_routed(run, set(routers))
+            wait_until_routed(run, routers)
             yield run
         finally:
             run.process.terminate()
@@ -306,7 +280,7 @@ def running_traefik(settings, base: Path, environment: dict[str, str] | None = N
 
 
 def wait_until_routed(run: TraefikRun, routers: set[str], timeout: float = 60) -> None:
-    """Until /ping answers and the API lists every router of the labels (the file provider's
+    """Until /ping answers and the API lists every rendered router (the file provider's
     configuration is loaded after the entry points open)."""
     deadline = time.time() + timeout
     api = run.ports["traefik"]
@@ -379,8 +353,12 @@ def test_every_router_and_service_is_enabled(traefik):
             assert item.get("status", "enabled") == "enabled", item
 
 
-def test_every_labelled_router_answers_over_http(traefik):
-    assert {r["router"] for r in traefik.routes} == {"grafana", "dashboard", "prometheus"}
+def test_every_rendered_router_answers_over_http(traefik):
+    """A route for each enabled service with a UI (no route to a service that is not there), and
+    Traefik's dashboard."""
+    enabled = {name for name in ("grafana", "prometheus")
+               if traefik.settings.service_enabled(name)}
+    assert {r["router"] for r in traefik.routes} == {"dashboard"} | enabled
     for route in traefik.routes:
         path = "/api/version" if route["service"] == "api@internal" else "/"
         status, body = http_get(traefik.ports["web"], route["host"], path)
@@ -392,6 +370,8 @@ def test_every_labelled_router_answers_over_http(traefik):
 def test_prometheus_is_routed_but_not_its_lifecycle_endpoints(traefik):
     """--web.enable-lifecycle opens /-/quit and /-/reload without authentication: the gateway
     routes Prometheus's UI, never those (the stand-in behind it answers every path with 200)."""
+    if not traefik.settings.service_enabled("prometheus"):
+        pytest.skip(f"prometheus is not enabled in {traefik.env}")
     route = next(r for r in traefik.routes if r["router"] == "prometheus")
     assert route["host"] == "prometheus.mnemos.local"
     assert sorted(route["excluded"]) == ["/-/quit", "/-/reload"]
@@ -408,9 +388,8 @@ def rendered_certificate(traefik: TraefikRun) -> tuple[Path, bytes]:
     return crt, ssl.PEM_cert_to_DER_cert(crt.read_text())
 
 
-def test_every_labelled_router_answers_over_https_with_the_rendered_certificate(traefik):
-    """traefik_tls: the labels carry no tls=true; the websecure entry point's default TLS
-    applies."""
+def test_every_rendered_router_answers_over_https_with_the_rendered_certificate(traefik):
+    """traefik_tls: the routes carry no tls; the websecure entry point's default TLS applies."""
     crt, rendered = rendered_certificate(traefik)
     for route in traefik.routes:
         path = "/api/version" if route["service"] == "api@internal" else "/"

@@ -1,8 +1,8 @@
 """
 The "where things are" block (mnemos_provision/where.py): its text for each environment, checked
 against the rendered tree (the ports the compose file publishes, the Traefik routers of its
-labels), and when a real `pyinfra @local` run prints it: after a change, not after a no-op, always
-with MNEMOS_WHERE=always.
+dynamic/routes.yml), and when a real `pyinfra @local` run prints it: after a change, not after a
+no-op, always with MNEMOS_WHERE=always.
 """
 
 from __future__ import annotations
@@ -60,15 +60,19 @@ def test_every_published_port_of_the_compose_file_is_in_the_block_and_no_other(e
 
 
 @pytest.mark.parametrize("env", list(ENVIRONMENTS))
-def test_the_traefik_routes_are_the_compose_labels(env, tmp_path):
+def test_the_traefik_routes_are_the_rendered_file_routes(env, tmp_path):
     settings = validate(env_data(env))
-    compose = rendered_compose(settings, tmp_path)
+    rendered_compose(settings, tmp_path)
+    routes = yaml.safe_load((tmp_path / "config/traefik/dynamic/routes.yml").read_text())["http"]
+    services = {name: re.fullmatch(r"http://([a-z0-9-]+):\d+",
+                                   spec["loadBalancer"]["servers"][0]["url"]).group(1)
+                for name, spec in (routes.get("services") or {}).items()}
     rules = {}
-    for name, service in compose["services"].items():
-        for label in service.get("labels", []):
-            m = re.fullmatch(r"traefik\.http\.routers\.[^.]+\.rule=Host\(`([^`]+)`\).*", label)
-            if m and name in settings.enabled_services:
-                rules[name] = m.group(1)
+    for router in routes["routers"].values():
+        m = re.fullmatch(r"Host\(`([^`]+)`\).*", router["rule"])
+        target = "traefik" if router["service"] == "api@internal" else services[router["service"]]
+        if m and "traefik" in settings.enabled_services:
+            rules[target] = m.group(1)
     expected = {k: v for k, v in traefik_routes().items() if k in settings.enabled_services}
     if "traefik" not in settings.enabled_services:
         expected = {}

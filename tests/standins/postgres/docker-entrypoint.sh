@@ -5,6 +5,11 @@ if [ "$(id -u)" = 0 ]; then
     mkdir -p "$PGDATA"
     chown -R postgres:postgres "$(dirname "$PGDATA")" "$PGDATA"
     chmod 700 "$PGDATA"
+    # the socket directory, as upstream's docker_create_db_directories: a tmpfs mounted there
+    # (read-only root filesystem) starts root's
+    mkdir -p /var/run/postgresql
+    chown postgres:postgres /var/run/postgresql
+    chmod 3775 /var/run/postgresql
     exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
