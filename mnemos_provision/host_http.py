@@ -317,22 +317,24 @@ def _answer(sent: Request, rc: str, head: str, body: bytes, error: str) -> Answe
 
 
 def _keep_steps(keep: Keep) -> tuple[str, str]:
-    """The shell that prepares the folder before the request, and keeps a 200 answer (Keep)."""
+    """The shell that prepares the folder before the request, and keeps a 200 answer (Keep): both
+    done by the account of `keep.owner` (docs/security-writes.md), root only opening its own
+    copy of the answer for it."""
+    from mnemos_provision.operations.util import AS_USER, as_user, make_dirs_script, staged_name
     q = shlex.quote
     folder = posixpath.dirname(keep.path) or "."
-    staged = posixpath.join(folder, f".mnemos-{os.urandom(8).hex()}.kept")
-
-    def owned(target: str) -> str:
-        return f" && chown {q(keep.owner)} {q(target)}" if keep.owner else ""
+    staged = staged_name(folder, keep.path)
+    user, _, group = (keep.owner or "").partition(":")
     # the folder is made 0700 when missing; an existing one is never changed (README: Secrets)
-    prepare = (f"if ! {{ [ -d {q(folder)} ] || {{ mkdir -m 700 {q(folder)}{owned(folder)}; }}; }}; "
+    prepare = (f"{AS_USER}\nif ! ( {make_dirs_script(folder, user, group, '700', False)} ); "
                f"then echo {q('cannot create ' + folder + ' to keep the answer in')} >&2; exit 1; "
                f"fi")
+    script = ('umask 077; set -C; cat > "$2" && { { [ ! -e "$1" ] && [ ! -L "$1" ]; } || '
+              'mv -f "$1" "$1.replaced-$(date -u +%Y%m%dT%H%M%SZ)"; } && mv -f "$2" "$1" || '
+              '{ rm -f "$2"; exit 1; }')
     keep_step = (f"  if [ $rc -eq 0 ] && [ \"$code\" = 200 ] && [ -s \"$d/rb\" ]; then "
-                 f"{{ cp \"$d/rb\" {q(staged)}{owned(staged)} && "
-                 f"{{ [ ! -e {q(keep.path)} ] || mv -f {q(keep.path)} "
-                 f"{q(keep.path + '.replaced-')}\"$(date -u +%Y%m%dT%H%M%SZ)\"; }} && "
-                 f"mv -f {q(staged)} {q(keep.path)}; }} 2>/dev/null; fi\n")
+                 f"{as_user(user, group, 'sh', '-c', script, '-', keep.path, staged)} "
+                 f"< \"$d/rb\" 2>/dev/null; fi\n")
     return prepare, keep_step
 
 
