@@ -303,6 +303,8 @@ def system_files(facts: DeclaredFacts, files: list[tuple[str, bytes | Path, str]
     uploads: list[bytes | str] = []
     steps: list[str] = []
     stage = stage_dir()
+    upload: bytes | str
+    mtime: int | None
     # root's own files, in directories only root can write (checked after cd -P): staged in root's
     # stage directory, copied in under a new name, given mode and owner, renamed into place
     for path, content, mode in files:
