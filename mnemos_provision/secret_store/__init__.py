@@ -143,19 +143,27 @@ class HostState:
 
 
 def read_command(state: str, env: str, backups: str, project: str, volumes: bool = False,
-                 also: dict[str, str] | None = None) -> str:
+                 also: dict[str, str] | None = None, user: str | None = None,
+                 group: str | None = None) -> str:
     """One POSIX sh command: both files (base64), the state directory, backups, the files of
     `also` ({name: path}: other secret files the run reads, e.g. Vault's keys file) and, with
-    `volumes` (only when a secret is missing: it asks the engine), the project's volumes."""
+    `volumes` (only when a secret is missing: it asks the engine), the project's volumes.
+    The files are opened by `user` (their owner, in directories of theirs): a file swapped for a
+    symlink between the check and the read is read with that account's rights, never root's
+    (docs/security-writes.md)."""
+    from mnemos_provision.operations.util import AS_USER, as_user
     q = shlex.quote
     others = "".join(f"part also:{name} {q(path)}\n" for name, path in (also or {}).items())
+    readable = as_user(user, group, "test", "-r")
+    read = as_user(user, group, "sh", "-c", 'base64 < "$1"', "-")
     return f"""
+{AS_USER}
 part() {{
   printf '== %s ' "$1"
   if [ -L "$2" ]; then echo symlink
   elif [ -d "$2" ]; then echo directory
   elif [ -f "$2" ]; then
-    if [ -r "$2" ]; then echo file; base64 < "$2" || exit 1; else echo unreadable; fi
+    if {readable} "$2"; then echo file; {read} "$2" || exit 1; else echo unreadable; fi
   elif [ -e "$2" ]; then echo other
   else echo missing; fi
 }}
@@ -241,8 +249,8 @@ def decide(host_state: HostState, supplied: dict[str, str], *, state_path: str, 
         raise StateError([f"{state_path} is a {kind}, not a file: nothing is written through or "
                           "over it; move it away (and restore the state file from a backup)"])
     if kind == "unreadable":
-        raise StateError([f"{state_path} cannot be read by this run: run with the privileges of "
-                          "the run that wrote it (e.g. --sudo), or fix its owner"])
+        raise StateError([f"{state_path} cannot be read by this run (it reads it as mnemos_user): "
+                          "fix its owner (sudo chown <mnemos_user>: <file>), or run with --sudo"])
     raw = host_state.state.data
     how = "missing" if raw is None else "empty" if not raw.strip() else None
     damaged = False
