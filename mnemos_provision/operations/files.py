@@ -109,8 +109,9 @@ def secret(facts: DeclaredFacts, path: str, content: bytes, user: str, group: st
         if state.mode == "600" and (state.owner, state.group) == (user, group):
             host.noop(f"secret file {path} is up to date (0600, {user}:{group})")
             return
-        if (state.owner, state.group) == (user, group):  # its mode, by its owner
-            yield StringCommand(f"{AS_USER}; {as_user(user, group, 'chmod', '600', path)}")
+        if state.owner == user:  # its mode and group, by its owner
+            yield StringCommand(f"{AS_USER}; {as_user(user, group, 'chmod', '600', path)} && "
+                                f"{as_user(user, group, 'chgrp', group, path)}")
             return
         # another owner: written again by `user` (root never chowns in a directory of the user)
     if create_dirs:
@@ -187,15 +188,20 @@ def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, g
     mkdirs: list[tuple[str, str]] = []  # (mode, path), parents first
     uploads: list[TreeEntry] = []
     chmods: dict[str, list[str]] = {}
+    chgrps: list[str] = []
     not_theirs: list[str] = []  # directories of another owner: root never chowns in the tree
 
     def want(path: str, mode: str) -> bool:
-        """Its mode repaired (by `user`) if it is `user`'s; False when it belongs to another."""
+        """Its mode and group repaired (by `user`) if it is `user`'s; False when it belongs to
+        another account."""
         current = state[path]
-        if (current.owner, current.group) != (user, group):
+        if current.owner != user:
             return False
+        full = posixpath.normpath(posixpath.join(root, path))
         if current.mode != mode:
-            chmods.setdefault(mode, []).append(posixpath.normpath(posixpath.join(root, path)))
+            chmods.setdefault(mode, []).append(full)
+        if current.group != group:
+            chgrps.append(full)
         return True
 
     make_root = "." not in state
@@ -223,8 +229,7 @@ def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, g
             uploads.append(entry)
     if not_theirs:
         yield fail_command(
-            "; ".join(f"{p} belongs to {state[posixpath.relpath(p, root)].owner}:"
-                      f"{state[posixpath.relpath(p, root)].group}, not {user}:{group}"
+            "; ".join(f"{p} belongs to {state[posixpath.relpath(p, root)].owner}, not {user}"
                       for p in not_theirs)
             + f". Nothing was written: the deploy never changes an owner inside the tree; run "
               f"`sudo chown {user}:{group} {' '.join(shlex.quote(p) for p in not_theirs)}` "
@@ -233,7 +238,7 @@ def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, g
 
     needs_git = git_init and ".git" not in state
 
-    if not (make_root or mkdirs or uploads or chmods or needs_git):
+    if not (make_root or mkdirs or uploads or chmods or chgrps or needs_git):
         host.noop(f"tree {root}: all {len(entries)} managed paths up to date")
         return
 
@@ -251,6 +256,8 @@ def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, g
                              *[part for mode, path in mkdirs for part in (mode, path)]))
     for mode, paths in sorted(chmods.items()):
         steps.append(as_user(user, group, "chmod", mode, *paths))
+    if chgrps:
+        steps.append(as_user(user, group, "chgrp", group, *chgrps))
     stage = stage_dir()
     for index, entry in enumerate(uploads):
         steps.append(install_as_user(user, group, f"{stage}/{index}",

@@ -515,3 +515,28 @@ def test_snapshot_picks_the_user_who_ran_sudo_when_no_user_is_set():
         capture_output=True, text=True,
         env=dict(os.environ, SUDO_USER="nobody")).stdout.splitlines())
     assert explicit.user == "root"
+
+
+def test_sync_tree_never_chowns_a_directory_and_rewrites_a_file_of_another_owner():
+    """Root never chowns in the tree (docs/security-writes.md): a directory of another account
+    stops the run with the chown to run; a file of another account is written again by dev; a
+    group that drifted is set back by dev."""
+    entries = [TreeEntry("config", "directory", "755"),
+               TreeEntry("config/a.yml", "file", "644", b"a: 1\n"),
+               TreeEntry("config/b.yml", "file", "644", b"b: 1\n")]
+    state = {".": PathState("directory", "755", "dev", "dev"),
+             ".git": PathState("directory", "755", "dev", "dev"),
+             "config": PathState("directory", "755", "root", "root"),
+             "config/a.yml": PathState("regular file", "644", "root", "root", _sha(b"a: 1\n")),
+             "config/b.yml": PathState("regular file", "644", "dev", "adm", _sha(b"b: 1\n"))}
+    commands, _ = run_op(files, files.tree, {"TreeState": state}, root="/r",
+                         entries=entries, user="dev", group="dev")
+    assert len(commands) == 1 and "/r/config belongs to root, not dev" in commands[0]
+    assert "sudo chown dev:dev /r/config" in commands[0] and commands[0].endswith("exit 1")
+    state["config"] = PathState("directory", "755", "dev", "dev")
+    commands, _ = run_op(files, files.tree, {"TreeState": state}, root="/r",
+                         entries=entries, user="dev", group="dev")
+    assert commands[1].startswith("UPLOAD /tmp/mnemos-stage-")  # a.yml, written again by dev
+    assert "as_user dev dev chgrp dev /r/config/b.yml" in commands[2]
+    assert re.search(r"as_user dev dev sh -c .* - /r/config/a\.yml ", commands[2])
+    assert "chown" not in commands[2]
