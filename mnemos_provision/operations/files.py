@@ -168,8 +168,9 @@ def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, g
     """
     Converge a whole rendered tree in a bounded number of round trips: one fact reads type, mode,
     owner and sha256 of every managed path; only what differs is created, uploaded or fixed.
-    Every file is written under a temporary name and renamed into place; secret entries through a
-    new 0700 directory beside them, never shown in a diff.
+    Everything in the tree is done by `user` (docs/security-writes.md): each file written by that
+    account under a temporary name and renamed into place; secret entries never shown in a diff.
+    A directory of another account is refused (root never chowns in the tree).
 
     + root: absolute path of the tree
     + entries: TreeEntry list from mnemos_provision.render.render_tree

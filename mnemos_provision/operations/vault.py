@@ -26,9 +26,9 @@ if TYPE_CHECKING:  # hvac and requests load only when Vault is managed (start-up
 
 class HostKeyStore:
     """
-    The keys file on the host (a vault_setup.KeyStore): 0600, written through a 0700 staging
-    directory, never printed. Commands go through a host_http Runner: the current pyinfra host's
-    connector unless another is given (tests).
+    The keys file on the host (a vault_setup.KeyStore): 0600, written by its owner from root's
+    0700 staging directory (docs/security-writes.md), never printed. Commands go through a
+    host_http Runner: the current pyinfra host's connector unless another is given (tests).
 
     `found` is the keys file as this run's secret read found it (mnemos_provision.secret_store:
     ("file", its bytes) or ("missing", None)); the plan uses it instead of reading the file again
