@@ -19,7 +19,7 @@ from mnemos_provision import secret_store
 from mnemos_provision.context import HostContext, fail
 from mnemos_provision.fact_batch import later
 from mnemos_provision.operations import files
-from mnemos_provision.operations.util import StateSwap
+from mnemos_provision.operations.util import AS_USER, StateSwap, as_user
 from mnemos_provision.render import RenderError, render_tree
 from mnemos_provision.secret_store.load import secret_decision
 
@@ -49,9 +49,11 @@ def tree(ctx: HostContext):
     certificates(ctx=ctx)
 
 
-# The official Vault image runs as the user vault, group 1000: its key must be readable by that
-# group. Traefik runs as root in its container.
-VAULT_IMAGE_GID = 1000
+# The official Vault image (hashicorp/vault, Dockerfile: `addgroup vault && adduser -S -G vault
+# vault` on alpine) runs Vault as uid 100, group 1000. Its TLS key is given to that uid alone
+# (0400) in config/vault/tls, a directory of root (0755, so that uid can traverse it): no other
+# host account can read it, and only root can change what is in it (docs/security.md).
+VAULT_IMAGE_UID = 100
 
 
 # Traefik's self-signed certificate (traefik_tls): every *.mnemos.local router host, and localhost.
@@ -70,20 +72,56 @@ def openssl_self_signed(crt: str, key: str, cn: str, sans: str) -> str:
             f"-addext {q('subjectAltName=' + sans)} -keyout {q(key)} -out {q(crt)} 2>/dev/null")
 
 
-def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str, key_group: str,
-                key_mode: str) -> None:
+def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str) -> None:
+    """A self-signed certificate and its key (0600) in `directory` of the tree, made by the
+    tree's user (openssl run as that account: nothing in the tree is written by root)."""
     crt, key = f"{directory}/{name}.crt", f"{directory}/{name}.key"
     crt_file, key_file = later(File, path=crt), later(File, path=key)
     q = shlex.quote
+    script = (f"umask 077 && mkdir -p {q(directory)} && cd -P {q(directory)} && "
+              f"{openssl_self_signed(name + '.crt', name + '.key', cn, sans)} && "
+              f"chmod 644 {q(name + '.crt')} && chmod 600 {q(name + '.key')}")
+    pyinfra.operations.server.shell(
+        name=f"Self-signed certificate {crt}",
+        commands=[f"{AS_USER}; {as_user(ctx.user, ctx.group, 'sh', '-c', script)}"],
+        _if=lambda: not crt_file() or not key_file(),
+    )
+
+
+def vault_self_signed(ctx: HostContext) -> None:
+    """
+    Vault's certificate and key in config/vault/tls, a directory of root (0755) in the tree: made
+    there by root (the user may remove the directory, never change what is in it), entered with
+    cd -P and checked (root's, only root can write it, in a directory of the user); the key
+    owned by the image's vault uid, 0400 (read by Vault in its container and by root, by no other
+    account). A directory of the user there (an earlier deploy's) is removed by the user first.
+    When the deploy is not root, the key stays the running account's, 0400.
+    """
+    parent = f"{ctx.root}/config/vault"
+    crt, key = f"{parent}/tls/vault.crt", f"{parent}/tls/vault.key"
+    crt_file, key_file = later(File, path=crt), later(File, path=key)
+    q = shlex.quote
+    user = q(ctx.user)
+    enter = ('cd -P tls && [ "$(stat -c %u:%a .)" = "$(id -u):755" ] && '
+             f'[ "$(stat -c %U ..)" = {user} ] || {{ echo "mnemos: {parent}/tls is not a '
+             'directory of $(id -un) (0755) in a directory of ' + ctx.user + '; nothing was '
+             'written" >&2; exit 1; }')
+    openssl = openssl_self_signed(".vault.crt.new", ".vault.key.new", "vault", VAULT_CERT_SANS)
+    make = (f"umask 077 && {openssl} && "
+            f"{{ [ \"$(id -u)\" -ne 0 ] || chown {VAULT_IMAGE_UID}:0 .vault.key.new; }} && "
+            "chmod 400 .vault.key.new && chmod 644 .vault.crt.new && "
+            "mv -f .vault.key.new vault.key && mv -f .vault.crt.new vault.crt")
     pyinfra.operations.server.shell(
         name=f"Self-signed certificate {crt}",
         commands=[
-            f"install -d -m 755 -o {q(ctx.user)} -g {q(ctx.group)} {q(directory)} && "
-            f"{openssl_self_signed(crt, key, cn, sans)} && "
-            f"chown {q(ctx.user)}:{q(ctx.group)} {q(crt)} && chmod 644 {q(crt)} && "
-            f"chown {q(ctx.user)}:{key_group} {q(key)} && chmod {key_mode} {q(key)}"
+            f"{AS_USER}; cd -P {q(parent)} && [ \"$(stat -c %U .)\" = {user} ] || {{ echo "
+            f"\"mnemos: {parent} is not a directory of {ctx.user}\" >&2; exit 1; }}; "
+            # an earlier deploy's tls directory (the user's) is removed by the user
+            f'if [ -e tls ] || [ -L tls ]; then [ "$(stat -c %u tls)" = "$(id -u)" ] || '
+            f"{as_user(ctx.user, ctx.group, 'rm', '-rf', 'tls')} || exit 1; fi; "
+            f"{{ mkdir -m 755 tls 2>/dev/null || [ -d tls ]; }} && {enter} && {make}"
         ],
-        _if=lambda: not crt_file() or not key_file(),
+        _if=lambda: not crt_file() or not key_file() or key_file()["mode"] != 400,
     )
 
 
@@ -91,8 +129,7 @@ def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str,
 def certificates(ctx: HostContext):
     s = ctx.settings
     if s.vault_tls:
-        self_signed(ctx, f"{ctx.root}/config/vault/tls", "vault", "vault",
-                    VAULT_CERT_SANS, str(VAULT_IMAGE_GID), "640")
+        vault_self_signed(ctx)
     if s.traefik_tls:
         self_signed(ctx, f"{ctx.root}/config/traefik/certs", "mnemos", TRAEFIK_CERT_CN,
-                    TRAEFIK_CERT_SANS, shlex.quote(ctx.group), "600")
+                    TRAEFIK_CERT_SANS)
