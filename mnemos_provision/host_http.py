@@ -53,6 +53,13 @@ from mnemos_provision.connection import (
     make_private_upload_dir,
     private_upload_dir,
 )
+from mnemos_provision.operations.util import (
+    AS_USER,
+    as_user,
+    make_dirs_script,
+    stage_dir,
+    staged_name,
+)
 
 
 class HostHTTPError(Exception):
@@ -388,36 +395,40 @@ def _answer(sent: Request, raw: bytes, kept: bytes | None, error: str, cap: int
 
 
 def _keep_steps(keep: Keep, cap: int) -> tuple[str, str, str]:
-    """The shell that prepares the folder before the request, the curl options that write the
-    body into the staged file (removed on every exit, signals included), and the step that keeps
-    a 200 answer (Keep)."""
+    """The shell that prepares before the request, the curl options that write the body, and the
+    step that keeps a 200 answer (Keep). Root writes nothing where another account can write
+    (docs/security.md): curl writes the body into a 0700 directory of root's own in /tmp; the
+    folder of the kept file is made, and the file written and renamed into place, by the account
+    of `keep.owner`, reading root's copy on its standard input. Both are removed on every exit,
+    signals included (dash runs no EXIT trap when a signal ends it: each signal is trapped too)."""
     q = shlex.quote
     folder = posixpath.dirname(keep.path) or "."
-    staged = posixpath.join(folder, f".mnemos-{os.urandom(8).hex()}.kept")
-
-    def owned(target: str) -> str:
-        return f" && chown {q(keep.owner)} {q(target)}" if keep.owner else ""
-    # the folder is made 0700 when missing; an existing one is never changed (README: Secrets)
-    prepare = (f"if ! {{ [ -d {q(folder)} ] || {{ mkdir -m 700 {q(folder)}{owned(folder)}; }}; }}; "
+    staged = staged_name(folder, keep.path)
+    stage = stage_dir()
+    body = f"{stage}/body"
+    user, _, group = (keep.owner or "").partition(":")
+    cleanup = f"rm -rf {q(stage)}; {as_user(user, group, 'rm', '-f', staged)} 2>/dev/null"
+    # the folder is made 0700 when missing; an existing one is never changed (docs/secrets.md)
+    prepare = (f"{AS_USER}\nif ! ( {make_dirs_script(folder, user, group, '700', False)} ); "
                f"then echo {q('cannot create ' + folder + ' to keep the answer in')} >&2; exit 1; "
                f"fi\n"
-               # dash runs no EXIT trap when a signal ends it: each signal is trapped too
-               f"staged={q(staged)}\n"
-               f"trap 'rm -f \"$staged\"' EXIT\n"
-               f"trap 'rm -f \"$staged\"; exit 129' HUP\n"
-               f"trap 'rm -f \"$staged\"; exit 130' INT\n"
-               f"trap 'rm -f \"$staged\"; exit 143' TERM")
-    output = f"-D - -o {q(staged)}"
+               f"mkdir -m 700 {q(stage)} || exit 1\n"
+               f"trap {q(cleanup)} EXIT\n"
+               f"trap {q(cleanup + '; exit 129')} HUP\n"
+               f"trap {q(cleanup + '; exit 130')} INT\n"
+               f"trap {q(cleanup + '; exit 143')} TERM")
+    output = f"-D - -o {q(body)}"
+    script = ('umask 077; set -C; cat > "$2" && { { [ ! -e "$1" ] && [ ! -L "$1" ]; } || '
+              'mv -f "$1" "$1.replaced-$(date -u +%Y%m%dT%H%M%SZ)"; } && mv -f "$2" "$1" || '
+              '{ rm -f "$2"; exit 1; }')
     keep_step = ("  rc=${e##*@@RC }; code=${e##*@@CODE }; code=${code%%[!0-9]*}\n"
-                 f"  printf 'K:'; head -c {cap + 1} {q(staged)} 2>/dev/null | base64 | "
+                 f"  printf 'K:'; head -c {cap + 1} {q(body)} 2>/dev/null | base64 | "
                  f"tr -d '\\n'; echo\n"
-                 f"  if [ \"$rc\" = 0 ] && [ \"$code\" = 200 ] && [ -s {q(staged)} ] && "
-                 f"[ \"$(wc -c < {q(staged)})\" -le {cap} ]; then "
-                 f"{{ [ -f {q(staged)} ]{owned(staged)} && "
-                 f"{{ [ ! -e {q(keep.path)} ] || mv -f {q(keep.path)} "
-                 f"{q(keep.path + '.replaced-')}\"$(date -u +%Y%m%dT%H%M%SZ)\"; }} && "
-                 f"mv -f {q(staged)} {q(keep.path)}; }} 2>/dev/null; fi\n"
-                 f"  rm -f {q(staged)}\n")
+                 f"  if [ \"$rc\" = 0 ] && [ \"$code\" = 200 ] && [ -s {q(body)} ] && "
+                 f"[ \"$(wc -c < {q(body)})\" -le {cap} ]; then "
+                 f"{as_user(user, group, 'sh', '-c', script, '-', keep.path, staged)} "
+                 f"< {q(body)} 2>/dev/null; fi\n"
+                 f"  rm -f {q(body)}\n")
     return prepare, output, keep_step
 
 

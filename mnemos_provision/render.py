@@ -42,9 +42,10 @@ DESIGN_DIRS = [
 ]
 # data/<d>: these, then each service's (its record's data/<name>)
 DESIGN_DATA_DIRS = ["models", "artifacts", "logs", "backups", "uploads"]
-# Directories the rendered configs need beyond the design's list.
+# Directories the rendered configs need beyond the design's list. (config/traefik/certs and
+# config/vault/tls are root's, made with their keys by roles/tree.py where TLS is on.)
 EXTRA_DIRS = ["docker/vault/config", "docker/vault/scripts", "config/prometheus/alerts",
-              "config/traefik/dynamic", "config/traefik/certs"]
+              "config/traefik/dynamic"]
 DATABASES = ["mnemos_cortex", "mnemos_genome", "mnemos_synkron"]
 # The uid and gid Traefik runs as (the registry's: its Helm chart's), for the compose block and
 # the group of its TLS key (roles/tree.py).

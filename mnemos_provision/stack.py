@@ -9,7 +9,7 @@ derived views), the preflight, the rendering (compose, scripts/health-check.sh, 
 
 Adding a service is its record here, its templates (templates/services/<name>.yml.j2, its block of
 docker-compose.yml; a service without one gets templates/services/generic.yml.j2; its configs under
-templates/mnemos/) and its stand-in (tests/standins/<name>): docs/contributing-registry.md.
+templates/mnemos/) and its stand-in (tests/standins/<name>): docs/contributing.md.
 """
 
 from __future__ import annotations

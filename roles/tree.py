@@ -10,7 +10,6 @@ import os
 import shlex
 import socket
 import time
-from typing import Any, Callable
 
 import pyinfra.operations.server
 from pyinfra.api import deploy
@@ -20,7 +19,7 @@ from mnemos_provision import secret_store
 from mnemos_provision.context import HostContext, fail
 from mnemos_provision.fact_batch import later
 from mnemos_provision.operations import files
-from mnemos_provision.operations.util import StateSwap
+from mnemos_provision.operations.util import AS_USER, StateSwap, as_user
 from mnemos_provision.render import TRAEFIK_UID, RenderError, render_tree
 from mnemos_provision.secret_store.load import secret_decision
 
@@ -50,12 +49,16 @@ def tree(ctx: HostContext):
     certificates(ctx=ctx)
 
 
-# The official Vault image runs as the user vault, group 1000: its key must be readable by that
-# group. Traefik runs as root in its container.
-VAULT_IMAGE_GID = 1000
+# The official Vault image (hashicorp/vault, Dockerfile: `addgroup vault && adduser -S -G vault
+# vault` on alpine) runs Vault as uid 100, group 1000. Its TLS key is given to that uid alone
+# (0400) in config/vault/tls, a directory of root (0755, so that uid can traverse it): no other
+# host account can read it, and only root can change what is in it (docs/security.md).
+VAULT_IMAGE_UID = 100
 
 
-# Traefik's self-signed certificate (traefik_tls): every *.mnemos.local router host, and localhost.
+# Traefik's self-signed certificate (traefik_tls): every *.mnemos.local router host, and localhost;
+# its key is given to TRAEFIK_UID alone (0400) in config/traefik/certs, a directory of root, as
+# Vault's is (Traefik runs as that uid: docs/cis-docker-benchmark.md).
 TRAEFIK_CERT_CN = "mnemos.local"
 TRAEFIK_CERT_SANS = "DNS:mnemos.local,DNS:*.mnemos.local,DNS:localhost,IP:127.0.0.1"
 
@@ -71,38 +74,64 @@ def openssl_self_signed(crt: str, key: str, cn: str, sans: str) -> str:
             f"-addext {q('subjectAltName=' + sans)} -keyout {q(key)} -out {q(crt)} 2>/dev/null")
 
 
-def self_signed(ctx: HostContext, directory: str, name: str, cn: str, sans: str, key_group: str,
-                key_mode: str) -> Callable[[], Any]:
-    """Make the certificate and its key once; returns the key's File fact (read when asked)."""
+def root_self_signed(ctx: HostContext, parent: str, sub: str, name: str, cn: str, sans: str,
+                     key_uid: int) -> None:
+    """
+    A certificate and key in `parent`/`sub` (parent: a directory of the tree), `sub` a directory
+    of root (0755) there: made there by root (the user may remove the directory, never change
+    what is in it), entered with cd -P and checked (root's, only root can write it, in a
+    directory of the user); the key owned by `key_uid` (the uid the container's server runs as),
+    0400 (read by that server and by root, by no other account). A directory of the user there
+    (an earlier deploy's) is removed by the user first. When the deploy is not root, the key
+    stays the running account's, 0400.
+    """
+    directory = f"{parent}/{sub}"
     crt, key = f"{directory}/{name}.crt", f"{directory}/{name}.key"
     crt_file, key_file = later(File, path=crt), later(File, path=key)
     q = shlex.quote
+    user, d = q(ctx.user), q(sub)
+    enter = (f'cd -P {d} && [ "$(stat -c %u:%a .)" = "$(id -u):755" ] && '
+             f'[ "$(stat -c %U ..)" = {user} ] || {{ echo "mnemos: {directory} is not a '
+             'directory of $(id -un) (0755) in a directory of ' + ctx.user + '; nothing was '
+             'written" >&2; exit 1; }')
+    new_crt, new_key = f".{name}.crt.new", f".{name}.key.new"
+    openssl = openssl_self_signed(new_crt, new_key, cn, sans)
+    make = (f"umask 077 && {openssl} && "
+            f"{{ [ \"$(id -u)\" -ne 0 ] || chown {key_uid}:0 {new_key}; }} && "
+            f"chmod 400 {new_key} && chmod 644 {new_crt} && "
+            f"mv -f {new_key} {q(name + '.key')} && mv -f {new_crt} {q(name + '.crt')}")
     pyinfra.operations.server.shell(
         name=f"Self-signed certificate {crt}",
         commands=[
-            f"install -d -m 755 -o {q(ctx.user)} -g {q(ctx.group)} {q(directory)} && "
-            f"{openssl_self_signed(crt, key, cn, sans)} && "
-            f"chown {q(ctx.user)}:{q(ctx.group)} {q(crt)} && chmod 644 {q(crt)} && "
-            f"chown {q(ctx.user)}:{key_group} {q(key)} && chmod {key_mode} {q(key)}"
+            f"{AS_USER}; cd -P {q(parent)} && [ \"$(stat -c %U .)\" = {user} ] || {{ echo "
+            f"\"mnemos: {parent} is not a directory of {ctx.user}\" >&2; exit 1; }}; "
+            # an earlier deploy's directory (the user's) is removed by the user
+            f'if [ -e {d} ] || [ -L {d} ]; then [ "$(stat -c %u {d})" = "$(id -u)" ] || '
+            f"{as_user(ctx.user, ctx.group, 'rm', '-rf', sub)} || exit 1; fi; "
+            f"{{ mkdir -m 755 {d} 2>/dev/null || [ -d {d} ]; }} && {enter} && {make}"
         ],
-        _if=lambda: not crt_file() or not key_file(),
+        _if=lambda: not crt_file() or not key_file() or key_file()["mode"] != 400,
     )
-    return key_file
+
+
+def vault_self_signed(ctx: HostContext) -> None:
+    """Vault's certificate and key in config/vault/tls (root_self_signed), the key the image's
+    vault uid's (VAULT_IMAGE_UID)."""
+    root_self_signed(ctx, f"{ctx.root}/config/vault", "tls", "vault", "vault", VAULT_CERT_SANS,
+                     VAULT_IMAGE_UID)
+
+
+def traefik_self_signed(ctx: HostContext) -> None:
+    """Traefik's certificate and key in config/traefik/certs (root_self_signed), the key
+    TRAEFIK_UID's: Traefik runs as that uid (CIS 4.1, docs/cis-docker-benchmark.md)."""
+    root_self_signed(ctx, f"{ctx.root}/config/traefik", "certs", "mnemos", TRAEFIK_CERT_CN,
+                     TRAEFIK_CERT_SANS, TRAEFIK_UID)
 
 
 @deploy("TLS certificates")
 def certificates(ctx: HostContext):
     s = ctx.settings
     if s.vault_tls:
-        self_signed(ctx, f"{ctx.root}/config/vault/tls", "vault", "vault",
-                    VAULT_CERT_SANS, str(VAULT_IMAGE_GID), "640")
+        vault_self_signed(ctx)
     if s.traefik_tls:
-        # Traefik runs as TRAEFIK_UID:TRAEFIK_UID (not root): it reads the key through its group.
-        key_file = self_signed(ctx, f"{ctx.root}/config/traefik/certs", "mnemos",
-                               TRAEFIK_CERT_CN, TRAEFIK_CERT_SANS, str(TRAEFIK_UID), "640")
-        key = shlex.quote(f"{ctx.root}/config/traefik/certs/mnemos.key")
-        pyinfra.operations.server.shell(
-            name="Traefik's TLS key readable by its group (a key made when Traefik ran as root)",
-            commands=[f"chgrp {TRAEFIK_UID} {key} && chmod 640 {key}"],
-            _if=lambda: bool(key_file()) and key_file()["mode"] != 640,
-        )
+        traefik_self_signed(ctx)

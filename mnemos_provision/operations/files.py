@@ -23,54 +23,55 @@ from mnemos_provision.connection import make_private_upload_dir, private_upload_
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.files import LineInFile, TreeState
 from mnemos_provision.operations.util import (
+    AS_USER,
     StateSwap,
+    as_user,
     fail_command,
+    in_root_only_dir,
+    install_as_root,
+    install_as_user,
     make_dirs,
     sha256,
-    staged_name,
+    stage_dir,
+    staged_run,
+    swap_as_user,
 )
 from mnemos_provision.tree_entry import TreeEntry
 
 
-def _secret_upload(content: bytes, dest: str, user: str, group: str, swap: StateSwap | None = None):
+def _staged_uploads(stage: str, contents: list[bytes | str]):
     """
-    Commands that write a secret file without it ever being readable by another account: a new
-    0700 directory under an unpredictable name beside `dest` (same filesystem: the final rename is
-    atomic), the upload into it, mode 0600 and the owner set there, then the rename into place
-    (a rename never follows a symlink at `dest`; a full disk leaves no half file at `dest`).
-    With `swap`, the rename happens only while `dest` is still the file the run read, under flock
-    on `swap.lock`.
+    Root's side of every write (docs/security.md): `stage` made (mkdir -m 700, root's
+    own), each content uploaded into it as `stage/<index>`. Over SSH with sudo, pyinfra uploads
+    as the login account first (to /tmp/pyinfra-<sha1>, the server's default mode): into a 0700
+    directory of that account instead. A str content is a file on the controller.
     """
     q = shlex.quote
-    stage = staged_name(posixpath.dirname(dest), dest)
-    staged = posixpath.join(stage, posixpath.basename(dest))
     yield StringCommand(f"mkdir -m 700 {q(stage)}")
     private = private_upload_dir(host)
     if private:
-        # over SSH with sudo, pyinfra uploads as the login account first (to /tmp/pyinfra-<sha1>,
-        # the server's default mode): into a 0700 directory of that account instead
         yield FunctionCommand(make_private_upload_dir, (private,), {})
-    yield FileUploadCommand(BytesIO(content), staged,
-                            remote_temp_filename=f"{private}/upload" if private else None)
+    for index, content in enumerate(contents):
+        yield FileUploadCommand(BytesIO(content) if isinstance(content, bytes) else content,
+                                f"{stage}/{index}",
+                                remote_temp_filename=f"{private}/{index}" if private else None)
     if private:
         yield StringCommand(f"rm -rf {q(private)}")
-    prepare = f"chmod 600 {q(staged)} && chown {q(user)}:{q(group)} {q(staged)}"
-    if swap is None:
-        yield StringCommand(f"{prepare} && mv -f {q(staged)} {q(dest)} && rmdir {q(stage)}")
-        return
-    keep = 'mv -f "$d" "$d.damaged-$(date -u +%Y%m%dT%H%M%SZ)" && ' if swap.keep_damaged else ""
-    yield StringCommand(
-        f"t={q(stage)}; s={q(staged)}; d={q(dest)}; l={q(swap.lock)}; {prepare} && ( "
-        f'exec 9>>"$l" && chown {q(user)}:{q(group)} "$l" && chmod 600 "$l" || exit 1; '
-        f'if ! flock -w {swap.wait} 9; then rm -rf "$t"; echo "mnemos: another run has held $l for '
-        f'{swap.wait} s (last holder: $(head -c 200 "$l")); try again once it has finished" >&2; '
-        "exit 1; fi; "
-        'if [ -e "$d" ]; then cur=$(sha256sum < "$d" | cut -c1-64); else cur=absent; fi; '
-        f'if [ "$cur" != {q(swap.expected)} ]; then rm -rf "$t"; echo "mnemos: $d was written by '
-        'another run after this run read it (that run: $(head -c 200 "$l")); this run stopped '
-        'before writing anything from it: run again" >&2; exit 1; fi; '
-        f'{keep}mv -f "$s" "$d" && rmdir "$t" && printf \'%s\\n\' {q(swap.holder)} > "$l" )'
-    )
+
+
+def _secret_upload(content: bytes, dest: str, user: str, group: str, swap: StateSwap | None = None):
+    """
+    Commands that write a secret file as `user`, never readable by another account: root stages
+    the content in a directory of its own, `user` writes it 0600 under a new name beside `dest`
+    and renames it into place (a rename never follows a symlink at `dest`; a full disk leaves no
+    half file at `dest`). With `swap`, the rename happens only while `dest` is still the file the
+    run read, under flock on `swap.lock` (opened by `user` too).
+    """
+    stage = stage_dir()
+    yield from _staged_uploads(stage, [content])
+    step = (install_as_user(user, group, f"{stage}/0", dest, "600") if swap is None
+            else swap_as_user(user, group, f"{stage}/0", dest, swap))
+    yield staged_run(stage, [step])
 
 
 def _secret_facts(path: str, **_) -> dict:
@@ -104,13 +105,15 @@ def secret(facts: DeclaredFacts, path: str, content: bytes, user: str, group: st
     """
     name = posixpath.basename(path)
     state = facts["state"].get(name)
-    q = shlex.quote
     if state is not None and state.sha256 == sha256(content):
         if state.mode == "600" and (state.owner, state.group) == (user, group):
             host.noop(f"secret file {path} is up to date (0600, {user}:{group})")
             return
-        yield StringCommand(f"chmod 600 {q(path)} && chown {q(user)}:{q(group)} {q(path)}")
-        return
+        if state.owner == user:  # its mode and group, by its owner
+            yield StringCommand(f"{AS_USER}; {as_user(user, group, 'chmod', '600', path)} && "
+                                f"{as_user(user, group, 'chgrp', group, path)}")
+            return
+        # another owner: written again by `user` (root never chowns in a directory of the user)
     if create_dirs:
         yield make_dirs(posixpath.dirname(path), user, group, last_mode="700", private=True)
     yield from _secret_upload(content, path, user, group, swap)
@@ -165,8 +168,9 @@ def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, g
     """
     Converge a whole rendered tree in a bounded number of round trips: one fact reads type, mode,
     owner and sha256 of every managed path; only what differs is created, uploaded or fixed.
-    Every file is written under a temporary name and renamed into place; secret entries through a
-    new 0700 directory beside them, never shown in a diff.
+    Everything in the tree is done by `user` (docs/security.md): each file written by that
+    account under a temporary name and renamed into place; secret entries never shown in a diff.
+    A directory of another account is refused (root never chowns in the tree).
 
     + root: absolute path of the tree
     + entries: TreeEntry list from mnemos_provision.render.render_tree
@@ -181,26 +185,29 @@ def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, g
                   user="dev", group="dev")
     """
     state = facts["state"]
-    q = shlex.quote
 
-    mkdirs: list[str] = []
+    mkdirs: list[tuple[str, str]] = []  # (mode, path), parents first
     uploads: list[TreeEntry] = []
     chmods: dict[str, list[str]] = {}
-    chowns: list[str] = []
+    chgrps: list[str] = []
+    not_theirs: list[str] = []  # directories of another owner: root never chowns in the tree
 
-    def want(path: str, mode: str) -> None:
-        current = state.get(path)
+    def want(path: str, mode: str) -> bool:
+        """Its mode and group repaired (by `user`) if it is `user`'s; False when it belongs to
+        another account."""
+        current = state[path]
+        if current.owner != user:
+            return False
         full = posixpath.normpath(posixpath.join(root, path))
-        if current is None:
-            return
         if current.mode != mode:
             chmods.setdefault(mode, []).append(full)
-        if (current.owner, current.group) != (user, group):
-            chowns.append(full)
+        if current.group != group:
+            chgrps.append(full)
+        return True
 
     make_root = "." not in state
-    if not make_root:
-        want(".", state["."].mode)  # the root keeps its mode; only the owner is ours
+    if not make_root and not want(".", state["."].mode):  # the root keeps its mode
+        not_theirs.append(root)
     foreign = [reason for entry in entries if entry.path in state
                for reason in [_foreign_path(posixpath.join(root, entry.path), entry.kind,
                                             state[entry.path])] if reason]
@@ -213,20 +220,26 @@ def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, g
         current = state.get(entry.path)
         if entry.kind == "directory":
             if current is None:
-                mkdirs.append(full)
-                chmods.setdefault(entry.mode, []).append(full)
-                chowns.append(full)
-            else:
-                want(entry.path, entry.mode)
+                mkdirs.append((entry.mode, full))
+            elif not want(entry.path, entry.mode):
+                not_theirs.append(full)
             continue
-        if current is None or current.sha256 != sha256(entry.content or b""):
+        # a file of another owner is written again, by `user`
+        if (current is None or current.sha256 != sha256(entry.content or b"")
+                or not want(entry.path, entry.mode)):
             uploads.append(entry)
-        else:
-            want(entry.path, entry.mode)
+    if not_theirs:
+        yield fail_command(
+            "; ".join(f"{p} belongs to {state[posixpath.relpath(p, root)].owner}, not {user}"
+                      for p in not_theirs)
+            + f". Nothing was written: the deploy never changes an owner inside the tree; run "
+              f"`sudo chown {user}:{group} {' '.join(shlex.quote(p) for p in not_theirs)}` "
+              "and run again")
+        return
 
     needs_git = git_init and ".git" not in state
 
-    if not (make_root or mkdirs or uploads or chmods or chowns or needs_git):
+    if not (make_root or mkdirs or uploads or chmods or chgrps or needs_git):
         host.noop(f"tree {root}: all {len(entries)} managed paths up to date")
         return
 
@@ -235,32 +248,34 @@ def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, g
 
     if make_root:
         yield make_dirs(root, user, group, last_mode="755", private=False)
+    # Everything in the tree is done by `user` (docs/security.md): each file is written by
+    # that account under a new name beside its place, given its mode and renamed into place (a
+    # full disk never leaves a half file; a rename replaces a path without writing through it).
+    steps: list[str] = []
     if mkdirs:
-        yield StringCommand("mkdir -p " + " ".join(q(p) for p in mkdirs))
-    # Every file is uploaded under an unpredictable name beside its place, given its mode and
-    # owner there, and renamed into place: a full disk never leaves a half file, and a rename
-    # replaces a path without writing through it.
-    renames: list[tuple[str, str]] = []
-    for entry in uploads:
-        full = posixpath.join(root, entry.path)
-        if entry.secret:
-            yield from _secret_upload(entry.content or b"", full, user, group)
-        else:
-            staged = staged_name(posixpath.dirname(full), full)
-            yield FileUploadCommand(BytesIO(entry.content or b""), staged)
-            chmods.setdefault(entry.mode, []).append(staged)
-            chowns.append(staged)
-            renames.append((staged, full))
+        steps.append(as_user(user, group, "sh", "-c", _MKDIRS, "-",
+                             *[part for mode, path in mkdirs for part in (mode, path)]))
     for mode, paths in sorted(chmods.items()):
-        yield StringCommand(f"chmod {mode} " + " ".join(q(p) for p in paths))
-    if chowns:
-        yield StringCommand(f"chown {q(user)}:{q(group)} " + " ".join(q(p) for p in chowns))
-    if renames:
-        yield StringCommand(" && ".join(f"mv -f {q(a)} {q(b)}" for a, b in renames))
+        steps.append(as_user(user, group, "chmod", mode, *paths))
+    if chgrps:
+        steps.append(as_user(user, group, "chgrp", group, *chgrps))
+    stage = stage_dir()
+    for index, entry in enumerate(uploads):
+        steps.append(install_as_user(user, group, f"{stage}/{index}",
+                                     posixpath.join(root, entry.path), entry.mode))
     if needs_git:
-        yield StringCommand(
-            f"git -C {q(root)} init -q -b main && chown -R {q(user)}:{q(group)} {q(root)}/.git"
-        )
+        steps.append(as_user(user, group, "git", "-C", root, "init", "-q", "-b", "main"))
+    if uploads:
+        yield from _staged_uploads(stage, [entry.content or b"" for entry in uploads])
+        yield staged_run(stage, steps)
+    else:
+        yield StringCommand(f"{AS_USER}; " + " && ".join(steps))
+
+
+# sh, as the user: mkdir -m MODE PATH for each pair of arguments, in order (parents first); one
+# another run made meanwhile is fine
+_MKDIRS = ('while [ $# -gt 1 ]; do mkdir -m "$1" -- "$2" 2>/dev/null || [ -d "$2" ] || '
+           '{ echo "mnemos: cannot create $2" >&2; exit 1; }; shift 2; done')
 
 
 def _system_files_fact(files: list[tuple[str, bytes | Path, str]], **_) -> dict:
@@ -293,29 +308,39 @@ def system_files(facts: DeclaredFacts, files: list[tuple[str, bytes | Path, str]
     """
     state = facts["state"]
     q = shlex.quote
-    commands: list = []
-    upload: str | BytesIO
+    uploads: list[bytes | str] = []
+    steps: list[str] = []
+    stage = stage_dir()
+    upload: bytes | str
+    mtime: int | None
+    # root's own files, in directories only root can write (checked after cd -P): staged in root's
+    # stage directory, copied in under a new name, given mode and owner, renamed into place
     for path, content, mode in files:
         current = state.get(path.lstrip("/"))
+        directory, name = posixpath.dirname(path), posixpath.basename(path)
         if isinstance(content, Path):
             local = os.stat(content)
             same = (current is not None and current.size == local.st_size
                     and current.mtime == int(local.st_mtime))
-            upload, touch = str(content), f" && touch -m -d @{int(local.st_mtime)} {q(path)}"
+            upload, mtime = str(content), int(local.st_mtime)
         else:
             same = current is not None and current.sha256 == sha256(content)
-            upload, touch = BytesIO(content), ""
+            upload, mtime = content, None
         if not same:
-            commands.append(StringCommand(f"mkdir -p {q(posixpath.dirname(path))}"))
-            commands.append(FileUploadCommand(upload, path))
-            commands.append(StringCommand(
-                f"chmod {mode} {q(path)} && chown root:root {q(path)}{touch}"))
+            steps.append(f"mkdir -p {q(directory)}")
+            steps.append(install_as_root(f"{stage}/{len(uploads)}", path, mode, mtime))
+            uploads.append(upload)
         elif current.mode != mode or (current.owner, current.group) != ("root", "root"):
-            commands.append(StringCommand(f"chmod {mode} {q(path)} && chown root:root {q(path)}"))
-    if not commands:
+            steps.append(in_root_only_dir(directory, f"chmod {mode} {q(name)} && "
+                                                     f"chown -h root:root {q(name)}"))
+    if not steps:
         host.noop(f"{', '.join(p for p, _, _ in files)} up to date")
         return
-    yield from commands
+    if uploads:
+        yield from _staged_uploads(stage, uploads)
+        yield staged_run(stage, steps)
+    else:
+        yield StringCommand(" && ".join(steps))
 
 
 @batched_operation(lambda path, line, **_: {"state": (LineInFile, {"path": path, "line": line})})
@@ -340,11 +365,9 @@ def line(facts: DeclaredFacts, path: str, line: str, user: str, group: str):
     if state == "present":
         host.noop(f"{path} has the line {line!r}")
         return
-    q = shlex.quote
+    # by `user`: ~/.profile (or a symlink there) leads only where `user` can write
     if state == "missing":
-        yield StringCommand(f"printf '%s\\n' {q(line)} > {q(path)} && "
-                            f"chown {q(user)}:{q(group)} {q(path)} "
-                            f"&& chmod 644 {q(path)}")
-        return
-    yield StringCommand(f"[ -z \"$(tail -c 1 {q(path)})\" ] || echo >> {q(path)}; "
-                        f"printf '%s\\n' {q(line)} >> {q(path)}")
+        script = 'printf "%s\\n" "$2" > "$1" && chmod 644 "$1"'
+    else:
+        script = '[ -z "$(tail -c 1 "$1")" ] || echo >> "$1"; printf "%s\\n" "$2" >> "$1"'
+    yield StringCommand(f"{AS_USER}; {as_user(user, group, 'sh', '-c', script, '-', path, line)}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import posixpath
-import secrets
 import shlex
 from typing import cast
 
@@ -25,13 +24,14 @@ from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, operation
 
 from mnemos_provision import host_http, vault_setup
+from mnemos_provision.operations.util import AS_USER, install_as_user, make_dirs_script, stage_dir
 
 
 class HostKeyStore:
     """
-    The keys file on the host (a vault_setup.KeyStore): 0600, written through a 0700 staging
-    directory, never printed. Commands go through a host_http Runner: the current pyinfra host's
-    connector unless another is given (tests).
+    The keys file on the host (a vault_setup.KeyStore): 0600, written by its owner from root's
+    0700 staging directory (docs/security.md), never printed. Commands go through a
+    host_http Runner: the current pyinfra host's connector unless another is given (tests).
 
     `found` is the keys file as this run's secret read found it (mnemos_provision.secret_store:
     ("file", its bytes) or ("missing", None)); the plan uses it instead of reading the file again
@@ -77,29 +77,23 @@ class HostKeyStore:
         return _PlanningKeys(self.path, self.user, self.group, self._runner, self.found)
 
     def save(self, data: dict) -> None:
-        # a new 0700 directory under an unpredictable name beside the file (never a chmod of an
-        # existing directory, never a name another account could plant), then a rename
-        stage = posixpath.join(posixpath.dirname(self.path),
-                               f".{posixpath.basename(self.path)}.mnemos-{secrets.token_hex(16)}")
-        staged = posixpath.join(stage, posixpath.basename(self.path))
+        # root stages the file in a directory of its own; the user makes the folder (0700 when
+        # missing, never changed otherwise) and writes the file (docs/security.md)
+        stage = stage_dir()
         q = shlex.quote
-        folder = q(posixpath.dirname(self.path))
-        rc, _ = self.runner.run(
-            f"{{ [ -d {folder} ] || {{ mkdir -p -m 700 {folder} && chown {q(self.user)}:"
-            f"{q(self.group)} {folder}; }}; }} && mkdir -m 700 {q(stage)}")
+        folder = posixpath.dirname(self.path)
+        rc, _ = self.runner.run(f"mkdir -m 700 {q(stage)}")
         try:
             if rc == 0:
-                self.runner.put(vault_setup.dumps_keys(data), staged)
+                self.runner.put(vault_setup.dumps_keys(data), f"{stage}/keys")
         except host_http.HostHTTPError:
             rc = 1
+        if rc == 0:
+            rc, _ = self.runner.run(
+                f"{AS_USER}; ( {make_dirs_script(folder, self.user, self.group, '700', False)} ) "
+                f"&& {install_as_user(self.user, self.group, f'{stage}/keys', self.path, '600')}")
+        self.runner.run(f"rm -rf {q(stage)}")
         if rc != 0:
-            self.runner.run(f"rm -rf {q(stage)}")
-            raise OperationError(f"cannot write {self.path}")
-        rc, _ = self.runner.run(
-            f"chmod 600 {q(staged)} && chown {q(self.user)}:{q(self.group)} {q(staged)} && "
-            f"mv -f {q(staged)} {q(self.path)} && rmdir {q(stage)}")
-        if rc != 0:
-            self.runner.run(f"rm -rf {q(stage)}")
             raise OperationError(f"cannot write {self.path}")
 
     def initialize(self, client, desired: "vault_setup.Desired") -> dict:

@@ -86,7 +86,7 @@ def _decide(ctx: HostContext) -> Decision:
         also = {"vault_keys": ctx.vault_keys_path} if ctx.settings.service_enabled("vault") else {}
         ok, lines, stderr = run_as_operations(read_command(
             path, env_path, backup_locations(ctx), ctx.settings.compose_project, volumes,
-            also=also))
+            also=also, user=ctx.user, group=ctx.group))
         if not ok:
             fail("the secret state could not be read; nothing on the host was changed:",
                  [f"{path}: {' '.join(stderr)[-300:] or 'the read command failed'}"])

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from mnemos_provision import dotenv, stack
 from mnemos_provision.dotenv import SECRET_LENGTHS
+from mnemos_provision.operations.util import AS_USER, as_user
 from mnemos_provision.secret_values import Secrets
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
@@ -130,21 +131,28 @@ class HostState:
 
 
 def read_command(state: str, env: str, backups: list[str], project: str, volumes: bool = False,
-                 also: dict[str, str] | None = None) -> str:
+                 also: dict[str, str] | None = None, user: str | None = None,
+                 group: str | None = None) -> str:
     """One POSIX sh command: both files (base64), the state directory, the encrypted archives
     in each directory of `backups` (every place backups are written), the files of `also`
     ({name: path}: other secret files the run reads, e.g. Vault's keys file) and, with `volumes`
-    (only when a secret is missing: it asks the engine), the project's volumes."""
+    (only when a secret is missing: it asks the engine), the project's volumes.
+    The files are opened by `user` (their owner, in directories of theirs): a file swapped for a
+    symlink between the check and the read is read with that account's rights, never root's
+    (docs/security.md)."""
     q = shlex.quote
     dirs = " ".join(q(d) for d in dict.fromkeys(backups))
     others = "".join(f"part also:{name} {q(path)}\n" for name, path in (also or {}).items())
+    readable = as_user(user, group, "test", "-r")
+    read = as_user(user, group, "sh", "-c", 'base64 < "$1"', "-")
     return f"""
+{AS_USER}
 part() {{
   printf '== %s ' "$1"
   if [ -L "$2" ]; then echo symlink
   elif [ -d "$2" ]; then echo directory
   elif [ -f "$2" ]; then
-    if [ -r "$2" ]; then echo file; base64 < "$2" || exit 1; else echo unreadable; fi
+    if {readable} "$2"; then echo file; {read} "$2" || exit 1; else echo unreadable; fi
   elif [ -e "$2" ]; then echo other
   else echo missing; fi
 }}
@@ -275,8 +283,8 @@ def read_state(state: HostFile, state_path: str) -> StateRead:
                           "through or over it; move it away (and restore the state file from a "
                           "backup)"])
     if state.kind == "unreadable":
-        raise StateError([f"{state_path} cannot be read by this run: run with the privileges of "
-                          "the run that wrote it (e.g. --sudo), or fix its owner"])
+        raise StateError([f"{state_path} cannot be read by this run (it reads it as mnemos_user): "
+                          "fix its owner (sudo chown <mnemos_user>: <file>), or run with --sudo"])
     raw = state.data
     how = "missing" if raw is None else "empty" if not raw.strip() else None
     try:

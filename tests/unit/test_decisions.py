@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import os
 import re
+import shlex
 import subprocess
 
 import pytest
@@ -20,6 +21,7 @@ from mnemos_provision.facts.apt import AptState
 from mnemos_provision.facts.files import LineInFile, PathState
 from mnemos_provision.facts.server import Snapshot
 from mnemos_provision.operations import apt, compose, docker, files, server
+from mnemos_provision.operations.util import AS_USER, ROOT_ONLY_CWD
 from mnemos_provision.render import TreeEntry
 from mnemos_provision.settings import validate
 from roles.preflight import evaluate
@@ -243,19 +245,20 @@ def test_sync_tree_repairs_only_what_drifted():
              ".env": PathState("regular file", "644", "dev", "dev", _sha(b"SECRET=x\n"))}
     commands, _ = run_op(files, files.tree, {"TreeState": state}, root="/r",
                          entries=entries, user="dev", group="dev")
-    staged = re.fullmatch(r"UPLOAD (/r/config/\.a\.yml\.mnemos-[0-9a-f]{32})", commands[1])
-    assert staged, commands[1]
-    staged = staged.group(1)
-    # uploaded under an unpredictable name beside its place, mode and owner set, then renamed
-    assert commands == [
-        "mkdir -p /r/logs",
-        f"UPLOAD {staged}",
-        "chmod 600 /r/.env",
-        f"chmod 644 {staged}",
-        "chmod 755 /r/logs",
-        f"chown dev:dev /r/logs {staged}",
-        f"mv -f {staged} /r/config/a.yml",
-    ]
+    stage = re.fullmatch(r"mkdir -m 700 (/tmp/mnemos-stage-[0-9a-f]{32})", commands[0])
+    assert stage, commands[0]
+    stage = stage.group(1)
+    # root uploads into its own stage; everything in the tree is done by dev (as_user): the new
+    # directory, the mode of .env, a.yml written under a new name beside its place and renamed
+    assert commands[1] == f"UPLOAD {stage}/0" and len(commands) == 3
+    assert commands[2].startswith(AS_USER + "; ( ")
+    assert commands[2].endswith(f" ); rc=$?; rm -rf {stage}; exit $rc")
+    steps = commands[2][len(AS_USER) + 4:].rsplit(" ); rc=$?", 1)[0].split(" && as_user ")
+    assert steps[0] == f"as_user dev dev sh -c {shlex.quote(files._MKDIRS)} - 755 /r/logs"
+    assert steps[1] == "dev dev chmod 600 /r/.env"
+    assert re.fullmatch(r"dev dev sh -c .* - /r/config/a\.yml "
+                        rf"/r/config/\.a\.yml\.mnemos-[0-9a-f]{{32}} 644 < {stage}/0", steps[2])
+    assert len(steps) == 3 and "chown" not in commands[2]
 
 
 @pytest.mark.parametrize("kind,links,fragment", [
@@ -281,13 +284,15 @@ def test_sync_tree_writes_secrets_through_a_new_private_directory_and_inits_git(
     state = {".": PathState("directory", "755", "dev", "dev")}
     commands, _ = run_op(files, files.tree, {"TreeState": state}, root="/r",
                          entries=entries, user="dev", group="dev")
-    stage = re.fullmatch(r"mkdir -m 700 (/r/\.\.env\.mnemos-[0-9a-f]{32})", commands[0])
+    stage = re.fullmatch(r"mkdir -m 700 (/tmp/mnemos-stage-[0-9a-f]{32})", commands[0])
     assert stage, commands[0]
     stage = stage.group(1)
-    assert commands[1] == f"UPLOAD {stage}/.env"
-    assert commands[2] == (f"chmod 600 {stage}/.env && chown dev:dev {stage}/.env && "
-                           f"mv -f {stage}/.env /r/.env && rmdir {stage}")
-    assert commands[-1].startswith("git -C /r init -q -b main")
+    assert commands[1] == f"UPLOAD {stage}/0"
+    # written 0600 from its creation by dev, beside its place, then renamed; git init by dev
+    assert re.search(r"as_user dev dev sh -c .*umask 077.* - /r/\.env "
+                     rf"/r/\.\.env\.mnemos-[0-9a-f]{{32}} 600 < {stage}/0", commands[2])
+    assert "as_user dev dev git -C /r init -q -b main" in commands[2]
+    assert commands[2].endswith(f"rm -rf {stage}; exit $rc")
     assert not any("SECRET" in c for c in commands)
 
 
@@ -344,13 +349,22 @@ def test_system_files_uploads_only_what_differs():
         ("/etc/docker/daemon.json", b"{}\n", "644"),
         ("/etc/cron.d/mnemos-backup", b"x\n", "644"),
         ("/usr/local/lib/docker/cli-plugins/docker-compose", b"ELF", "755")])
-    assert commands == [
-        "chmod 644 /etc/cron.d/mnemos-backup && chown root:root /etc/cron.d/mnemos-backup",
-        "mkdir -p /usr/local/lib/docker/cli-plugins",
-        "UPLOAD /usr/local/lib/docker/cli-plugins/docker-compose",
-        "chmod 755 /usr/local/lib/docker/cli-plugins/docker-compose && "
-        "chown root:root /usr/local/lib/docker/cli-plugins/docker-compose",
-    ]
+    stage = re.fullmatch(r"mkdir -m 700 (/tmp/mnemos-stage-[0-9a-f]{32})", commands[0])
+    assert stage, commands[0]
+    stage = stage.group(1)
+    assert commands[1] == f"UPLOAD {stage}/0" and len(commands) == 3
+    # only the mode of the cron entry and the missing plugin, each inside its directory checked
+    # root-only after cd -P; the plugin copied to a new name there and renamed into place
+    steps = commands[2]
+    assert steps.startswith(AS_USER + "; ( ")
+    assert steps.endswith(f" ); rc=$?; rm -rf {stage}; exit $rc")
+    assert "daemon.json" not in steps
+    assert (f"( cd -P -- /etc/cron.d && {{ {ROOT_ONLY_CWD} || ") in steps
+    assert "} && chmod 644 mnemos-backup && chown -h root:root mnemos-backup )" in steps
+    assert (f"mkdir -p /usr/local/lib/docker/cli-plugins && ( cd -P -- "
+            f"/usr/local/lib/docker/cli-plugins && {{ {ROOT_ONLY_CWD} || ") in steps
+    assert re.search(rf"cp {stage}/0 (\.docker-compose\.mnemos-[0-9a-f]{{32}}) && chmod 755 \1 "
+                     r"&& chown root:root \1 && mv -f \1 docker-compose ", steps)
 
 
 def test_system_files_compares_a_controller_file_by_size_and_mtime(tmp_path):
@@ -366,14 +380,21 @@ def test_system_files_compares_a_controller_file_by_size_and_mtime(tmp_path):
 
     commands, noops = run_op(files, files.system_files, state(3000, 1_700_000_000), files=wanted)
     assert commands == [] and noops
-    upload = ["mkdir -p /usr/local/lib/docker/cli-plugins", f"UPLOAD {dest}",
-              f"chmod 755 {dest} && chown root:root {dest} && touch -m -d @1700000000 {dest}"]
-    assert run_op(files, files.system_files, state(3001, 1_700_000_000), files=wanted)[0] == upload
-    assert run_op(files, files.system_files, state(3000, 1_700_000_001), files=wanted)[0] == upload
-    assert run_op(files, files.system_files, {"TreeState": {}}, files=wanted)[0] == upload
+    def uploads(facts) -> bool:
+        """The plugin uploaded (the controller file's path) and given its mtime in place."""
+        commands = run_op(files, files.system_files, facts, files=wanted)[0]
+        return (len(commands) == 3 and commands[1].startswith("UPLOAD /tmp/mnemos-stage-")
+                and re.search(r"touch -m -d @1700000000 (\.docker-compose\.mnemos-[0-9a-f]{32})"
+                              r" && mv -f \1 docker-compose ", commands[2]) is not None)
+    assert uploads(state(3001, 1_700_000_000))
+    assert uploads(state(3000, 1_700_000_001))
+    assert uploads({"TreeState": {}})
     changed_mode = state(3000, 1_700_000_000, "700")
     assert run_op(files, files.system_files, changed_mode, files=wanted)[0] == [
-        f"chmod 755 {dest} && chown root:root {dest}"]
+        f"( cd -P -- /usr/local/lib/docker/cli-plugins && {{ {ROOT_ONLY_CWD} || {{ echo "
+        "'mnemos: /usr/local/lib/docker/cli-plugins '\"is writable by another account than "
+        "$(id -un); nothing was written there\" >&2; exit 1; }; } && chmod 755 docker-compose "
+        "&& chown -h root:root docker-compose )"]
 
 
 def _line_state(path, line) -> str:
@@ -571,3 +592,28 @@ def test_archives_where_backup_storage_path_points_keep_their_key(tmp_path):
     assert nothing.backups == 0
     assert decide(nothing, {}, state_path="s.json", env_path=".env",
                   project="p").values["BACKUP_ENCRYPTION_KEY"]
+
+
+def test_sync_tree_never_chowns_a_directory_and_rewrites_a_file_of_another_owner():
+    """Root never chowns in the tree (docs/security.md): a directory of another account
+    stops the run with the chown to run; a file of another account is written again by dev; a
+    group that drifted is set back by dev."""
+    entries = [TreeEntry("config", "directory", "755"),
+               TreeEntry("config/a.yml", "file", "644", b"a: 1\n"),
+               TreeEntry("config/b.yml", "file", "644", b"b: 1\n")]
+    state = {".": PathState("directory", "755", "dev", "dev"),
+             ".git": PathState("directory", "755", "dev", "dev"),
+             "config": PathState("directory", "755", "root", "root"),
+             "config/a.yml": PathState("regular file", "644", "root", "root", _sha(b"a: 1\n")),
+             "config/b.yml": PathState("regular file", "644", "dev", "adm", _sha(b"b: 1\n"))}
+    commands, _ = run_op(files, files.tree, {"TreeState": state}, root="/r",
+                         entries=entries, user="dev", group="dev")
+    assert len(commands) == 1 and "/r/config belongs to root, not dev" in commands[0]
+    assert "sudo chown dev:dev /r/config" in commands[0] and commands[0].endswith("exit 1")
+    state["config"] = PathState("directory", "755", "dev", "dev")
+    commands, _ = run_op(files, files.tree, {"TreeState": state}, root="/r",
+                         entries=entries, user="dev", group="dev")
+    assert commands[1].startswith("UPLOAD /tmp/mnemos-stage-")  # a.yml, written again by dev
+    assert "as_user dev dev chgrp dev /r/config/b.yml" in commands[2]
+    assert re.search(r"as_user dev dev sh -c .* - /r/config/a\.yml ", commands[2])
+    assert "chown" not in commands[2]

@@ -9,6 +9,7 @@ SIGTERM, SIGINT or SIGHUP leaves nothing in TMPDIR (nothing is ever written ther
 
 from __future__ import annotations
 
+import glob
 import http.server
 import json
 import os
@@ -356,11 +357,20 @@ class Held(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def stages() -> set[str]:
+    """Root's staging directories in /tmp (operations/util.py's stage_dir)."""
+    return set(glob.glob("/tmp/mnemos-stage-*"))
+
+
+def new_stages(before: set[str]) -> list[str]:
+    return sorted(stages() - before)
+
+
 class Killed(Runner):
     """Runs the command in a process group of its own and, while the server holds the answer
     back, sends the group `sig` (Ctrl-C, a dropped SSH session, a `kill`)."""
 
-    def __init__(self, server, sig: int, tmpdir: str, staged_in: str | None = None):
+    def __init__(self, server, sig: int, tmpdir: str, staged_in: set[str] | None = None):
         self.server, self.sig, self.tmpdir, self.staged_in = server, sig, tmpdir, staged_in
         self.during: list[str] | None = None
         self.staged: list[str] = []
@@ -375,11 +385,12 @@ class Killed(Runner):
             process.stdin.close()
             try:
                 assert self.server.arrived.wait(20), "the request never reached the server"
-                if self.staged_in:  # kill once the half answer is staged beside the keys file
+                if self.staged_in is not None:  # kill once root's stage holds the half answer
                     deadline = time.monotonic() + 5
-                    while not os.listdir(self.staged_in) and time.monotonic() < deadline:
+                    while not self.staged and time.monotonic() < deadline:
+                        self.staged = [d for d in new_stages(self.staged_in)
+                                       if os.path.exists(os.path.join(d, "body"))]
                         time.sleep(0.01)
-                    self.staged = os.listdir(self.staged_in)
                 self.during = sorted(os.listdir(self.tmpdir))
                 os.killpg(process.pid, self.sig)
                 process.wait(timeout=20)
@@ -402,7 +413,8 @@ def test_a_request_killed_leaves_nothing_behind(sig, kept, tmp_path, monkeypatch
     monkeypatch.setenv("TMPDIR", str(tmpdir))
     server, url = serve(Held)
     server.arrived, server.release = threading.Event(), threading.Event()  # type: ignore[attr-defined]
-    runner = Killed(server, sig, str(tmpdir), str(keys) if kept else None)
+    before = stages()
+    runner = Killed(server, sig, str(tmpdir), before if kept else None)
     try:
         with pytest.raises(HostHTTPError):
             HostHTTP(runner).request("PUT", f"{url}/v1/sys/init", {"X-Vault-Token": "token-a"},
@@ -414,8 +426,9 @@ def test_a_request_killed_leaves_nothing_behind(sig, kept, tmp_path, monkeypatch
     assert runner.returncode != 0
     assert os.listdir(tmpdir) == [], f"left in TMPDIR: {os.listdir(tmpdir)}"
     assert runner.during == [], f"written to TMPDIR while the request ran: {runner.during}"
-    if kept:  # the half-received answer was staged beside the keys file: removed, none kept
+    if kept:  # the half-received answer was staged in root's stage: removed, none kept
         assert runner.staged, "the command was killed before it staged the answer"
+        assert new_stages(before) == [], f"root's stage left behind: {new_stages(before)}"
         assert os.listdir(keys) == [], f"left beside the keys file: {os.listdir(keys)}"
 
 

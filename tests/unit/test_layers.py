@@ -4,7 +4,7 @@ operations (it imports no other role); operations import no role and no deploy; 
 neither operations nor roles. Imports are read from the code (ast), lazy and relative ones
 included (a relative import is resolved against the importing module's package).
 
-One import convention (docs/contributing-registry.md): the plain names apt, docker, files,
+One import convention (docs/contributing.md): the plain names apt, docker, files,
 server... are the project's own operation modules (mnemos_provision.operations.*), imported
 unaliased; pyinfra's operation and fact modules are never bound to a name of their own (`import
 pyinfra.operations.server`, then `pyinfra.operations.server.shell(...)`), so `server.` means the
