@@ -187,14 +187,21 @@ def test_the_vault_keys_file_written_for_the_account_never_reaches_a_file_of_roo
     untouched(target)
 
 
-def test_vault_tls_directory_swapped_for_a_symlink_never_reaches_a_directory_of_root(account):
-    """The account plants config/vault/tls as a symlink to a directory of root (the one holding
-    root's file); the deploy with vault_tls makes Vault's key: nothing lands in root's directory,
-    which keeps its owner and mode, and the key is the image's vault uid's, 0400."""
+@pytest.mark.parametrize("setting, directory, key_name, uid", [
+    ("vault_tls", "config/vault/tls", "vault.key", 100),
+    # Traefik's key is made the same way, for the uid Traefik runs as (TRAEFIK_UID)
+    ("traefik_tls", "config/traefik/certs", "mnemos.key", 65532),
+])
+def test_tls_directory_swapped_for_a_symlink_never_reaches_a_directory_of_root(
+        account, setting, directory, key_name, uid):
+    """The account plants the TLS directory (config/vault/tls, config/traefik/certs) as a symlink
+    to a directory of root (the one holding root's file); the deploy with vault_tls (traefik_tls)
+    makes the key: nothing lands in root's directory, which keeps its owner and mode, and the key
+    is the container's uid's (the image's vault uid, Traefik's), 0400."""
     name, home, target = account
     first = deploy(name, home)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
-    tls = home / "mnemos" / "config" / "vault" / "tls"
+    tls = home / "mnemos" / directory
     planted = subprocess.run(["setpriv", f"--reuid={name}", f"--regid={name}", "--init-groups",
                               "ln", "-s", str(target.parent), str(tls)],
                              capture_output=True, text=True)
@@ -203,12 +210,12 @@ def test_vault_tls_directory_swapped_for_a_symlink_never_reaches_a_directory_of_
     second = run([PYINFRA, "@local", "deploys/tree.py", "-y",
                   "--data", f"mnemos_user={name}", "--data", f"mnemos_root={home}/mnemos",
                   "--data", f"secrets_state_path={home}/state/secrets.json",
-                  "--data", f"compose_project=mnr{name[3:]}", "--data", "vault_tls=true"],
+                  "--data", f"compose_project=mnr{name[3:]}", "--data", f"{setting}=true"],
                  cwd=REPO)
     st = target.parent.stat()
     assert (st.st_uid, oct(st.st_mode & 0o777)) == (0, "0o755"), "root's directory was changed"
     assert sorted(p.name for p in target.parent.iterdir()) == before, "written into root's dir"
     untouched(target)
     assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
-    key = (tls / "vault.key").lstat()
-    assert not tls.is_symlink() and (key.st_uid, oct(key.st_mode & 0o777)) == (100, "0o400")
+    key = (tls / key_name).lstat()
+    assert not tls.is_symlink() and (key.st_uid, oct(key.st_mode & 0o777)) == (uid, "0o400")
