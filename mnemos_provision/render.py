@@ -34,7 +34,6 @@ DESIGN_DIRS = [
     "src/common",
     *[f"src/common/{d}" for d in ("auth", "logging", "metrics", "tracing", "errors", "models")],
     "config/alertmanager",
-    *[f"config/grafana/{d}" for d in ("dashboards", "datasources", "provisioning")],
     *[f"tests/{d}" for d in ("unit", "integration", "e2e", "load", "security", "fixtures")],
     *[f"docs/{d}" for d in ("api", "architecture", "operations", "development")],
     *[f"scripts/{d}" for d in ("bootstrap", "backup", "migration", "monitoring")],
@@ -42,13 +41,9 @@ DESIGN_DIRS = [
 ]
 # data/<d>: these, then each service's (its record's data/<name>)
 DESIGN_DATA_DIRS = ["models", "artifacts", "logs", "backups", "uploads"]
-# Directories the rendered configs need beyond the design's list. (config/traefik/certs and
-# config/vault/tls are root's, made with their keys by roles/tree.py where TLS is on.)
-EXTRA_DIRS = ["docker/vault/config", "docker/vault/scripts", "config/prometheus/alerts",
-              "config/traefik/dynamic"]
 DATABASES = ["mnemos_cortex", "mnemos_genome", "mnemos_synkron"]
 # The uid and gid Traefik runs as (the registry's: its Helm chart's), for the compose block and
-# the group of its TLS key (roles/tree.py).
+# the owner of its TLS key (roles/tree.py).
 TRAEFIK_UID = stack.TRAEFIK_UID
 
 EXECUTABLE = {"docker/postgres/init-db.sh", "scripts/health-check.sh",
@@ -64,7 +59,7 @@ def data_dirs() -> list[str]:
 
 def all_dirs() -> list[str]:
     dirs = (list(DESIGN_DIRS) + [d for s in stack.REGISTRY for d in s.dirs]
-            + [f"data/{d}" for d in data_dirs()] + EXTRA_DIRS)
+            + [f"data/{d}" for d in data_dirs()])
     for template in template_paths():
         parent = str(Path(template).parent)
         while parent not in (".", ""):
@@ -248,8 +243,7 @@ def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[
         "data_dirs": data_dirs(),
         "checks": _health_checks(settings),
         "backup_services": [s.name for s in stack.REGISTRY
-                            if s.backup and settings.service_enabled(s.name)]
-        + ["grafana-provisioning"],
+                            if s.backup and settings.service_enabled(s.name)],
         "services": [{"service": s, "template": s.compose or GENERIC_SERVICE_TEMPLATE}
                      for s in stack.REGISTRY],
     }

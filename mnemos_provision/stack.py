@@ -183,7 +183,9 @@ REGISTRY: tuple[Service, ...] = (
     Service(
         "vault", "Vault", "data", ("data", "backend"), "hashicorp/vault:1.21.0",
         ports=(Port("vault", 8200, 8200),),
-        volume="vault-data", dirs=("docker/vault", "config/vault", "data/vault"),
+        volume="vault-data",
+        dirs=("docker/vault", "docker/vault/config", "docker/vault/scripts", "config/vault",
+              "data/vault"),
         health=Health(commands=(
             "docker exec {container} vault status >/dev/null 2>&1; rc=$?",
             '[ "$rc" -eq 2 ] && { echo "sealed: run the deploy to unseal"; return 1; }',
@@ -282,7 +284,8 @@ REGISTRY: tuple[Service, ...] = (
     Service(
         "prometheus", "Prometheus", "observability", ("data", "backend"), "prom/prometheus:v3.13.0",
         ports=(Port("prometheus", 9090, 9090),),
-        volume="prometheus-data", dirs=("config/prometheus", "data/prometheus"),
+        volume="prometheus-data",
+        dirs=("config/prometheus", "config/prometheus/alerts", "data/prometheus"),
         health=Health(http=("prometheus", "/-/healthy", "200")),
         where=Where((("prometheus", "http://{host}:{port}"),),
                     "docker compose exec prometheus wget -qO- localhost:9090/-/healthy"),
@@ -319,7 +322,9 @@ REGISTRY: tuple[Service, ...] = (
     Service(
         "grafana", "Grafana", "observability", ("frontend", "data"), "grafana/grafana:13.0.0",
         ports=(Port("grafana", 3000, 3000),),
-        volume="grafana-data", dirs=("config/grafana", "data/grafana"),
+        volume="grafana-data",
+        dirs=("config/grafana", "config/grafana/dashboards", "config/grafana/datasources",
+              "config/grafana/provisioning", "data/grafana"),
         health=Health(http=("grafana", "/api/health", "200")),
         where=Where((("grafana", "http://{host}:{port}"),),
                     "docker compose exec grafana grafana cli admin --help",
@@ -341,7 +346,9 @@ REGISTRY: tuple[Service, ...] = (
         # unprivileged ports inside the container (it runs as TRAEFIK_UID), published as 80, 443
         ports=(Port("traefik_http", 80, 8000), Port("traefik_https", 443, 8443),
                Port("traefik_dashboard", 8080, 8080)),
-        dirs=("docker/traefik", "config/traefik"),
+        # config/traefik/certs is not the tree's: with traefik_tls it is a directory of root that
+        # holds the key of TRAEFIK_UID (roles/tree.py), as config/vault/tls is
+        dirs=("docker/traefik", "config/traefik", "config/traefik/dynamic"),
         health=Health(http=("traefik_dashboard", "/ping", "200")),
         where=Where((("traefik_dashboard", "dashboard http://{host}:{port}/dashboard/"),
                      ("traefik_http", "entry points {host}:{port} (HTTP)"),
