@@ -27,6 +27,19 @@ from pathlib import Path
 from mnemos_provision import stack
 
 REPO = Path(__file__).resolve().parent.parent
+# Root's by design in the account's tree (docs/security.md): the directories that hold a server's
+# TLS key (the key itself is the server's uid, 0400, so no host account but root can read it) and
+# the certificate beside it. Everything else under the account's home is the account's.
+ROOT_OWNED_IN_TREE = ("config/traefik/certs", "config/traefik/certs/mnemos.crt",
+                      "config/vault/tls", "config/vault/tls/vault.crt")
+
+
+def unexpected_root_owned(found: str, tree: str) -> list[str]:
+    """The paths of `find ... -user root` output that are not root's by design in `tree`."""
+    allowed = {f"{tree.rstrip('/')}/{p}" for p in ROOT_OWNED_IN_TREE}
+    return [line for line in found.splitlines() if line.strip() and line.strip() not in allowed]
+
+
 CACHE = Path(os.environ.get("MNEMOS_TEST_CACHE", "/var/cache/mnemos-test"))
 # Each cached artefact is named after the recipe that made it: a changed recipe builds a new one
 # instead of reusing a stale image (a cache made by an older recipe is never taken for a new one).
