@@ -18,6 +18,7 @@ import pytest
 from mnemos_provision import dotenv, render, secret_store
 from mnemos_provision.settings import SettingsError, validate
 from tests.conftest import compose_binary, run
+from tests.unit.test_render import write_tree
 
 pytestmark = pytest.mark.unit
 
@@ -116,16 +117,6 @@ def test_every_hostile_value_reads_the_same_in_compose_sh_and_python_dotenv_or_i
                 f"{dotenv.quote(value)}"
         extra = {k for k in seen if re.fullmatch(r"V\d+|POSTGRES_PASSWORD", k)} - set(names)
         assert not extra, f"{reader} saw variables nobody wrote: {extra}"
-
-
-def write_tree(root: Path, entries) -> None:
-    for e in entries:
-        p = root / e.path
-        if e.kind == "directory":
-            p.mkdir(parents=True, exist_ok=True)
-        else:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(e.content)
 
 
 def test_a_trailing_backslash_cannot_make_a_variable_only_compose_sees(tmp_path):

@@ -571,6 +571,15 @@ elif args[0] == "exec" and "redis-cli" in " ".join(args):
 """
 
 
+def fake_docker(tmp_path: Path) -> Path:
+    """A directory holding FAKE_DOCKER as `docker`, to put first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
+    (bin_dir / "docker").chmod(0o755)
+    return bin_dir
+
+
 class CollectorHealth(http.server.BaseHTTPRequestHandler):
     """The health_check extension: 200 while the collector is available, 503 otherwise."""
 
@@ -601,10 +610,7 @@ def test_make_health_asks_the_collectors_health_endpoint(env, tmp_path):
     settings = validate(data)
     root = tmp_path / "mnemos"
     write_tree(root, render.render_tree(settings, "/home/dev", secret_store.complete({}, {})))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
-    (bin_dir / "docker").chmod(0o755)
+    bin_dir = fake_docker(tmp_path)
     calls = tmp_path / "docker-calls"
     environ = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_DOCKER_LOG=str(calls),
                    FAKE_OTEL_HEALTH=f"127.0.0.1:{port}")
@@ -704,10 +710,7 @@ def test_make_health_asks_vault_over_https_with_the_trees_ca_and_no_proxy(tmp_pa
     data.update(vault_tls=True, ports={**validate(data).ports, "vault": port})
     settings = validate(data)
     write_tree(root, render.render_tree(settings, "/home/dev", secret_store.complete({}, {})))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(FAKE_DOCKER.format(python=sys.executable))
-    (bin_dir / "docker").chmod(0o755)
+    bin_dir = fake_docker(tmp_path)
     home = tmp_path / "home"
     home.mkdir()
     (home / ".curlrc").write_text("proxy = http://127.0.0.1:9\n")  # nothing listens there
