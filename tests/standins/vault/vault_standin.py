@@ -294,12 +294,14 @@ def parse_flags(command: str, args: list[str]) -> tuple[dict, list[str]]:
 class Client:
     """api.Client as the CLI configures it: -address else VAULT_ADDR (default
     https://127.0.0.1:8200), -ca-cert else VAULT_CACERT, -tls-skip-verify else
-    VAULT_SKIP_VERIFY, the token of VAULT_TOKEN (sent as X-Vault-Token)."""
+    VAULT_SKIP_VERIFY, the token of VAULT_TOKEN (sent as X-Vault-Token), VAULT_CLIENT_TIMEOUT
+    (seconds, default 60: api.DefaultConfig)."""
 
     def __init__(self, flags: dict):
         self.addr = (flags.get("address") or os.environ.get("VAULT_ADDR")
                      or "https://127.0.0.1:8200").rstrip("/")
         self.token = os.environ.get("VAULT_TOKEN", "")
+        self.timeout = float(os.environ.get("VAULT_CLIENT_TIMEOUT", "").rstrip("s") or 60)
         skip = flags.get("tls-skip-verify",
                          os.environ.get("VAULT_SKIP_VERIFY", "").lower() in ("1", "t", "true"))
         self.ctx = None
@@ -317,7 +319,7 @@ class Client:
         if self.token:
             req.add_header("X-Vault-Token", self.token)
         try:
-            with urllib.request.urlopen(req, timeout=60, context=self.ctx) as r:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ctx) as r:
                 status, raw = r.status, r.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
