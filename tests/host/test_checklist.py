@@ -3,7 +3,9 @@ The design's "Phase 1 Completion Checklist", one test per item a machine can che
 design's order and grouped as its list reads: environment, project files, services, verification,
 access, operations. Each test is marked with the item's text (the run ends with the checklist and
 each item's outcome, see conftest.py) and checks it the way a user would: through the port the
-service publishes on bind_address, or with `docker compose exec` where nothing is published. An
+service publishes on bind_address, or with `docker compose exec` where nothing is published (the
+image's own CLI; for images with no HTTP client, Loki's and the collector's, wget in a sibling
+container on their network: Prometheus's, else Grafana's). An
 item that does not apply to this host's settings (a service left out by compose_profiles, ports
 not published, Docker Engine rather than Docker Desktop, not WSL) is skipped with the reason.
 
