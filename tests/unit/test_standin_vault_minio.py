@@ -368,3 +368,11 @@ def test_mc_standin_stat_with_mc_host_and_alias_as_mc(minio):
     added = minio.exec("mc alias set here http://127.0.0.1:9000 mnemos standin-root-password "
                        "&& mc stat here/stat-me && stat -c %a \"$MC_CONFIG_DIR/config.json\"")
     assert added.returncode == 0 and added.stdout.split()[-1] == "600", added
+    # a new container on the same /data (compose recreates it when its ports change) has the
+    # bucket, as MinIO keeps buckets in /data
+    harness.sh(["docker", "restart", minio.name])
+    end = time.time() + 60
+    while minio.exec("mc ready local").returncode != 0:
+        assert time.time() < end, minio.logs()
+        time.sleep(0.5)
+    assert minio.exec(f"{host} mc stat --quiet m/stat-me").returncode == 0

@@ -12,7 +12,9 @@ a bearer token is not verified: a stand-in's limit) and the admin API calls this
   GET  /minio/admin/v3/info-canned-policy?name=   (the document, shuffled: MinIO writes Action
        and Resource out of Go maps, minio/pkg policy/actionset.go and resourceset.go)
   POST /minio/admin/v3/idp/builtin/policy/attach  (encrypted both ways)
-Users and policies are kept in /data/.minio.sys/standin-iam.json. Requests are told apart by
+Users and policies are kept in /data/.minio.sys/standin-iam.json; buckets and their
+configuration (the bucket-level PUT and DELETE requests that succeeded, replayed at start) in
+/data/.minio.sys/standin-buckets.jsonl; objects in moto's memory only. Requests are told apart by
 the access key of their SigV4 Authorization header (admin calls: the root user only; S3: the
 root user or an enabled user, else InvalidAccessKeyId). Signatures are not verified and user
 policies are not enforced on S3 requests: a stand-in's limits, said in docs/testing.md.
@@ -25,6 +27,7 @@ $MC_CONFIG_DIR/config.json, whose default `local` is http://localhost:9000.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -39,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 MOTO_PORT = 19000
 IAM_FILE = ".minio.sys/standin-iam.json"
+BUCKET_LOG = ".minio.sys/standin-buckets.jsonl"
 
 
 class _Body:
@@ -151,6 +155,26 @@ def serve(args: list[str]) -> int:
     iam = IAM(data_dir, (user, password))
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=MOTO_PORT, verbose=False)
     moto.start()
+    # MinIO keeps its buckets and their configuration in /data; moto keeps them in memory: the
+    # bucket-level requests that succeeded are logged there and replayed at start, so a new
+    # container on the same volume has the buckets (their objects are not kept)
+    bucket_log = os.path.join(data_dir, BUCKET_LOG)
+    if os.path.exists(bucket_log):
+        with open(bucket_log, encoding="utf-8") as f:
+            for line in f:
+                entry = json.loads(line)
+                conn = http.client.HTTPConnection("127.0.0.1", MOTO_PORT, timeout=60)
+                conn.request(entry["method"], entry["path"],
+                             body=base64.b64decode(entry["body"]), headers=entry["headers"])
+                conn.getresponse().read()
+                conn.close()
+    log_lock = threading.Lock()
+
+    def log_bucket_request(method: str, path: str, headers: dict, body: bytes) -> None:
+        fd = os.open(bucket_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with log_lock, os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"method": method, "path": path, "headers": headers,
+                                "body": base64.b64encode(body).decode()}) + "\n")
 
     class Front(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -197,6 +221,9 @@ def serve(args: list[str]) -> int:
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+            if self.command in ("PUT", "DELETE") and resp.status < 300 \
+                    and "/" not in url.path.strip("/") and url.path.strip("/"):
+                log_bucket_request(self.command, self.path, headers, body)
             passed = {k: v for k, v in resp.getheaders()
                       if k.lower() not in ("content-length", "content-type", "transfer-encoding",
                                            "connection", "server", "date")}
