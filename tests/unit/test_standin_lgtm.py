@@ -286,8 +286,11 @@ def test_the_collector_exports_a_received_metric_for_prometheus(running):
                   headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert code == 200
     seen: list[bytes] = []
-    assert wait_for(lambda: b'unit_requests_total{job="unit"} 7' in seen.append(
-        get(f"http://127.0.0.1:{ports['exported']}/metrics")[1]) or seen[-1], 10), seen[-1:]
+
+    def exported() -> bool:
+        seen.append(get(f"http://127.0.0.1:{ports['exported']}/metrics")[1])
+        return b'unit_requests_total{job="unit"} 7' in seen[-1]
+    assert wait_for(exported, 10), seen[-1:]
     code, _ = get(f"http://127.0.0.1:{ports['http']}/v1/traces", data=b"x",
                   headers={"Content-Type": "text/plain"})
     assert code == 415
