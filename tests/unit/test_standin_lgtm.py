@@ -32,7 +32,7 @@ import yaml
 
 from mnemos_provision import render, secret_store
 from mnemos_provision.settings import validate
-from tests.conftest import REPO
+from tests.conftest import REPO, need
 from tests.unit.test_render import ENVIRONMENTS, env_data, free_port, wait_for, write_tree
 
 pytestmark = pytest.mark.unit
@@ -202,7 +202,13 @@ def running(tmp_path_factory):
     python = [sys.executable, "-c", "import sys, runpy; sys.argv[0] = sys.argv[1]; "
               "sys.path.insert(0, sys.argv[2]); m = __import__(sys.argv[3]); "
               "sys.exit(m.main(sys.argv[4:]))"]
+    need("prometheus")  # Debian's real Prometheus (the Prometheus stand-in's), for Grafana to ask
+    (work / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
     procs = [
+        subprocess.Popen(["prometheus", f"--config.file={work / 'prometheus.yml'}",
+                          f"--storage.tsdb.path={work / 'prometheus-data'}",
+                          f"--web.listen-address=127.0.0.1:{ports['prometheus']}"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         subprocess.Popen([*python, "loki", str(STANDINS / "loki"), "loki_standin",
                           f"-config.file={work / 'loki.yaml'}"], env=env),
         subprocess.Popen([*python, "otelcol", str(STANDINS / "otel-collector"), "otelcol_standin",
@@ -218,6 +224,7 @@ def running(tmp_path_factory):
         assert wait_for(lambda: get(f"http://127.0.0.1:{ports['loki']}/ready")[0] == 200)
         assert wait_for(lambda: get(f"http://127.0.0.1:{ports['health']}/")[0] == 200)
         assert wait_for(lambda: get(f"http://127.0.0.1:{ports['grafana']}/api/health")[0] == 200)
+        assert wait_for(lambda: get(f"http://127.0.0.1:{ports['prometheus']}/-/ready")[0] == 200)
         yield {"ports": ports, "work": work, "procs": procs}
     finally:
         for proc in procs:
@@ -302,10 +309,13 @@ def test_grafana_provisions_and_checks_each_datasource_at_its_url(running):
     assert get(f"{base}/api/datasources", auth="admin:wrong")[0] == 401
     code, body = get(f"{base}/api/datasources", auth="admin:pw-1")
     assert code == 200 and {d["uid"] for d in json.loads(body)} == {"prometheus", "loki"}
-    code, body = get(f"{base}/api/datasources/uid/loki/health", auth="admin:pw-1")
-    assert (code, json.loads(body)["status"]) == (200, "OK"), body
-    # nothing listens on the Prometheus datasource's port here: its check fails
-    code, body = get(f"{base}/api/datasources/uid/prometheus/health", auth="admin:pw-1")
-    assert (code, json.loads(body)["status"]) == (400, "ERROR"), body
+    for uid, what in (("loki", "Loki"), ("prometheus", "Prometheus")):  # the real Prometheus
+        code, body = get(f"{base}/api/datasources/uid/{uid}/health", auth="admin:pw-1")
+        assert (code, json.loads(body)) == (200, {
+            "status": "OK", "message": f"Successfully queried the {what} API."}), body
+    # where nothing answers at the datasource's URL, its check fails
+    ok, message = grafana.check_datasource({"type": "loki", "url": f"http://127.0.0.1:{free_port()}"})
+    assert not ok and message.startswith("There was an error returned querying the Loki API."), \
+        message
     code, body = get(f"{base}/api/search", auth="admin:pw-1")
     assert [d["uid"] for d in json.loads(body)] == ["mnemos-stack-health"]

@@ -250,10 +250,14 @@ def check_datasource(ds: dict) -> tuple[bool, str]:
         return False, f"{failed}: {exc.code} {exc.read()[:200]!r}"
     except (OSError, ValueError) as exc:
         return False, f"{failed}: Post \"{url}\": {exc}"
-    try:
-        result = body["data"]["result"][0]
-        value = float((result.get("value") or result.get("values")[-1])[1])
-    except (KeyError, IndexError, TypeError, ValueError):
+    try:  # a scalar (Prometheus' 1+1), a vector (Loki's), or a matrix: its one value
+        data = body["data"]
+        if data["resultType"] == "scalar":
+            value = float(data["result"][1])
+        else:
+            result = data["result"][0]
+            value = float((result.get("value") or result["values"][-1])[1])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         return False, f"{failed}: invalid response"
     if value != 2:
         return False, f"{failed}: invalid response"
@@ -307,7 +311,8 @@ def serve(args: list[str]) -> int:
             for k, v in headers:
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
 
         def authorized(self) -> bool:
             header = self.headers.get("Authorization", "")
@@ -376,6 +381,8 @@ def serve(args: list[str]) -> int:
                     "provisioned": True, "provisionedExternalId": os.path.basename(dash["file"]),
                     "folderTitle": dash["folder"]}})
             return self.reply(404, {"message": "Not found"})
+
+        do_HEAD = do_GET  # wget --spider (the compose healthcheck) sends HEAD
 
     address = server.get("http_addr") or "0.0.0.0"
     httpd = ThreadingHTTPServer((address, int(port)), Handler)

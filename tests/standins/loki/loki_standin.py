@@ -340,7 +340,8 @@ def serve(config: dict) -> int:
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def tenant(self):
             if not auth:
@@ -374,6 +375,8 @@ def serve(config: dict) -> int:
             if url.path in ("/loki/api/v1/query_range", "/loki/api/v1/query"):
                 return self.query(url.path.endswith("_range"), params, tenant)
             return self.reply(404, "404 page not found\n")
+
+        do_HEAD = do_GET
 
         def query(self, ranged: bool, params: dict, tenant: str):
             q = params.get("query", "")
