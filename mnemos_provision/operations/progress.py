@@ -38,19 +38,24 @@ class ShownCommand(StringCommand):
 # alive LABEL COMMAND...: COMMAND's output goes to a 0600 temporary file; LABEL is printed when it
 # starts, every ALIVE_EVERY seconds while it runs and when it ends (with the time it took); on a
 # failure the output's last 40 lines go to stderr. Its exit status is COMMAND's.
-ALIVE = (
-    "alive() { label=$1; shift; log=$(mktemp) || return 1; start=$(date +%s); "
-    f"next=$((start + {ALIVE_EVERY})); echo \"$label ...\"; "
-    "\"$@\" >\"$log\" 2>&1 & pid=$!; "
-    "while kill -0 $pid 2>/dev/null; do sleep 1; now=$(date +%s); "
-    "if [ $now -ge $next ] && kill -0 $pid 2>/dev/null; then "
-    "echo \"$label: still running, $((now - start)) s\"; "
-    f"next=$((now + {ALIVE_EVERY})); fi; done; "
-    "wait $pid; rc=$?; took=$(( $(date +%s) - start )); "
-    "if [ $rc -ne 0 ]; then tail -n 40 \"$log\" >&2; "
-    "echo \"$label: failed after $took s (exit status $rc)\" >&2; "
-    "else echo \"$label: done in $took s\"; fi; rm -f \"$log\"; return $rc; }"
-)
+def alive_definition(every: int) -> str:
+    """The shell function `alive`, its "still running" line every `every` seconds."""
+    return (
+        "alive() { label=$1; shift; log=$(mktemp) || return 1; start=$(date +%s); "
+        f"next=$((start + {int(every)})); echo \"$label ...\"; "
+        "\"$@\" >\"$log\" 2>&1 & pid=$!; "
+        "while kill -0 $pid 2>/dev/null; do sleep 1; now=$(date +%s); "
+        "if [ $now -ge $next ] && kill -0 $pid 2>/dev/null; then "
+        "echo \"$label: still running, $((now - start)) s\"; "
+        f"next=$((now + {int(every)})); fi; done; "
+        "wait $pid; rc=$?; took=$(( $(date +%s) - start )); "
+        "if [ $rc -ne 0 ]; then tail -n 40 \"$log\" >&2; "
+        "echo \"$label: failed after $took s (exit status $rc)\" >&2; "
+        "else echo \"$label: done in $took s\"; fi; rm -f \"$log\"; return $rc; }"
+    )
+
+
+ALIVE = alive_definition(ALIVE_EVERY)
 
 
 def alive(label: str, *argv: str) -> str:
