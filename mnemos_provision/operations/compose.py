@@ -7,10 +7,10 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host
-from pyinfra.api import StringCommand
 
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.docker import ComposeStatus
+from mnemos_provision.operations import progress
 
 
 def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | None) -> list[str]:
@@ -40,8 +40,9 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
     """
     Converge a compose stack: `docker compose up -d --wait --remove-orphans` only when a wanted
     service has no container, another configuration (compose config hash), is not running or is
-    unhealthy, or an orphan is left. Missing images are pulled first, one by one, and a pull that
-    fails names the image and the setting to change. A service that does not become healthy is an
+    unhealthy, or an orphan is left. Missing images are pulled first, all at once, with progress
+    shown while they arrive (operations/progress.py); a pull that fails names the image, the
+    registry's answer and the setting to change. A service that does not become healthy is an
     error with its health output and last log lines. Volumes are never removed.
 
     + root: directory of docker-compose.yml and .env
@@ -64,16 +65,6 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
         host.noop(f"stack {project}: {len(wanted)} services running their configuration, healthy")
         return
     q = shlex.quote
-    pulls = []
-    for service in services:
-        image = images[service]
-        message = (f'image {image} cannot be pulled: set images["{service}"] in group_data to a '
-                   "reachable registry or mirror, or docker load it")
-        pulls.append(
-            f"docker image inspect {q(image)} >/dev/null 2>&1 || "
-            f"docker pull -q {q(image)} >/dev/null || "
-            f"{{ echo {q(message)} >&2; exit 1; }}"
-        )
     report = (
         "echo 'the stack did not become healthy:' >&2; docker compose ps -a >&2; "
         "for c in $(docker compose ps -a --format '{{.Service}}'); do "
@@ -81,8 +72,10 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
         "case \"$s\" in healthy|'') ;; *) echo \"--- $c ($s): last log lines\" >&2; "
         "docker compose logs --no-color --tail 20 \"$c\" >&2 ;; esac; done; exit 1"
     )
-    yield StringCommand(
-        f"cd {q(root)}\n" + "\n".join(pulls) + "\n"
-        f"docker compose up -d --wait --wait-timeout {int(timeout)} --remove-orphans "
-        f"|| {{ {report}; }}"
+    up = progress.alive("docker compose up --wait (until every service is healthy)", "docker",
+                        "compose", "up", "-d", "--wait", "--wait-timeout", str(int(timeout)),
+                        "--remove-orphans")
+    yield progress.ShownCommand(
+        f"cd {q(root)}\n{progress.pull_script({s: images[s] for s in services})}\n"
+        f"{progress.ALIVE}\n{up} || {{ {report}; }}"
     )
