@@ -11,6 +11,8 @@ from pyinfra.api import StringCommand
 
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.docker import ComposeStatus
+from mnemos_provision.operations import upgrade
+from mnemos_provision.operations.util import fail_command, stage_dir
 
 
 def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | None) -> list[str]:
@@ -34,7 +36,8 @@ def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | 
 
 
 @batched_operation(lambda root, project, **_: {
-    "status": (ComposeStatus, {"root": root, "project": project})})
+    "status": (ComposeStatus, {"root": root, "project": project}),
+    "images": upgrade.facts_args(project)})
 def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
           services: list[str], timeout: int):
     """
@@ -59,6 +62,10 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
     """
     status = facts["status"]
     wanted, running = status["wanted"], status["running"]
+    problems = upgrade.guard_problems(images, facts["images"], project)
+    if problems:  # before anything is pulled or stopped (docs/upgrading.md)
+        yield fail_command("; ".join(problems))
+        return
     reasons = stack_differences(wanted, running)
     if not reasons:
         host.noop(f"stack {project}: {len(wanted)} services running their configuration, healthy")
@@ -81,8 +88,16 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
         "case \"$s\" in healthy|'') ;; *) echo \"--- $c ($s): last log lines\" >&2; "
         "docker compose logs --no-color --tail 20 \"$c\" >&2 ;; esac; done; exit 1"
     )
-    yield StringCommand(
-        f"cd {q(root)}\n" + "\n".join(pulls) + "\n"
-        f"docker compose up -d --wait --wait-timeout {int(timeout)} --remove-orphans "
-        f"|| {{ {report}; }}"
-    )
+    # an image change recreates that service alone, health-gated, rolled back on failure
+    changed = upgrade.image_changes(images, facts["images"])
+    recreate = []
+    for service, before in changed.items():
+        host.log(f"Will recreate {service} alone: image {before} -> {images[service]} "
+                 "(rolled back if it does not become healthy)")
+        previous = facts["images"]["containers"][service]
+        recreate.append(upgrade.recreate_script(service, images[service], previous, timeout,
+                                                stage_dir()))
+    rest = [r for r in reasons if r not in {f"{s}: configuration changed" for s in changed}]
+    up = (f"docker compose up -d --wait --wait-timeout {int(timeout)} --remove-orphans "
+          f"|| {{ {report}; }}") if rest else "true"
+    yield StringCommand(f"cd {q(root)}\n" + "\n".join(pulls + recreate) + "\n" + up)
