@@ -221,6 +221,8 @@ def postgres_upgrade_script(root: str, project: str, user: str, group: str, old:
         '$A does not match its checksum; nothing was changed"',
         'say "backup: $A (checksum verified)"',
         'say "2/5 PostgreSQL $NEW on the new volume $NV"',
+        'docker image inspect "$NEW" >/dev/null 2>&1 || docker pull -q "$NEW" >/dev/null || '
+        'die "image $NEW cannot be pulled; nothing was changed"',
         'docker rm -f "$T" >/dev/null 2>&1; docker volume rm "$NV" >/dev/null 2>&1',
         'docker volume create --label mnemos.upgrade=next "$NV" >/dev/null || die "cannot '
         'create volume $NV; nothing was changed"',
@@ -314,7 +316,10 @@ def postgres_major(facts: DeclaredFacts, root: str, project: str, user: str, gro
     if major == data and running["image"] == image:
         host.noop(f"{PG_MAJOR} runs {image} on data of PostgreSQL {data}: nothing to upgrade")
         return
+    keep = f"{project}_{stack.service(PG_MAJOR).volume}-pg{data}"
     host.log(f"Will move {PG_MAJOR}'s data (PostgreSQL {data}, {running['image']}) to {image} "
-             f"(PostgreSQL {major}); the old data is kept in a volume")
+             f"(PostgreSQL {major}) after a verified backup; the data of PostgreSQL {data} "
+             f"will be kept in volume {keep}: once you are satisfied, remove it with "
+             f"`docker volume rm {keep}`")
     yield StringCommand(f"{AS_USER}\n" + postgres_upgrade_script(
         root, project, user, group, running, image, data, timeout, stage_dir()))
