@@ -31,6 +31,7 @@ pytestmark = pytest.mark.stack
 ROOT = "/home/dev/mnemos"
 REDIS = "mnemos-standin/redis:debian12"
 POSTGRES = "mnemos-standin/postgres:debian12"
+BOOTSTRAP = "deploys/bootstrap.py"
 # the stand-in's Dockerfile, labelled as such: the healthcheck's redis-cli always fails
 BROKEN_DOCKERFILE = (
     "# Stand-in (tests only): the Redis stand-in whose redis-cli always fails, so the compose\n"
@@ -85,7 +86,7 @@ def test_a_bump_that_never_becomes_healthy_is_rolled_back(provisioned):
     old_id = inspect(machine, "mnemos-redis", "{{.Image}}")
     before = started(machine)
     try:
-        run = machine.deploy(images(redis="mnemos-standin/redis:upgrade-broken"),
+        run = machine.deploy(BOOTSTRAP, images(redis="mnemos-standin/redis:upgrade-broken"),
                              "stack_wait_timeout=120")
         assert run.returncode != 0, "the broken image was accepted"
         message = run.output
@@ -115,14 +116,14 @@ def test_a_good_bump_is_shown_by_dry_then_recreated_alone(provisioned):
     redis(machine, "SET", "upgrade:good", "kept")
     before = started(machine)
     try:
-        dry = machine.deploy(images(redis="mnemos-standin/redis:upgrade-good"),
+        dry = machine.deploy(BOOTSTRAP, images(redis="mnemos-standin/redis:upgrade-good"),
                              flags=("--dry",))
         assert dry.returncode == 0, dry.output[-3000:]
         assert (f"Will recreate redis alone: image {REDIS} -> mnemos-standin/redis:upgrade-good"
                 in dry.output), dry.output[-3000:]
         assert started(machine) == before, "--dry changed a container"
 
-        run = machine.deploy(images(redis="mnemos-standin/redis:upgrade-good"))
+        run = machine.deploy(BOOTSTRAP, images(redis="mnemos-standin/redis:upgrade-good"))
         assert run.returncode == 0, run.output[-3000:]
         after = started(machine)
         assert inspect(machine, "mnemos-redis", "{{.Config.Image}}") == \
@@ -143,7 +144,7 @@ def test_a_postgres_major_change_is_refused_before_any_change(provisioned):
     new = "mnemos-standin/postgres:16.11-notpresent"  # PostgreSQL 16 by its tag; not there
     before = started(machine)
     try:
-        run = machine.deploy(images(postgres=new))
+        run = machine.deploy(BOOTSTRAP, images(postgres=new))
         assert run.returncode != 0, "a major change was accepted"
         assert ("postgres: the data in volume mnemos_postgres-data was written by PostgreSQL 15 "
                 f'and images["postgres"] is {new} (PostgreSQL 16)') in run.output, \
@@ -191,7 +192,7 @@ def test_the_postgres_upgrade_deploy_keeps_every_row(provisioned):
         kept = machine.exec("docker volume ls -q").stdout.split()
         assert "mnemos_postgres-data-pg15" in kept and "mnemos_postgres-data-next" not in kept
         # a converge with that image is then a no-op for the stack
-        again = machine.deploy(images(postgres=new))
+        again = machine.deploy(BOOTSTRAP, images(postgres=new))
         assert again.returncode == 0 and again.changed == [], again.changed
     finally:
         # back to the default image: without a container there is no image change to guard
