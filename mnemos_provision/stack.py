@@ -101,7 +101,9 @@ class Service:
     health: Health = field(default_factory=Health)
     where: Where = field(default_factory=lambda: Where((), ""))
     checklist: str = ""  # its item of the design's Phase 1 checklist (tests/host/test_checklist.py)
-    data_secrets: tuple[str, ...] = ()  # secrets its volume's data only opens with (never rotated)
+    # secrets its volume's data only opens with: never generated anew while the volume exists;
+    # changed only by a rotation (deploys/rotate.py), which sets the new value in the service first
+    data_secrets: tuple[str, ...] = ()
     env_section: str = ""  # its section of .env
     env: tuple[Var, ...] = ()
     standin: Standin | None = None
@@ -437,3 +439,5 @@ def network_names(project: str) -> set[str]:
 
 # The service names, for what is fixed when the settings are declared (compose_profiles' choices).
 SERVICES = names()
+# The services whose secrets deploys/rotate.py rotates (docs/rotation.md), and those secrets.
+ROTATABLE = {"postgres": ("POSTGRES_PASSWORD",), "redis": ("REDIS_PASSWORD",)}

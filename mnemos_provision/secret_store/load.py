@@ -21,6 +21,7 @@ from mnemos_provision.secret_store.state import (
     Secrets,
     StateError,
     VolumesNeeded,
+    begin_rotation,
     decide,
     parse_read,
     read_command,
@@ -73,6 +74,18 @@ def secret_decision(ctx: HostContext) -> Decision:
     if host.name not in _RUN_SECRETS:
         _RUN_SECRETS[host.name] = _decide(ctx)
     return _RUN_SECRETS[host.name]
+
+
+def start_rotation(ctx: HostContext, names: list[str]) -> tuple[Decision, Decision]:
+    """
+    This run rotates the secrets `names`: (the decision as read, the decision every role reads
+    from now on, whose values hold the new secrets and whose `expected` is the state that records
+    the rotations in progress, Decision.in_progress, which the rotation role writes first).
+    """
+    read = secret_decision(ctx)
+    started = begin_rotation(read, names)
+    _RUN_SECRETS[host.name] = started
+    return read, started
 
 
 def _decide(ctx: HostContext) -> Decision:
