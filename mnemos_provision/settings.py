@@ -698,8 +698,9 @@ class Settings:
         "supplied secrets win over generated ones on a new install; weak ones are refused",
         hidden=True, check=_check_secrets)
     rotate: list[str] = setting(
-        [], "services whose secrets deploys/rotate.py rotates (new values set in the service, "
-        "then the state, .env and Vault); read by that deploy only (docs/rotation.md)",
+        [], "what deploys/rotate.py rotates: postgres, redis, minio-app (MinIO's application "
+        "user); new values set in the service, the state, .env and Vault; read by that deploy "
+        "only (docs/rotation.md)",
         choices=tuple(ROTATABLE))
 
     # ------------------------------------------------------------ preflight

@@ -439,5 +439,8 @@ def network_names(project: str) -> set[str]:
 
 # The service names, for what is fixed when the settings are declared (compose_profiles' choices).
 SERVICES = names()
-# The services whose secrets deploys/rotate.py rotates (docs/rotation.md), and those secrets.
-ROTATABLE = {"postgres": ("POSTGRES_PASSWORD",), "redis": ("REDIS_PASSWORD",)}
+# What deploys/rotate.py rotates (docs/rotation.md): the `rotate` entry -> (its service, the
+# secrets it changes). minio-app: the MinIO application user's secret key (not the root's).
+ROTATABLE = {"postgres": ("postgres", ("POSTGRES_PASSWORD",)),
+             "redis": ("redis", ("REDIS_PASSWORD",)),
+             "minio-app": ("minio", ("MINIO_APP_SECRET_KEY",))}

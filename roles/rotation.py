@@ -1,6 +1,7 @@
 """
 Secret rotation (deploys/rotate.py, docs/rotation.md): the new values recorded in the secret state
-beside the old ones, then set in the services that hold them. The tree role then writes the state
+beside the old ones, then set in the services that hold them (PostgreSQL, Redis; MinIO's
+application user by the MinIO role, after the state). The tree role then writes the state
 (the new values only) and .env, the stack role recreates exactly the containers whose
 configuration holds them, `rotation_checks` logs in with the new values and is refused the old
 ones. A rotation the state records as in progress (a run killed part-way) is finished the same way
@@ -23,13 +24,13 @@ from mnemos_provision.render import dotenv_context
 from mnemos_provision.secret_store.load import secret_decision, start_rotation
 
 
-def secrets_of(services: list[str]) -> list[str]:
-    """The secrets a rotation of `services` changes (stack.ROTATABLE)."""
-    return [secret for name in services for secret in stack.ROTATABLE[name]]
+def secrets_of(entries: list[str]) -> list[str]:
+    """The secrets a rotation of `entries` (the `rotate` setting) changes (stack.ROTATABLE)."""
+    return [secret for name in entries for secret in stack.ROTATABLE[name][1]]
 
 
 def _service_of(secret: str) -> str:
-    return next(name for name, secrets in stack.ROTATABLE.items() if secret in secrets)
+    return next(service for service, secrets in stack.ROTATABLE.values() if secret in secrets)
 
 
 def _postgres_user(ctx: HostContext) -> str:
@@ -38,12 +39,16 @@ def _postgres_user(ctx: HostContext) -> str:
 
 
 def _check_services(ctx: HostContext, secrets: list[str]) -> None:
-    """Before any change: each service involved runs here (launch_stack, its profile)."""
+    """Before any change: each service involved runs here (launch_stack, its profile), and MinIO
+    is set up by the deploy (it sets the application user's new key)."""
     s = ctx.settings
     problems = [f"{secret}: the {_service_of(secret)} service is not enabled on this host "
                 f"(compose_profiles) or launch_stack is false; a rotation sets the new value in "
                 "the running service" for secret in secrets
                 if not (s.launch_stack and s.service_enabled(_service_of(secret)))]
+    if "MINIO_APP_SECRET_KEY" in secrets and not (s.minio_init and s.publish_ports):
+        problems.append("MINIO_APP_SECRET_KEY: minio_init and publish_ports must be true: the "
+                        "deploy sets the application user's new key through MinIO's admin API")
     if problems:
         fail("the rotation cannot run; nothing on the host was changed:", problems)
 
@@ -84,6 +89,10 @@ def rotation_start(ctx: HostContext, services: list[str]):
             rotation.redis_password(
                 name=f"Set the new {secret} in Redis's running config (CONFIG SET requirepass)",
                 container=container, root=ctx.root, service=service, new=new, old=old)
+        # MINIO_APP_SECRET_KEY: set by the MinIO role (minio.setup: the application user's
+        # credentials refused, it sets the state's key with the root credentials) after the tree
+        # role wrote the state: a run killed between them leaves MinIO behind the state, and
+        # every converge catches it up
 
 
 @deploy("Secret rotation: checks")
@@ -93,6 +102,8 @@ def rotation_checks(ctx: HostContext):
     project = ctx.settings.compose_project
     for secret, (old, new) in decision.rotating.items():
         service = _service_of(secret)
+        if service not in rotation.LOGIN_CHECKS:
+            continue  # MinIO: minio.setup checks the application user's credentials every run
         rotation.check_password(
             name=f"{stack.service(service).label}: the new {secret} is accepted, the old one "
                  "refused",

@@ -15,6 +15,7 @@ import os
 import pytest
 
 from mnemos_provision import stack
+from tests import harness
 
 pytestmark = pytest.mark.converge
 
@@ -278,3 +279,69 @@ def test_a_run_killed_after_vault_initialized_still_unseals(second_machine):
     assert vault_status(machine) == "0"
     again = machine.deploy()
     assert again.changed == [], again.rows
+
+
+def vault_kv(machine, path: str) -> dict:
+    """kv mnemos/data/<path> read with .env's VAULT_TOKEN (a header file, never a command line)."""
+    machine.exec(f"umask 077; printf 'X-Vault-Token: %s\n' "
+                 f"\"$(sed -n 's/^VAULT_TOKEN=//p' {ROOT}/.env)\" > /root/vault-header")
+    try:
+        out = machine.exec("curl -s -H @/root/vault-header "
+                           f"http://127.0.0.1:8200/v1/mnemos/data/{path}").stdout
+    finally:
+        machine.exec("rm -f /root/vault-header")
+    return json.loads(out)["data"]["data"]
+
+
+# python in the MinIO stand-in (its venv has the minio SDK): bucket_exists as the application user,
+# the secret key read on stdin; prints "ok" or the S3 error code
+_S3_AS_APP = (
+    "import sys\n"
+    "from minio import Minio\n"
+    "from minio.error import S3Error\n"
+    "key = sys.stdin.readline().strip()\n"
+    "client = Minio('127.0.0.1:9000', access_key=sys.argv[1], secret_key=key, secure=False,"
+    " region='us-east-1')\n"
+    "try:\n"
+    "    client.bucket_exists('mnemos-artifacts')\n"
+    "    print('ok')\n"
+    "except S3Error as exc:\n"
+    "    print(exc.code)\n")
+
+
+def s3_status(machine, access_key: str, secret_key: str) -> str:
+    """MinIO's answer to the application user with `secret_key` ("ok" or an S3 error code),
+    asked inside the MinIO container; the key goes on stdin, never on a command line."""
+    return harness.sh(["docker", "exec", "-i", machine.name, "docker", "exec", "-i",
+                       "mnemos-minio", "/opt/minio-standin/bin/python", "-c", _S3_AS_APP,
+                       access_key], input=secret_key + "\n", check=False).stdout.strip()
+
+
+def test_rotation_reaches_postgres_minio_vault_and_env(second_machine):
+    """deploys/rotate.py (docs/rotation.md) with Vault and MinIO (stand-ins): PostgreSQL's
+    password and the MinIO application user's key rotated; the state, .env and Vault's kv agree;
+    MinIO refuses the old key and accepts the new one; then a converge with zero changes."""
+    machine = second_machine
+    old = json.loads(machine.exec(f"cat {STATE}").stdout)
+    assert s3_status(machine, "mnemos-app", old["MINIO_APP_SECRET_KEY"]) == "ok"
+    run = machine.deploy("deploys/rotate.py", "rotate=postgres,minio-app")
+    assert run.returncode == 0, run.output[-4000:]
+    new = json.loads(machine.exec(f"cat {STATE}").stdout)
+    env = dict(line.split("=", 1) for line in machine.exec(f"cat {ROOT}/.env").stdout.splitlines()
+               if "=" in line and not line.startswith("#"))
+    assert not [k for k in new if k.startswith("rotating:")]
+    for name, variable in (("POSTGRES_PASSWORD", "POSTGRES_PASSWORD"),
+                           ("MINIO_APP_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")):
+        assert new[name] != old[name], f"{name} was not rotated"
+        assert env[variable] == new[name], f".env's {variable} is not the state's {name}"
+        assert new[name] not in run.output and old[name] not in run.output
+    assert new["REDIS_PASSWORD"] == old["REDIS_PASSWORD"], "redis was not named"
+    assert vault_kv(machine, "postgres")["password"] == new["POSTGRES_PASSWORD"]
+    assert vault_kv(machine, "minio")["secret_key"] == new["MINIO_APP_SECRET_KEY"]
+    assert s3_status(machine, "mnemos-app", new["MINIO_APP_SECRET_KEY"]) == "ok"
+    assert s3_status(machine, "mnemos-app", old["MINIO_APP_SECRET_KEY"]) in (
+        "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")
+    suite = machine.host_suite()
+    assert suite.returncode == 0, suite.stdout[-4000:]
+    again = machine.deploy()
+    assert again.returncode == 0 and again.changed == [], again.rows

@@ -92,7 +92,8 @@ def wait_for_orphans(machine) -> None:
     machine.exec(
         "for i in $(seq 1 180); do found=; for p in /proc/[0-9]*; do "
         "c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null) || continue; "
-        "case \"$c\" in *'compose up'*|*mnemos-stage*) found=1;; esac; done; "
+        # the docker clients (`docker exec`, the compose plugin), never this loop's own shell
+        "case \"$c\" in 'docker '*|*'docker-compose compose'*) found=1;; esac; done; "
         "[ -z \"$found\" ] && exit 0; sleep 1; done; exit 1")
 
 
