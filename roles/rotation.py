@@ -76,6 +76,7 @@ def rotation_start(ctx: HostContext, services: list[str]):
     if not decision.rotating:
         return
     _check_services(ctx, list(decision.rotating))
+    decision.applied = True  # the roles after this one write, render and send the new values
     project = ctx.settings.compose_project
     for secret, (old, new) in decision.rotating.items():
         service = _service_of(secret)

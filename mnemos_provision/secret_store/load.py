@@ -36,7 +36,9 @@ _RUN_ALSO: dict[str, dict[str, HostFile]] = {}
 
 
 def load_secrets(ctx: HostContext) -> Secrets:
-    return secret_decision(ctx).values
+    """The secrets this run's roles use (Decision.effective: a recorded rotation's new values
+    only once this run sets them in the services)."""
+    return secret_decision(ctx).effective()
 
 
 def found_with_secrets(ctx: HostContext, name: str) -> tuple[str, bytes | None] | None:

@@ -231,6 +231,20 @@ class Decision:
     # rotations in progress: secret -> (old value, new value); `values` holds the new one, which
     # the rotation role sets in the service before the tree role writes the state
     rotating: dict = field(default_factory=dict)
+    # the run sets the new values in the services (the rotation role planned it): only then do
+    # the roles write, render and send them; otherwise they keep the old ones and the record
+    applied: bool = False
+
+    def effective(self) -> Secrets:
+        """The values this run's roles write, render and send: the new ones of the rotations in
+        progress only once the run sets them in the services (`applied`)."""
+        if self.applied or not self.rotating:
+            return self.values
+        return Secrets({**self.values, **{n: old for n, (old, _) in self.rotating.items()}})
+
+    def state_file(self) -> bytes:
+        """The state file this run writes: the record kept while the rotation is not applied."""
+        return serialize(self.values) if self.applied or not self.rotating else self.in_progress()
 
     def in_progress(self) -> bytes:
         """The state file that records the rotations in progress (old values, new ones beside)."""

@@ -99,3 +99,50 @@ def test_the_scram_verifier_is_postgresqls_format_and_proves_the_password():
     assert base64.b64decode(server) == hmac.new(salted, b"Server Key", hashlib.sha256).digest()
     assert "pencil" not in verifier
     assert scram_sha_256("pencil") != scram_sha_256("pencil"), "a new salt each time"
+
+
+# ------------------------------------------------------------------ real runs on @local
+# (tests/unit/test_secret_state.py's Site: a tree and its state under a temporary directory)
+
+def _site(tmp_path):
+    from tests.unit.test_secret_state import Site
+    return Site(tmp_path, "mnemosrot" + str(abs(hash(str(tmp_path))) % 10**6))
+
+
+def _rotate(site, *data: str):
+    from tests.conftest import REPO, run
+    from tests.unit.test_secret_state import PYINFRA
+    args = [PYINFRA, "@local", "deploys/rotate.py", "-y", "--data", f"mnemos_root={site.root}",
+            "--data", f"secrets_state_path={site.state}",
+            "--data", f"compose_project={site.project}"]
+    for item in data:
+        args += ["--data", item]
+    return run(args, cwd=REPO)
+
+
+def test_a_run_that_does_not_rotate_keeps_a_recorded_rotation_and_the_old_values(tmp_path):
+    """deploys/tree.py sets nothing in the services: it must neither write a recorded new value
+    (the service does not hold it) nor drop the record (the next rotate or converge needs it)."""
+    from tests.unit.test_secret_state import ok
+    site = _site(tmp_path)
+    ok(site.deploy())
+    recorded = dict(site.secrets(),
+                    **{"rotating:REDIS_PASSWORD": "N3wRedisPasswordValue0123456789x"})
+    site.state.write_text(json.dumps(recorded))
+    ok(site.deploy())
+    assert site.secrets() == recorded, "the record or a value changed"
+    assert site.env_values()["REDIS_PASSWORD"] == recorded["REDIS_PASSWORD"], ".env has the new one"
+
+
+def test_rotate_refuses_a_service_not_enabled_and_an_empty_list_before_any_change(tmp_path):
+    from tests.unit.test_secret_state import ok, refused
+    site = _site(tmp_path)
+    ok(site.deploy())
+    before = (site.state.read_bytes(), site.env.read_bytes())
+    refused(_rotate(site, "rotate=postgres", "compose_profiles=redis"),
+            "the rotation cannot run; nothing on the host was changed",
+            "POSTGRES_PASSWORD: the postgres service is not enabled on this host")
+    refused(_rotate(site), "nothing to rotate", "rotate = []: name the services")
+    refused(_rotate(site, "rotate=grafana"),
+            "rotate = 'grafana': unknown entry; expected entries from postgres, redis, minio-app")
+    assert (site.state.read_bytes(), site.env.read_bytes()) == before
