@@ -86,15 +86,19 @@ def assert_no_secret(output: str, *values: dict[str, str]) -> None:
             assert secrets[name] not in output, f"{name}'s value is in the output"
 
 
-def wait_for_orphans(machine) -> None:
-    """pyinfra's remote commands outlive a killed client (docker exec): wait until the killed
-    run's compose or docker exec commands have finished, as a dropped SSH session's would."""
-    machine.exec(
-        "for i in $(seq 1 180); do found=; for p in /proc/[0-9]*; do "
+def wait_for_orphans(machine) -> str:
+    """pyinfra's remote commands outlive a killed client (docker exec): wait up to 60 s for the
+    killed run's commands (those naming a stage directory, and compose up) to finish, as a dropped
+    SSH session's would. Returns those still running then (for a failure's message). The patterns
+    are split in two so that this loop's own command line never matches them."""
+    return machine.exec(
+        "for i in $(seq 1 60); do found=; for p in /proc/[0-9]*; do "
+        "[ \"${p#/proc/}\" = $$ ] && continue; "
         "c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null) || continue; "
-        # the docker clients (`docker exec`, the compose plugin), never this loop's own shell
-        "case \"$c\" in 'docker '*|*'docker-compose compose'*) found=1;; esac; done; "
-        "[ -z \"$found\" ] && exit 0; sleep 1; done; exit 1")
+        "case \"$c\" in *'mnemos-sta''ge-'*|*'compose up'' -d --wa''it'*) "
+        "found=\"$found $(printf '%s' \"$c\" | cut -c1-160) |\";; "
+        "esac; done; [ -z \"$found\" ] && exit 0; sleep 1; done; printf '%s\\n' \"$found\"",
+        check=False).stdout
 
 
 @pytest.fixture(scope="module")
@@ -172,14 +176,15 @@ def test_a_rotation_killed_part_way_is_finished_by_the_next_run(rows, point, con
     output = machine.deploy_killed_when(
         condition.format(state=STATE, sha=sha, pg_started=pg_started), timeout=400,
         deploy="deploys/rotate.py", data=("rotate=postgres,redis",))
-    wait_for_orphans(machine)
+    orphans = wait_for_orphans(machine)
     killed = state(machine)
     recorded = any(k.startswith("rotating:") for k in killed)
     if point == "record written":  # the services are set next, the record stays until the tree
         assert recorded, "the kill came after the record"
 
     run = machine.deploy(finisher)
-    assert run.returncode == 0, f"killed at {point!r}; {finisher}:\n{run.output[-4000:]}"
+    assert run.returncode == 0, (f"killed at {point!r} (still running then: {orphans}); "
+                                 f"{finisher}:\n{run.output[-4000:]}")
     new = assert_agree(machine, old)
     if recorded:  # the recorded new value, not another
         assert new["POSTGRES_PASSWORD"] == killed["rotating:POSTGRES_PASSWORD"]
