@@ -66,9 +66,11 @@ def assert_agree(machine, old: dict[str, str]) -> dict[str, str]:
     the value before the rotation is refused. Returns the state."""
     now, dotenv = state(machine), env(machine)
     assert not [k for k in now if k.startswith("rotating:")], "a rotation is still recorded"
-    for name in ROTATED:
-        assert now[name] != old[name], f"{name} was not rotated"
-        assert dotenv[name] == now[name], f".env and the state disagree on {name}"
+    for name in ROTATED:  # compared without pytest's rewriting: it would print the values
+        if now[name] == old[name]:
+            pytest.fail(f"{name} was not rotated")
+        if dotenv[name] != now[name]:
+            pytest.fail(f".env and the state disagree on {name}")
     assert now["POSTGRES_PASSWORD"] in dotenv["DATABASE_URL"]
     assert now["REDIS_PASSWORD"] in dotenv["REDIS_URL"]
     assert pg_accepts(machine, now["POSTGRES_PASSWORD"]), "PostgreSQL refuses the state's value"
@@ -124,8 +126,8 @@ def test_rotate_sets_the_new_passwords_in_postgres_and_redis_and_restarts_only_t
     run = machine.deploy("deploys/rotate.py", "rotate=postgres,redis", flags=("-vvv",))
     assert run.returncode == 0, run.output[-4000:]
     new = assert_agree(machine, old)
-    for name in set(old) - set(ROTATED):
-        assert new[name] == old[name], f"{name} changed, it was not named"
+    changed = [name for name in set(old) - set(ROTATED) if new[name] != old[name]]
+    assert changed == [], "changed, though not named"
     assert started(machine, *OTHERS) == others, "a container that holds no rotated secret restarted"
     after = started(machine, "mnemos-postgres", "mnemos-redis")
     assert all(a != b for a, b in zip(after, before)), "a service kept its old environment"
@@ -159,7 +161,8 @@ REDIS_SET = (f"p=$(sed -n 's/.*\"rotating:REDIS_PASSWORD\": \"\\(.*\\)\".*/\\1/p
 KILL_POINTS = [
     ("record written", RECORDED, "deploys/rotate.py"),
     ("services changed", REDIS_SET, "deploys/bootstrap.py"),
-    ("state written", "! grep -q rotating: {state} && [ \"$(sha256sum < {state})\" != '{sha}' ]",
+    ("state written", "! grep -q rotating: {state} && "
+     "[ \"$(sha256sum < {state} | cut -c1-64)\" != '{sha}' ]",
      "deploys/bootstrap.py"),
     ("postgres recreated", "[ \"$(docker inspect -f '{{{{.State.StartedAt}}}}' mnemos-postgres)\" "
      "!= '{pg_started}' ]", "deploys/bootstrap.py"),
@@ -187,8 +190,8 @@ def test_a_rotation_killed_part_way_is_finished_by_the_next_run(rows, point, con
                                  f"{finisher}:\n{run.output[-4000:]}")
     new = assert_agree(machine, old)
     if recorded:  # the recorded new value, not another
-        assert new["POSTGRES_PASSWORD"] == killed["rotating:POSTGRES_PASSWORD"]
-        assert new["REDIS_PASSWORD"] == killed["rotating:REDIS_PASSWORD"]
+        kept = [n for n in ROTATED if new[n] == killed.get("rotating:" + n)]
+        assert kept == list(ROTATED), "a recorded new value was replaced"
     assert_no_secret(output + run.output, old, new)
     again = machine.deploy()
     assert again.returncode == 0 and again.changed == [], again.rows
