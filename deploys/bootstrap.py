@@ -12,6 +12,7 @@ from roles.docker_engine import docker_engine
 from roles.minio import minio_init
 from roles.packages import packages
 from roles.preflight import preflight
+from roles.rotation import rotation_checks, rotation_start
 from roles.stack import stack
 from roles.tools import tools
 from roles.tree import tree
@@ -23,8 +24,10 @@ with for_each_host():  # a host that cannot go on is named and left out; the oth
     packages(ctx=ctx)
     docker_engine(ctx=ctx)
     tools(ctx=ctx)
+    rotation_start(ctx=ctx, services=[])  # only a rotation the state records as in progress
     tree(ctx=ctx)
     stack(ctx=ctx)
+    rotation_checks(ctx=ctx)
     vault_init(ctx=ctx)
     minio_init(ctx=ctx)
     backup(ctx=ctx)

@@ -38,6 +38,9 @@ class Desired:
     app_secret: str
     app_policy: str = "mnemos-app"
     region: str = "us-east-1"
+    # a rotation of app_secret runs (deploys/rotate.py): the key is set whatever the credentials
+    # check says (a server that does not verify signatures would accept the old one)
+    set_app_secret: bool = False
 
 
 def app_policy_document(buckets: list[Bucket]) -> dict:
@@ -181,7 +184,7 @@ def user_differences(admin: MinioAdmin, app_s3: Minio, desired: Desired) -> list
         diffs.append(f"policy {desired.app_policy}")
     if desired.app_policy not in policies:
         diffs.append(f"{desired.app_user}: attach {desired.app_policy}")
-    if not _app_credentials_work(app_s3, desired):
+    if desired.set_app_secret or not _app_credentials_work(app_s3, desired):
         diffs.append(f"{desired.app_user}: secret key")
     return diffs
 
@@ -189,7 +192,7 @@ def user_differences(admin: MinioAdmin, app_s3: Minio, desired: Desired) -> list
 def apply_user(admin: MinioAdmin, app_s3: Minio, desired: Desired) -> list[str]:
     done = []
     policies = _user_policies(admin, desired.app_user)
-    if policies is None or not _app_credentials_work(app_s3, desired):
+    if policies is None or desired.set_app_secret or not _app_credentials_work(app_s3, desired):
         admin.user_add(desired.app_user, desired.app_secret)
         done.append(f"user {desired.app_user}")
         policies = policies or []

@@ -33,7 +33,7 @@ from pyinfra.api.connectors import get_all_connectors
 
 from mnemos_provision import dotenv, stack
 from mnemos_provision.secret_values import Secrets
-from mnemos_provision.stack import LAYERS, NETWORKS, SERVICES  # the service registry's
+from mnemos_provision.stack import LAYERS, NETWORKS, ROTATABLE, SERVICES  # the registry's
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "group_data" / "all.py"
@@ -730,6 +730,11 @@ class Settings:
         {}, "secrets supplied as data (printed by pyinfra at --debug: prefer secrets_file); "
         "supplied secrets win over generated ones on a new install; weak ones are refused",
         hidden=True, check=_check_secrets)
+    rotate: list[str] = setting(
+        [], "what deploys/rotate.py rotates: postgres, redis, minio-app (MinIO's application "
+        "user); new values set in the service, the state, .env and Vault; read by that deploy "
+        "only (docs/rotation.md)",
+        choices=tuple(ROTATABLE))
 
     # ------------------------------------------------------------ preflight
     preflight_strict: bool = setting(

@@ -101,7 +101,9 @@ class Service:
     health: Health = field(default_factory=Health)
     where: Where = field(default_factory=lambda: Where((), ""))
     checklist: str = ""  # its item of the design's Phase 1 checklist (tests/host/test_checklist.py)
-    data_secrets: tuple[str, ...] = ()  # secrets its volume's data only opens with (never rotated)
+    # secrets its volume's data only opens with: never generated anew while the volume exists;
+    # changed only by a rotation (deploys/rotate.py), which sets the new value in the service first
+    data_secrets: tuple[str, ...] = ()
     env_section: str = ""  # its section of .env
     env: tuple[Var, ...] = ()
     standin: Standin | None = None
@@ -448,3 +450,8 @@ def network_names(project: str) -> set[str]:
 
 # The service names, for what is fixed when the settings are declared (compose_profiles' choices).
 SERVICES = names()
+# What deploys/rotate.py rotates (docs/rotation.md): the `rotate` entry -> (its service, the
+# secrets it changes). minio-app: the MinIO application user's secret key (not the root's).
+ROTATABLE = {"postgres": ("postgres", ("POSTGRES_PASSWORD",)),
+             "redis": ("redis", ("REDIS_PASSWORD",)),
+             "minio-app": ("minio", ("MINIO_APP_SECRET_KEY",))}

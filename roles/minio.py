@@ -8,7 +8,7 @@ from __future__ import annotations
 from pyinfra.api import deploy
 
 from mnemos_provision.context import HostContext, skip_setup
-from mnemos_provision.secret_store.load import load_secrets
+from mnemos_provision.secret_store.load import load_secrets, secret_decision
 
 
 @deploy("MinIO")
@@ -22,9 +22,12 @@ def minio_init(ctx: HostContext):
     from mnemos_provision.operations import minio
 
     secrets = load_secrets(ctx)
+    decision = secret_decision(ctx)
     desired = minio_setup.Desired(
         buckets=[minio_setup.Bucket(name, **spec) for name, spec in s.minio_buckets.items()],
-        app_user=s.minio_app_user, app_secret=secrets["MINIO_APP_SECRET_KEY"])
+        app_user=s.minio_app_user, app_secret=secrets["MINIO_APP_SECRET_KEY"],
+        # this run rotates the application user's key: set it (docs/rotation.md)
+        set_app_secret=decision.applied and "MINIO_APP_SECRET_KEY" in decision.rotating)
     minio.setup(name="Buckets, versioning, lifecycle and the application user of MinIO",
                 endpoint=f"127.0.0.1:{s.ports['minio_api']}",
                 root=("mnemos", secrets["MINIO_ROOT_PASSWORD"]), desired=desired)

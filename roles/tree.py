@@ -15,7 +15,6 @@ import pyinfra.operations.server
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 
-from mnemos_provision import secret_store
 from mnemos_provision.context import HostContext, fail
 from mnemos_provision.fact_batch import later
 from mnemos_provision.operations import files
@@ -32,13 +31,13 @@ def _holder() -> str:
 @deploy("MNEMOS tree")
 def tree(ctx: HostContext):
     decision = secret_decision(ctx)
-    values = decision.values
+    values = decision.effective()  # a recorded rotation's new values once this run applies it
     try:
         entries = render_tree(ctx.settings, ctx.home, values)
     except RenderError as exc:
         fail("a rendered file would be invalid; nothing on the host was changed:", [str(exc)])
     files.secret(name="Keep the secret state file (0600, outside git)",
-                path=ctx.secrets_state_path, content=secret_store.serialize(values),
+                path=ctx.secrets_state_path, content=decision.state_file(),
                 user=ctx.user, group=ctx.group,
                 swap=StateSwap(expected=decision.expected, lock=ctx.secrets_state_path + ".lock",
                                holder=_holder(), keep_damaged=decision.damaged),

@@ -408,11 +408,12 @@ class FreshHost:
         return output
 
     def deploy_killed_when(self, condition: str, timeout: int = 900,
-                           deploy: str = "deploys/bootstrap.py") -> str:
-        """Start a deploy and SIGKILL pyinfra as soon as the shell test `condition` holds on the
-        machine (a waiting loop inside the machine, so the kill follows within a few tens of ms)."""
+                           deploy: str = "deploys/bootstrap.py", data: tuple[str, ...] = ()) -> str:
+        """Start a deploy (with `data` items) and SIGKILL pyinfra as soon as the shell test
+        `condition` holds on the machine (a waiting loop inside the machine, so the kill follows
+        within a few tens of ms)."""
         with tempfile.TemporaryFile("w+") as out:  # a file, not a pipe nobody reads meanwhile
-            proc = subprocess.Popen(self.pyinfra_args(deploy), cwd=REPO, env=self.env(),
+            proc = subprocess.Popen(self.pyinfra_args(deploy, *data), cwd=REPO, env=self.env(),
                                     stdout=out, stderr=subprocess.STDOUT, text=True)
             try:
                 self.exec(f"i=0; until {condition}; do sleep 0.02; i=$((i+1)); "

@@ -39,16 +39,17 @@ from mnemos_provision.operations.util import (
 from mnemos_provision.tree_entry import TreeEntry
 
 
-def _staged_uploads(stage: str, contents: list[bytes | str]):
+def staged_uploads(stage: str, contents: list[bytes | str], target=None):
     """
     Root's side of every write (docs/security.md): `stage` made (mkdir -m 700, root's
-    own), each content uploaded into it as `stage/<index>`. Over SSH with sudo, pyinfra uploads
+    own), each content uploaded into it as `stage/<index>`. `target`: the host (another operation
+    module's `host`; default this module's). Over SSH with sudo, pyinfra uploads
     as the login account first (to /tmp/pyinfra-<sha1>, the server's default mode): into a 0700
     directory of that account instead. A str content is a file on the controller.
     """
     q = shlex.quote
     yield StringCommand(f"mkdir -m 700 {q(stage)}")
-    private = private_upload_dir(host)
+    private = private_upload_dir(host if target is None else target)
     if private:
         yield FunctionCommand(make_private_upload_dir, (private,), {})
     for index, content in enumerate(contents):
@@ -68,7 +69,7 @@ def _secret_upload(content: bytes, dest: str, user: str, group: str, swap: State
     run read, under flock on `swap.lock` (opened by `user` too).
     """
     stage = stage_dir()
-    yield from _staged_uploads(stage, [content])
+    yield from staged_uploads(stage, [content])
     step = (install_as_user(user, group, f"{stage}/0", dest, "600") if swap is None
             else swap_as_user(user, group, f"{stage}/0", dest, swap))
     yield staged_run(stage, [step])
@@ -266,7 +267,7 @@ def tree(facts: DeclaredFacts, root: str, entries: list[TreeEntry], user: str, g
     if needs_git:
         steps.append(as_user(user, group, "git", "-C", root, "init", "-q", "-b", "main"))
     if uploads:
-        yield from _staged_uploads(stage, [entry.content or b"" for entry in uploads])
+        yield from staged_uploads(stage, [entry.content or b"" for entry in uploads])
         yield staged_run(stage, steps)
     else:
         yield StringCommand(f"{AS_USER}; " + " && ".join(steps))
@@ -337,7 +338,7 @@ def system_files(facts: DeclaredFacts, files: list[tuple[str, bytes | Path, str]
         host.noop(f"{', '.join(p for p, _, _ in files)} up to date")
         return
     if uploads:
-        yield from _staged_uploads(stage, uploads)
+        yield from staged_uploads(stage, uploads)
         yield staged_run(stage, steps)
     else:
         yield StringCommand(" && ".join(steps))

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from mnemos_provision.secret_store.state import (
     ENV_VARIABLE,
+    ROTATING,
     Decision,
     HostFile,
     HostState,
     Secrets,
     StateError,
     VolumesNeeded,
+    begin_rotation,
     complete,
     data_evidence,
     decide,
@@ -27,7 +29,7 @@ from mnemos_provision.secret_store.state import (
 )
 
 __all__ = [
-    "ENV_VARIABLE", "Decision", "HostFile", "HostState", "Secrets", "StateError",
-    "VolumesNeeded", "complete", "data_evidence", "decide", "generate", "parse", "parse_read",
-    "read_command", "serialize", "sha256", "state_dir_problem",
+    "ENV_VARIABLE", "ROTATING", "Decision", "HostFile", "HostState", "Secrets", "StateError",
+    "VolumesNeeded", "begin_rotation", "complete", "data_evidence", "decide", "generate", "parse",
+    "parse_read", "read_command", "serialize", "sha256", "state_dir_problem",
 ]

@@ -21,6 +21,7 @@ from mnemos_provision.secret_store.state import (
     Secrets,
     StateError,
     VolumesNeeded,
+    begin_rotation,
     decide,
     parse_read,
     read_command,
@@ -35,7 +36,9 @@ _RUN_ALSO: dict[str, dict[str, HostFile]] = {}
 
 
 def load_secrets(ctx: HostContext) -> Secrets:
-    return secret_decision(ctx).values
+    """The secrets this run's roles use (Decision.effective: a recorded rotation's new values
+    only once this run sets them in the services)."""
+    return secret_decision(ctx).effective()
 
 
 def found_with_secrets(ctx: HostContext, name: str) -> tuple[str, bytes | None] | None:
@@ -73,6 +76,18 @@ def secret_decision(ctx: HostContext) -> Decision:
     if host.name not in _RUN_SECRETS:
         _RUN_SECRETS[host.name] = _decide(ctx)
     return _RUN_SECRETS[host.name]
+
+
+def start_rotation(ctx: HostContext, names: list[str]) -> tuple[Decision, Decision]:
+    """
+    This run rotates the secrets `names`: (the decision as read, the decision every role reads
+    from now on, whose values hold the new secrets and whose `expected` is the state that records
+    the rotations in progress, Decision.in_progress, which the rotation role writes first).
+    """
+    read = secret_decision(ctx)
+    started = begin_rotation(read, names)
+    _RUN_SECRETS[host.name] = started
+    return read, started
 
 
 def _decide(ctx: HostContext) -> Decision:

@@ -1,6 +1,8 @@
 """
 The secret state: the passwords the data volumes accept, kept on the host in a 0600 JSON file
-outside the tree and git (secrets_state_path), read back on every run and never rotated.
+outside the tree and git (secrets_state_path), read back on every run and never rotated
+implicitly (a rotation is deploys/rotate.py's, docs/rotation.md: the state records it in progress,
+old and new value, until the service holds the new one).
 
 What a run does with it (README: Secrets):
 - The state holds every secret: it is used as it is. A value of the wrong type stops the run.
@@ -42,6 +44,12 @@ for _var in dotenv.ALL_VARS:
     _refs = dotenv.references(_var.default)
     if _var.secret and len(_refs) == 1 and _var.default == "{" + _refs[0] + "}":
         ENV_VARIABLE[_refs[0]] = _var.name  # e.g. MINIO_APP_SECRET_KEY is AWS_SECRET_ACCESS_KEY
+
+
+# A rotation in progress (deploys/rotate.py, docs/rotation.md): the state holds the old value under
+# the secret's name and the new one under ROTATING + name, until the service holds the new value;
+# the run that sees it sets the new value in the service again, then writes the state without it.
+ROTATING = "rotating:"
 
 
 class VolumesNeeded(Exception):
@@ -220,6 +228,31 @@ class Decision:
     damaged: bool  # the file read is kept aside before the new one replaces it
     notes: list[str]  # one line each, names only, for the user
     state_dir_missing: bool = False  # the directory of the state file is created by the write
+    # rotations in progress: secret -> (old value, new value); `values` holds the new one, which
+    # the rotation role sets in the service before the tree role writes the state
+    rotating: dict = field(default_factory=dict)
+    # the run sets the new values in the services (the rotation role planned it): only then do
+    # the roles write, render and send them; otherwise they keep the old ones and the record
+    applied: bool = False
+
+    def effective(self) -> Secrets:
+        """The values this run's roles write, render and send: the new ones of the rotations in
+        progress only once the run sets them in the services (`applied`)."""
+        if self.applied or not self.rotating:
+            return self.values
+        return Secrets({**self.values, **{n: old for n, (old, _) in self.rotating.items()}})
+
+    def state_file(self) -> bytes:
+        """The state file this run writes: the record kept while the rotation is not applied."""
+        return serialize(self.values) if self.applied or not self.rotating else self.in_progress()
+
+    def in_progress(self) -> bytes:
+        """The state file that records the rotations in progress (old values, new ones beside)."""
+        recorded = dict(self.values)
+        for name, (old, new) in self.rotating.items():
+            recorded[name] = old
+            recorded[ROTATING + name] = new
+        return serialize(recorded)
 
 
 def data_evidence(name: str, host_state: HostState, project: str) -> str | None:
@@ -257,14 +290,54 @@ def decide(host_state: HostState, supplied: dict[str, str], *, state_path: str, 
             recovered.append(name)
         if choice.generated:
             generated.append(name)
+    rotating, rotation_problems = rotations_in(read.stored, values, state_path)
+    problems += rotation_problems
     if problems:
         raise StateError(problems)
+    for name, (_, new) in rotating.items():
+        values[name] = new  # the rotation role sets it in the service before the state is written
     raw = host_state.state.data
     new_install = raw is None and host_state.env.kind == "missing"
     notes = [] if new_install else notes_for(read, recovered, generated, host_state.volumes_known,
                                              state_path=state_path, env_path=env_path)
     return Decision(values=values, expected=sha256(raw), damaged=read.damaged,
-                    notes=notes, state_dir_missing=host_state.state_dir == "missing")
+                    notes=notes, state_dir_missing=host_state.state_dir == "missing",
+                    rotating=rotating)
+
+
+def rotations_in(stored: dict[str, str], values: dict[str, str], state_path: str
+                 ) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """The rotations in progress the state records ({secret: (old, new)}), and its problems."""
+    rotating, problems = {}, []
+    for key, new in sorted(stored.items()):
+        if not key.startswith(ROTATING):
+            continue
+        name = key[len(ROTATING):]
+        if name not in SECRET_LENGTHS:
+            problems.append(f"{state_path}: {key} records the rotation of an unknown secret; "
+                            "remove that line (nothing else names it) and run again")
+        elif name in values:
+            rotating[name] = (values[name], new)
+    return rotating, problems
+
+
+def begin_rotation(decision: Decision, names: list[str]) -> Decision:
+    """The decision of a run that rotates `names` (secret names): each gets a new value, unless
+    a rotation of it is already in progress (its new value is kept: the earlier run may have set
+    it in the service). `expected` becomes the digest of the state that records them
+    (Decision.in_progress), which the run writes first."""
+    rotating = dict(decision.rotating)
+    values = Secrets(decision.values)
+    for name in names:
+        if name not in rotating:
+            rotating[name] = (values[name], generate(name))
+            values[name] = rotating[name][1]
+    # the write that records them keeps a damaged file aside; the state after it is whole
+    started = Decision(values=values, expected=decision.expected, damaged=False,
+                       notes=decision.notes, state_dir_missing=decision.state_dir_missing,
+                       rotating=rotating)
+    started.expected = sha256(started.in_progress())
+    return started
 
 
 @dataclass

@@ -17,7 +17,8 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 
-OPERATION_MODULES = ("files", "apt", "docker", "compose", "server", "vault", "minio")
+OPERATION_MODULES = ("files", "apt", "docker", "compose", "server", "vault", "minio",
+                     "rotation")
 
 
 def tool(*args: str) -> subprocess.CompletedProcess:

@@ -357,7 +357,7 @@ def run_functions(yielded: list, spec: dict, host: FixtureHost, monkeypatch) -> 
 def test_every_operation_has_fixtures():
     from mnemos_provision import operations
     ops = set()
-    for name in ("files", "apt", "docker", "compose", "server", "vault", "minio"):
+    for name in ("files", "apt", "docker", "compose", "server", "vault", "minio", "rotation"):
         module = import_module(f"{operations.__name__}.{name}")
         ops |= {f"{name}.{n}" for n, v in vars(module).items()
                 if callable(v) and hasattr(v, "_inner") and v.__module__ == module.__name__}

@@ -1,0 +1,112 @@
+"""
+Secret rotation (deploys/rotate.py, docs/rotation.md): the new values recorded in the secret state
+beside the old ones, then set in the services that hold them (PostgreSQL, Redis; MinIO's
+application user by the MinIO role, after the state). The tree role then writes the state
+(the new values only) and .env, the stack role recreates exactly the containers whose
+configuration holds them, `rotation_checks` logs in with the new values and is refused the old
+ones. A rotation the state records as in progress (a run killed part-way) is finished the same way
+by the next `rotate` or the next plain converge (deploys/bootstrap.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from pyinfra.api import deploy
+
+from mnemos_provision import dotenv, stack
+from mnemos_provision.context import HostContext, fail
+from mnemos_provision.operations import files, rotation
+from mnemos_provision.operations.util import StateSwap
+from mnemos_provision.render import dotenv_context
+from mnemos_provision.secret_store.load import secret_decision, start_rotation
+
+
+def secrets_of(entries: list[str]) -> list[str]:
+    """The secrets a rotation of `entries` (the `rotate` setting) changes (stack.ROTATABLE)."""
+    return [secret for name in entries for secret in stack.ROTATABLE[name][1]]
+
+
+def _service_of(secret: str) -> str:
+    return next(service for service, secrets in stack.ROTATABLE.values() if secret in secrets)
+
+
+def _postgres_user(ctx: HostContext) -> str:
+    return dotenv.resolve(dotenv_context(ctx.settings, ctx.home), {},
+                          ctx.settings.dotenv_overrides, with_secrets=False)["POSTGRES_USER"]
+
+
+def _check_services(ctx: HostContext, secrets: list[str]) -> None:
+    """Before any change: each service involved runs here (launch_stack, its profile), and MinIO
+    is set up by the deploy (it sets the application user's new key)."""
+    s = ctx.settings
+    problems = [f"{secret}: the {_service_of(secret)} service is not enabled on this host "
+                f"(compose_profiles) or launch_stack is false; a rotation sets the new value in "
+                "the running service" for secret in secrets
+                if not (s.launch_stack and s.service_enabled(_service_of(secret)))]
+    if "MINIO_APP_SECRET_KEY" in secrets and not (s.minio_init and s.publish_ports):
+        problems.append("MINIO_APP_SECRET_KEY: minio_init and publish_ports must be true: the "
+                        "deploy sets the application user's new key through MinIO's admin API")
+    if problems:
+        fail("the rotation cannot run; nothing on the host was changed:", problems)
+
+
+@deploy("Secret rotation")
+def rotation_start(ctx: HostContext, services: list[str]):
+    """
+    Rotate the secrets of `services` (or finish the rotations the state records, with none):
+    the state that records them (old and new values) written first, by compare-and-swap, then
+    each new value set in its service. The roles that follow write the state and .env.
+    """
+    decision = secret_decision(ctx)
+    if services:
+        _check_services(ctx, secrets_of(services))
+        read, decision = start_rotation(ctx, secrets_of(services))
+        holder = (f"{socket.gethostname()} pid {os.getpid()} at "
+                  f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+        files.secret(
+            name="Record the rotation in progress (old and new values) in the secret state",
+            path=ctx.secrets_state_path, content=decision.in_progress(),
+            user=ctx.user, group=ctx.group,
+            swap=StateSwap(expected=read.expected, lock=ctx.secrets_state_path + ".lock",
+                           holder=holder, keep_damaged=read.damaged),
+            create_dirs=read.state_dir_missing)
+    if not decision.rotating:
+        return
+    _check_services(ctx, list(decision.rotating))
+    decision.applied = True  # the roles after this one write, render and send the new values
+    project = ctx.settings.compose_project
+    for secret, (old, new) in decision.rotating.items():
+        service = _service_of(secret)
+        container = stack.service(service).container_name(project)
+        if secret == "POSTGRES_PASSWORD":
+            rotation.postgres_password(
+                name=f"Set the new {secret} in PostgreSQL (ALTER ROLE)", container=container,
+                root=ctx.root, service=service, role=_postgres_user(ctx),
+                verifier=rotation.scram_sha_256(new))
+        elif secret == "REDIS_PASSWORD":
+            rotation.redis_password(
+                name=f"Set the new {secret} in Redis's running config (CONFIG SET requirepass)",
+                container=container, root=ctx.root, service=service, new=new, old=old)
+        # MINIO_APP_SECRET_KEY: set by the MinIO role (minio.setup: the application user's
+        # credentials refused, it sets the state's key with the root credentials) after the tree
+        # role wrote the state: a run killed between them leaves MinIO behind the state, and
+        # every converge catches it up
+
+
+@deploy("Secret rotation: checks")
+def rotation_checks(ctx: HostContext):
+    """Each rotated secret: the new value accepted by its service, the old one refused."""
+    decision = secret_decision(ctx)
+    project = ctx.settings.compose_project
+    for secret, (old, new) in decision.rotating.items():
+        service = _service_of(secret)
+        if service not in rotation.LOGIN_CHECKS:
+            continue  # MinIO: minio.setup checks the application user's credentials every run
+        rotation.check_password(
+            name=f"{stack.service(service).label}: the new {secret} is accepted, the old one "
+                 "refused",
+            kind=service, container=stack.service(service).container_name(project),
+            user=_postgres_user(ctx) if service == "postgres" else "", new=new, old=old)

@@ -1,0 +1,148 @@
+"""
+Rotation's decisions (docs/rotation.md), without a host: the state that records a rotation in
+progress (old value under the secret's name, new value beside it), what a run makes of it, and
+the SCRAM verifier sent to PostgreSQL. The rotation itself, killed at each step, runs against the
+real PostgreSQL and Redis of the stack tier (tests/stack/test_rotation.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from mnemos_provision import secret_store
+from mnemos_provision.dotenv import SECRET_LENGTHS
+from mnemos_provision.operations.rotation import scram_sha_256
+from mnemos_provision.secret_store import HostFile, HostState, StateError
+
+pytestmark = pytest.mark.unit
+
+PATHS = dict(state_path="/home/dev/.config/mnemos/secrets.json",
+             env_path="/home/dev/mnemos/.env", project="mnemos")
+
+
+def whole_state(**extra: str) -> dict[str, str]:
+    values = {name: f"old-{name.lower()}" for name in SECRET_LENGTHS}
+    values.update(extra)
+    return values
+
+
+def host_state(values: dict[str, str]) -> HostState:
+    return HostState(state=HostFile("file", json.dumps(values).encode()),
+                     env=HostFile("missing"), state_dir="directory|700|dev", volumes=set())
+
+
+def test_a_state_without_a_rotation_decides_no_rotation():
+    decision = secret_store.decide(host_state(whole_state()), {}, **PATHS)
+    assert decision.rotating == {}
+    assert decision.values["POSTGRES_PASSWORD"] == "old-postgres_password"
+
+
+def test_a_rotation_in_progress_is_read_old_and_new_and_the_run_goes_on_with_the_new_value():
+    state = whole_state(**{"rotating:POSTGRES_PASSWORD": "new-pg"})
+    decision = secret_store.decide(host_state(state), {}, **PATHS)
+    assert decision.rotating == {"POSTGRES_PASSWORD": ("old-postgres_password", "new-pg")}
+    # the roles after the rotation role write the new value (the state without the record)
+    assert decision.values["POSTGRES_PASSWORD"] == "new-pg"
+    assert "rotating:POSTGRES_PASSWORD" not in secret_store.serialize(decision.values).decode()
+    # the record as the run found it, byte for byte: a repeated record write changes nothing
+    assert decision.in_progress() == secret_store.serialize(state)
+
+
+def test_a_record_of_an_unknown_secret_stops_the_run_naming_it():
+    state = whole_state(**{"rotating:NOT_A_SECRET": "x" * 20})
+    with pytest.raises(StateError) as raised:
+        secret_store.decide(host_state(state), {}, **PATHS)
+    assert "rotating:NOT_A_SECRET" in str(raised.value)
+    assert "x" * 20 not in str(raised.value)
+
+
+def test_begin_rotation_records_old_and_new_and_expects_that_record():
+    read = secret_store.decide(host_state(whole_state()), {}, **PATHS)
+    started = secret_store.begin_rotation(read, ["POSTGRES_PASSWORD", "REDIS_PASSWORD"])
+    new_pg = started.values["POSTGRES_PASSWORD"]
+    assert new_pg != "old-postgres_password" and len(new_pg) == SECRET_LENGTHS["POSTGRES_PASSWORD"]
+    assert started.rotating["REDIS_PASSWORD"][0] == "old-redis_password"
+    recorded = json.loads(started.in_progress())
+    assert recorded["POSTGRES_PASSWORD"] == "old-postgres_password"  # the state still says old
+    assert recorded["rotating:POSTGRES_PASSWORD"] == new_pg
+    assert started.expected == secret_store.sha256(started.in_progress())
+    assert read.expected == secret_store.sha256(json.dumps(whole_state()).encode())
+    assert started.values["JWT_SECRET_KEY"] == read.values["JWT_SECRET_KEY"]  # only those named
+
+
+def test_a_second_rotate_keeps_the_new_value_of_the_rotation_in_progress():
+    """The earlier run may have set it in the service already: a fresh value would lock the
+    service out of the state."""
+    state = whole_state(**{"rotating:REDIS_PASSWORD": "new-redis"})
+    read = secret_store.decide(host_state(state), {}, **PATHS)
+    started = secret_store.begin_rotation(read, ["REDIS_PASSWORD", "POSTGRES_PASSWORD"])
+    assert started.rotating["REDIS_PASSWORD"] == ("old-redis_password", "new-redis")
+    assert started.rotating["POSTGRES_PASSWORD"][0] == "old-postgres_password"
+
+
+def test_the_scram_verifier_is_postgresqls_format_and_proves_the_password():
+    """RFC 5802: StoredKey = H(HMAC(SaltedPassword, "Client Key")); a server checks a client's
+    proof against it, so it must be derived from this password and salt."""
+    salt = b"0123456789abcdef"
+    verifier = scram_sha_256("pencil", salt=salt)
+    keys = verifier.split(":", 1)[1].split("$", 1)[1]
+    assert verifier.startswith("SCRAM-SHA-256$4096:" + base64.b64encode(salt).decode() + "$")
+    stored_b64, server = keys.split(":")
+    salted = hashlib.pbkdf2_hmac("sha256", b"pencil", salt, 4096)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    assert base64.b64decode(stored_b64) == hashlib.sha256(client_key).digest()
+    assert base64.b64decode(server) == hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    assert "pencil" not in verifier
+    assert scram_sha_256("pencil") != scram_sha_256("pencil"), "a new salt each time"
+
+
+# ------------------------------------------------------------------ real runs on @local
+# (tests/unit/test_secret_state.py's Site: a tree and its state under a temporary directory)
+
+def _site(tmp_path):
+    from tests.unit.test_secret_state import Site
+    return Site(tmp_path, "mnemosrot" + str(abs(hash(str(tmp_path))) % 10**6))
+
+
+def _rotate(site, *data: str):
+    from tests.conftest import REPO, run
+    from tests.unit.test_secret_state import PYINFRA
+    args = [PYINFRA, "@local", "deploys/rotate.py", "-y", "--data", f"mnemos_root={site.root}",
+            "--data", f"secrets_state_path={site.state}",
+            "--data", f"compose_project={site.project}"]
+    for item in data:
+        args += ["--data", item]
+    return run(args, cwd=REPO)
+
+
+def test_a_run_that_does_not_rotate_keeps_a_recorded_rotation_and_the_old_values(tmp_path):
+    """deploys/tree.py sets nothing in the services: it must neither write a recorded new value
+    (the service does not hold it) nor drop the record (the next rotate or converge needs it)."""
+    from tests.unit.test_secret_state import ok
+    site = _site(tmp_path)
+    ok(site.deploy())
+    recorded = dict(site.secrets(),
+                    **{"rotating:REDIS_PASSWORD": "N3wRedisPasswordValue0123456789x"})
+    site.state.write_text(json.dumps(recorded))
+    ok(site.deploy())
+    assert site.secrets() == recorded, "the record or a value changed"
+    assert site.env_values()["REDIS_PASSWORD"] == recorded["REDIS_PASSWORD"], ".env has the new one"
+
+
+def test_rotate_refuses_a_service_not_enabled_and_an_empty_list_before_any_change(tmp_path):
+    from tests.unit.test_secret_state import ok, refused
+    site = _site(tmp_path)
+    ok(site.deploy())
+    before = (site.state.read_bytes(), site.env.read_bytes())
+    refused(_rotate(site, "rotate=postgres", "compose_profiles=redis"),
+            "the rotation cannot run; nothing on the host was changed",
+            "POSTGRES_PASSWORD: the postgres service is not enabled on this host")
+    refused(_rotate(site), "nothing to rotate", "rotate = []: name the services")
+    refused(_rotate(site, "rotate=grafana"),
+            "rotate = 'grafana': unknown entry; expected entries from postgres, redis, minio-app")
+    assert (site.state.read_bytes(), site.env.read_bytes()) == before
