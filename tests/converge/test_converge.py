@@ -352,3 +352,74 @@ def test_a_run_killed_after_vault_initialized_still_unseals(second_machine):
     assert vault_status(machine) == "0"
     again = machine.deploy()
     assert again.changed == [], again.rows
+
+
+def machine_settings(machine, *data: str):
+    """The settings the machine's runs use: group_data/ci.py, then its --data items."""
+    import runpy
+
+    from mnemos_provision.settings import validate
+    values = {k: v for k, v in runpy.run_path("group_data/ci.py").items()
+              if not k.startswith("__") and not hasattr(v, "__spec__")}
+    for item in (*machine.data, *data):
+        key, _, value = item.partition("=")
+        try:
+            values[key] = json.loads(value)
+        except json.JSONDecodeError:
+            values[key] = value
+    return validate(values, controller_path_exists=lambda p: True)
+
+
+def test_nothing_published_every_service_item_passes(second_machine):
+    """publish_ports = false: only the frontend services (Grafana, Traefik) publish; the host
+    suite reaches the others with `docker compose exec` (their own CLIs) or, for images with no
+    HTTP client (Loki, the collector), from a sibling that has one. Every service item of the
+    enabled services must be [x]. Vault is recreated without its port, so it comes back sealed and
+    the deploy leaves its set-up to the user (where.py): it is unsealed here as the user would,
+    with `vault operator unseal` in its container. Then the machine converges back."""
+    import time
+    machine = second_machine
+    closed_data = "publish_ports=false"
+    settings = machine_settings(machine, closed_data)
+    t0 = time.monotonic()
+    closed = machine.deploy("deploys/bootstrap.py", closed_data)
+    t_deploy = time.monotonic() - t0
+    assert closed.returncode == 0, closed.output[-4000:]
+    published = machine.exec("docker ps --format '{{.Names}} {{.Ports}}'").stdout
+    for line in published.splitlines():
+        name = line.split()[0]
+        if not any(name == stack.service(s).container_name(settings.compose_project)
+                   for s in settings.enabled_services if stack.service(s).frontend):
+            assert "->" not in line, f"{name} still publishes a port: {line}"
+    # the user's step where nothing is published: one unseal key at a time, read from the keys
+    # file on the input of the machine's shell (the key is the argument of the CLI in the
+    # container, upstream's way when no terminal is attached)
+    if settings.service_enabled("vault") and vault_status(machine) == "2":
+        from tests import harness
+        keys = json.loads(machine.exec(f"cat {KEYS}").stdout)["keys_base64"]
+        unseal = harness.sh(
+            ["docker", "exec", "-i", machine.name, "sh", "-c",
+             f"cd {ROOT} && while read -r k; do "
+             "docker compose exec -T vault vault operator unseal \"$k\" </dev/null >/dev/null "
+             "|| exit 1; docker compose exec -T vault vault status </dev/null >/dev/null "
+             "&& exit 0; done; exit 2"],
+            check=False, input="\n".join(keys) + "\n")
+        assert unseal.returncode == 0, unseal.stdout + unseal.stderr
+    t1 = time.monotonic()
+    suite = machine.host_suite(f"--mnemos-data={closed_data}")
+    t_suite = time.monotonic() - t1
+    print(suite.stdout[suite.stdout.find("Phase 1 completion checklist") - 30:])
+    for service in settings.enabled_services:
+        item = CHECKLIST_SERVICE_ITEMS[service]
+        assert f"[x] {item}\n" in suite.stdout, \
+            f"{service}: {item} not passed with nothing published\n{suite.stdout[-5000:]}"
+    t2 = time.monotonic()
+    back = machine.deploy()
+    t_back = time.monotonic() - t2
+    assert back.returncode == 0, back.output[-4000:]
+    if settings.service_enabled("vault"):
+        assert vault_status(machine) == "0", "Vault is not unsealed after converging back"
+    again = machine.deploy()
+    assert again.returncode == 0 and again.changed == [], again.rows
+    print(f"nothing published: deploy {t_deploy:.0f} s, host suite {t_suite:.0f} s, "
+          f"converge back {t_back:.0f} s, then a no-op run")

@@ -63,7 +63,8 @@ def test_backend_and_data_are_internal_and_cannot_route_out(provisioned):
         assert info["Internal"] is True, network
         subnet = info["IPAM"]["Config"][0]["Subnet"]
         routes = machine.exec(
-            f"docker run --rm --network {network} --entrypoint cat mnemos-standin/redis:debian12 "
+            f"docker run --rm --network {network} --entrypoint cat "
+            f"{machine.image('mnemos-standin/redis:debian12')} "
             "/proc/net/route").stdout.splitlines()[1:]
         assert routes, "no routing table read"
         default = [r for r in routes if r.split()[1] == "00000000"]
@@ -92,8 +93,8 @@ def test_init_db_databases_exist_and_env_passwords_work(provisioned):
     assert len(password) == 32
     # through the published port on 127.0.0.1, with the password of .env
     query = ("docker run --rm --network host -e PGPASSWORD={pw} --entrypoint psql "
-             "mnemos-standin/postgres:debian12 -h 127.0.0.1 -p 5432 -U mnemos -d mnemos -tAc "
-             "'select datname from pg_database order by 1'")
+             f"{machine.image('mnemos-standin/postgres:debian12')} -h 127.0.0.1 -p 5432 -U mnemos "
+             "-d mnemos -tAc 'select datname from pg_database order by 1'")
     dbs = machine.exec(query.format(pw=password)).stdout.split()
     assert {"mnemos", "mnemos_cortex", "mnemos_genome", "mnemos_synkron"} <= set(dbs)
     wrong = machine.exec(query.format(pw="wrong-password"), check=False)
