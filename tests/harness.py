@@ -57,8 +57,9 @@ def recipe_tag(*parts: str) -> str:
 
 
 # The stand-ins (tests/standins/<name>): each service's record in mnemos_provision/stack.py.
-# STANDINS make the default archive; SERVICE_STANDINS (Vault's and MinIO's) are built on demand,
-# not part of it (only the converge test that enables Vault and MinIO loads them).
+# STANDINS make the default archive; SERVICE_STANDINS (Vault's, MinIO's, Loki's, Grafana's and the
+# collector's) are built on demand, not part of it (only the converge tier's all-services machine
+# loads them).
 STANDINS = {s.name: s.standin.image for s in stack.REGISTRY
             if s.standin and not s.standin.on_demand}
 SERVICE_STANDINS = {s.name: s.standin.image for s in stack.REGISTRY

@@ -100,7 +100,8 @@ def test_the_base_image_root_directory_is_0755(standin_archive):
 
 @pytest.fixture(scope="module")
 def service_standin_archive() -> Path:
-    """The Vault and MinIO stand-ins' archive (the one the converge tier's second machine loads)."""
+    """Every stand-in's archive, the on-demand ones (Vault, MinIO, Loki, Grafana, the collector)
+    included: the one the converge tier's second machine loads."""
     need("docker")
     if os.geteuid() != 0:
         pytest.skip("unpacking images with their owners needs root (CI runs as root)")
@@ -113,7 +114,7 @@ def test_each_standin_server_runs_as_its_own_account_on_vfs_layers(standin_archi
 
 
 @pytest.mark.parametrize("name", sorted(harness.SERVICE_STANDINS))
-def test_vault_and_minio_standins_run_as_their_account_on_vfs_layers(service_standin_archive, name):
+def test_on_demand_standins_run_as_their_account_on_vfs_layers(service_standin_archive, name):
     run_as_its_account(service_standin_archive, harness.SERVICE_STANDINS[name], name)
 
 

@@ -319,3 +319,24 @@ def test_grafana_provisions_and_checks_each_datasource_at_its_url(running):
         message
     code, body = get(f"{base}/api/search", auth="admin:pw-1")
     assert [d["uid"] for d in json.loads(body)] == ["mnemos-stack-health"]
+
+
+def test_grafana_does_not_start_on_a_malformed_provisioning_file(tree, tmp_path):
+    """As Grafana: a provisioning file that is not YAML ends the start (exit 1, the file named)."""
+    home = tmp_path / "home"
+    (home / "conf").mkdir(parents=True)
+    shutil.copy(STANDINS / "grafana/defaults.ini", home / "conf/defaults.ini")
+    provisioning = tmp_path / "provisioning"
+    shutil.copytree(tree / "config/grafana/datasources", provisioning / "datasources")
+    (provisioning / "dashboards").mkdir()
+    (provisioning / "dashboards/dashboards.yml").write_text("providers:\n  - name: [broken\n")
+    result = subprocess.run(
+        [sys.executable, str(STANDINS / "grafana/grafana"), "server", f"--homepath={home}",
+         f"--config={tree / 'config/grafana/grafana.ini'}",
+         f"cfg:default.paths.data={tmp_path / 'data'}",
+         f"cfg:default.paths.provisioning={provisioning}"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "GF_SERVER_HTTP_PORT": str(free_port()),
+             "PYTHONPATH": str(STANDINS / "grafana")})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Dashboard provisioning error" in result.stderr and "dashboards.yml" in result.stderr
