@@ -13,8 +13,10 @@ from a registry (Debian 12's docker-registry, CNCF distribution 2.8, on the mach
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -124,6 +126,8 @@ def test_a_tag_the_registry_lacks_fails_naming_image_answer_and_setting(provisio
     try:
         failed = machine.deploy(
             "deploys/bootstrap.py", 'images={"redis": "mnemos-standin/redis:no-such-tag"}')
+        if os.environ.get("MNEMOS_FIRST_RUN_LOG"):  # the docs' excerpt of a failed pull
+            Path(os.environ["MNEMOS_FIRST_RUN_LOG"] + ".failed-pull").write_text(failed.output)
         assert failed.returncode != 0
         assert STACK in failed.errors, failed.rows
         out = failed.output
