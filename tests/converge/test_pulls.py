@@ -1,8 +1,10 @@
 """
-The first run as a user lives it: the `provisioned` machine (tests/conftest.py) pulls its images
-from a registry (Debian 12's docker-registry, CNCF distribution 2.8, on the machine's own
+The first run as a user lives it: a fresh machine (the converge tier's, group_data/ci.py) pulls its
+images from a registry (Debian 12's docker-registry, CNCF distribution 2.8, on the machine's own
 127.0.0.1: tests/harness.py), set by one setting, `image_registry`. The images are the stand-ins
-(tests/standins, labelled as such), pushed under group_data/ci.py's names.
+(tests/standins, labelled as such), pushed under group_data/ci.py's names. Its own machine: the
+`provisioned` one keeps its archive, as the stack tier's upgrade tests build and tag images inside
+it under their short names, which `image_registry` would send to the registry.
 
 - the pulls run in parallel: the registry's own log shows the requests of different images
   overlapping in time;
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need
 from tests.harness import REGISTRY_PORT
 
 pytestmark = pytest.mark.converge
@@ -56,6 +59,30 @@ def overlapping(spans: dict[str, tuple[float, float]]) -> list[tuple[str, str]]:
             if spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]]
 
 
+@pytest.fixture(scope="module")
+def pulling():
+    """A fresh machine whose first run pulls from the registry; yields (machine, first run, each
+    line stamped with when it arrived)."""
+    from tests import harness
+    need("docker")
+    machine = harness.FreshHost("mnemos-pulls")
+    storage = harness.ensure_registry_storage()
+    machine.start()
+    try:
+        machine.registry = harness.serve_registry_in(machine, storage)
+        machine.data = (f"image_registry=127.0.0.1:{REGISTRY_PORT}",)
+        first = machine.deploy_timed()
+        if os.environ.get("MNEMOS_FIRST_RUN_LOG"):  # the docs' excerpt: each line and its time
+            Path(os.environ["MNEMOS_FIRST_RUN_LOG"]).write_text(
+                "".join(f"{t:7.1f} {line}\n" for t, line in first.timed))
+        yield machine, first
+    finally:
+        if machine.registry:
+            machine.registry.remove()
+        if not os.environ.get("MNEMOS_KEEP_TEST_HOST"):
+            machine.remove()
+
+
 def test_request_spans_read_the_registry_log():
     """The parser on distribution 2.8's own lines (copied from its log): one overlap found."""
     log = "\n".join(
@@ -73,8 +100,8 @@ def test_request_spans_read_the_registry_log():
     assert overlapping(spans) == [("mnemos-standin/postgres", "mnemos-standin/redis")]
 
 
-def test_the_first_run_pulls_every_image_from_the_registry_in_parallel(provisioned):
-    machine, first = provisioned
+def test_the_first_run_pulls_every_image_from_the_registry_in_parallel(pulling):
+    machine, first = pulling
     assert first.returncode == 0, first.output[-4000:]
     assert STACK in first.changed
     images = machine.exec("docker image ls --format '{{.Repository}}:{{.Tag}}'").stdout.split()
@@ -88,8 +115,8 @@ def test_the_first_run_pulls_every_image_from_the_registry_in_parallel(provision
     assert len(overlapping(spans)) >= 1, spans
 
 
-def test_the_pull_progress_is_shown_while_it_runs(provisioned):
-    machine, first = provisioned
+def test_the_pull_progress_is_shown_while_it_runs(pulling):
+    machine, first = pulling
     timed = first.timed
     started = [t for t, line in timed if "pulling 4 of 4 images in parallel" in line]
     finished = [t for t, line in timed if re.search(r"pulls done in \d+ s", line)]
@@ -111,8 +138,8 @@ def test_the_pull_progress_is_shown_while_it_runs(provisioned):
     assert re.search(r"docker compose up --wait .*: done in \d+ s", out)
 
 
-def test_a_second_run_pulls_nothing(provisioned):
-    machine, _ = provisioned
+def test_a_second_run_pulls_nothing(pulling):
+    machine, _ = pulling
     again = machine.deploy()
     assert again.returncode == 0, again.output[-4000:]
     assert STACK not in again.changed
@@ -120,8 +147,8 @@ def test_a_second_run_pulls_nothing(provisioned):
     assert "still running" not in again.output and "done in" not in again.output
 
 
-def test_a_tag_the_registry_lacks_fails_naming_image_answer_and_setting(provisioned):
-    machine, _ = provisioned
+def test_a_tag_the_registry_lacks_fails_naming_image_answer_and_setting(pulling):
+    machine, _ = pulling
     missing = f"127.0.0.1:{REGISTRY_PORT}/mnemos-standin/redis:no-such-tag"
     try:
         failed = machine.deploy(
