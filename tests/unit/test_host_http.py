@@ -44,6 +44,7 @@ class Echo(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         out = json.dumps({"method": self.command, "path": self.path,
                           "token": self.headers.get("X-Vault-Token"),
+                          "authorization": self.headers.get("Authorization"),
                           "content_type": self.headers.get("Content-Type"),
                           "body": body.decode()}).encode()
         self.send_response(200)
@@ -93,7 +94,7 @@ def test_a_batch_is_one_command_and_each_answer_is_its_requests(echo):
     assert not isinstance(first, HostHTTPError) and not isinstance(second, HostHTTPError)
     assert not isinstance(third, HostHTTPError)
     assert json.loads(first[2]) == {"method": "GET", "path": "/a?x=1", "token": "token-a",
-                                    "content_type": None, "body": ""}
+                                    "authorization": None, "content_type": None, "body": ""}
     # a body without a content type is sent without one (curl's form-urlencoded default removed)
     assert json.loads(second[2])["body"] == '{"k": "v"}'
     assert json.loads(second[2])["content_type"] is None
@@ -121,6 +122,32 @@ def test_prefetched_answers_are_given_once_and_only_to_who_asked(echo):
     http.prefetch([lambda: read("token-a")])
     http.prefetch([lambda: read(None)])
     assert read("token-a")["token"] == "token-a" and http.commands == 6
+
+
+def test_prefetched_s3_answers_go_only_to_the_access_key_that_asked(echo):
+    """MinIO's root and application clients sign the same request with their own access keys
+    (AWS SigV4): a prefetched answer goes to the access key that asked, whatever the signature
+    and date of the request that takes it (they change from one signing to the next)."""
+    http = HostHTTP(LocalRunner())
+    session = host_session(http)
+
+    def signed(key: str, signature: str, date: str = "20261206") -> str:
+        return (f"AWS4-HMAC-SHA256 Credential={key}/{date}/us-east-1/s3/aws4_request, "
+                f"SignedHeaders=host;x-amz-date, Signature={signature}")
+
+    def read(key: str, signature: str, date: str = "20261206"):
+        return session.get(f"{echo}/mnemos-artifacts?versioning",
+                           headers={"Authorization": signed(key, signature, date)}).json()
+
+    http.prefetch([lambda: read("mnemos-root", "aaaa"), lambda: read("mnemos-app", "bbbb")])
+    assert http.commands == 1
+    # the application key's request is answered with its own prefetched answer, then the root's
+    assert "Credential=mnemos-app/" in read("mnemos-app", "cccc")["authorization"]
+    assert "Credential=mnemos-root/" in read("mnemos-root", "dddd", "20261207")["authorization"]
+    assert http.commands == 1  # both from the batch, signed anew
+    # a third access key was never prefetched: its request goes to the server
+    assert "Credential=other/" in read("other", "eeee")["authorization"]
+    assert http.commands == 2
 
 
 def test_a_kept_answer_is_written_0600_before_it_is_returned_and_never_over_a_file(echo, tmp_path):

@@ -84,6 +84,24 @@ def test_no_role_imports_a_role():
         assert not others, f"{path.name} imports {sorted(others)}: a role composes operations"
 
 
+def test_the_checks_refuse_relative_imports(tmp_path, monkeypatch):
+    """The checks themselves, on a tree of fixture files: a role that imports a role with a
+    relative import, and an operation that reaches the settings with one, are both refused."""
+    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    (tmp_path / "roles").mkdir()
+    (tmp_path / "roles" / "tree.py").write_text("def tree():\n    pass\n")
+    (tmp_path / "roles" / "backup.py").write_text("from .tree import tree\n")
+    with pytest.raises(AssertionError, match=r"backup.py imports \['roles.tree', "
+                                             r"'roles.tree.tree'\]"):
+        test_no_role_imports_a_role()
+    operations = tmp_path / "mnemos_provision" / "operations"
+    operations.mkdir(parents=True)
+    (operations / "cron.py").write_text("from ..settings import Settings\n")
+    with pytest.raises(AssertionError, match=r"mnemos_provision.operations.cron \(layer 0\) "
+                                             r"imports \['mnemos_provision.settings'"):
+        test_no_import_runs_up_the_layers(operations / "cron.py")
+
+
 @pytest.mark.parametrize("folder,forbidden", [
     ("mnemos_provision/operations", ("roles", "deploys")),
     ("mnemos_provision/facts", ("roles", "deploys", "mnemos_provision.operations")),

@@ -26,7 +26,8 @@ tests/operations/<module>.<operation>/<case>.json gives
                "changes" tells these apart.
     "converge": {"http": ..., "log": [...]}: the function commands it yields are run too (what
                pyinfra runs at execution), their requests answered from this "http" alone, and
-               what they log compared with "log".
+               what they log compared with "log"; or, with "exception": {"name", "message"}
+               instead of "log", what they must raise (an answer they cannot read at execution).
 
 A request the fixture has no answer for is a failure naming it, and so is an answer never asked
 for: the fixture says exactly what the planning (and "converge", what the execution) reads.
@@ -41,6 +42,9 @@ Values that JSON has no type for: {"$bytes": "text"}, {"$path": "file beside the
 (the keys file's content on the host, or null when there is none: its read is the only host
 command answered; "found": true gives the store that content as the run's secret read found it,
 as roles/vault.py does); typed fact answers are built by FACT_TYPES.
+
+"executing": true plans as pyinfra does once it executes (host.state.is_executing): an answer the
+planning cannot read is then an error, not a change.
 
 "host_commands": how many host commands the planning runs (vault.setup, minio.setup): each HTTP
 batch the transport sends, each read of the keys file.
@@ -283,6 +287,7 @@ def test_operation(op_path, case, monkeypatch):
     direct_host = FixtureHost(spec.get("facts", {}), reads, direct=True)
     monkeypatch.setattr(fact_batch, "host", batch_host)
     monkeypatch.setattr(module, "host", direct_host)
+    direct_host.state.is_executing = spec.get("executing", False)
     # the staging names are 128 random bits: fixed here so that commands can be compared
     monkeypatch.setattr(util, "secrets", SimpleNamespace(token_hex=lambda n: "0" * 2 * n))
     # every HTTP request from the host is answered by the fixture, or fails the test
@@ -335,10 +340,18 @@ def run_functions(yielded: list, spec: dict, host: FixtureHost, monkeypatch) -> 
     monkeypatch.setattr(host_http, "HostHTTP", http)
     for command in yielded:
         assert isinstance(command, FunctionCommand), f"not a function command: {command}"
-        command.function(*command.args, **command.kwargs)
+    if "exception" in spec:
+        with pytest.raises(Exception) as raised:
+            for command in yielded:
+                command.function(*command.args, **command.kwargs)
+        assert (type(raised.value).__name__, str(raised.value)) == (
+            spec["exception"]["name"], spec["exception"]["message"])
+    else:
+        for command in yielded:
+            command.function(*command.args, **command.kwargs)
     assert http.unanswered == [], f"unanswered requests at execution: {http.unanswered}"
     assert http.never_asked() == [], f"answers never asked for at execution: {http.never_asked()}"
-    assert host.logs == spec["log"]
+    assert host.logs == spec.get("log", [])
 
 
 def test_every_operation_has_fixtures():

@@ -285,13 +285,48 @@ def test_a_converged_vault_is_planned_in_one_host_command_whatever_the_number_of
     assert http.commands == 1
 
 
-def test_the_controllers_vault_token_is_never_sent_to_the_hosts_vault(monkeypatch, tmp_path):
-    """hvac takes VAULT_TOKEN (or ~/.vault-token) of whoever runs pyinfra when given no token;
-    vault.setup's client starts with none."""
+@pytest.mark.parametrize("where", ["VAULT_TOKEN", "~/.vault-token"])
+def test_the_controllers_vault_token_is_never_sent_to_the_hosts_vault(where, monkeypatch,
+                                                                      tmp_path):
+    """hvac takes VAULT_TOKEN (or ~/.vault-token) of whoever runs pyinfra when given no token.
+    vault.setup's client (operations.vault._client, which its plan and its converge use) goes
+    through a plan, the set-up and a plan again against the simulated Vault, and the Vault sees
+    every request's X-Vault-Token: the controller's token is never among them, the root token
+    read from the keys is."""
+    from mnemos_provision import host_http
     from mnemos_provision.operations import vault as vault_operation
-    monkeypatch.setenv("VAULT_TOKEN", "the-controllers-own-token")
-    client, _ = vault_operation._client("http://127.0.0.1:8200", None)
-    assert client.token is None
+    own = "the-controllers-own-token"
+    monkeypatch.delenv("VAULT_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if where == "VAULT_TOKEN":
+        monkeypatch.setenv("VAULT_TOKEN", own)
+    else:
+        (tmp_path / ".vault-token").write_text(own)
+    assert hvac.Client(url="http://127.0.0.1:9").token == own, "hvac would not take it anyway"
+    sim = SimulatedVault()
+    url = sim.start()
+    seen: list[tuple[str, str, str]] = []
+    handle = sim.handle
+
+    def recording(method, path, body, token):
+        seen.append((method, path, token))
+        return handle(method, path, body, token)
+
+    monkeypatch.setattr(sim, "handle", recording)
+    monkeypatch.setattr(host_http, "PyinfraRunner", lambda _host: LocalRunner())
+    store, want = MemoryKeyStore(), desired(url)
+    try:
+        for step in (vault_setup.plan, vault_setup.apply, vault_setup.plan):
+            client, http = vault_operation._client(url, None)
+            try:
+                step(client, store, want, prefetch=http.prefetch)
+            finally:
+                http.close()
+    finally:
+        sim.stop()
+    tokens = {token for _, _, token in seen}
+    assert len(seen) > 10 and store.data["root_token"] in tokens, seen
+    assert own not in tokens, [request for request in seen if request[2] == own]
 
 
 def host_key_store(path):
