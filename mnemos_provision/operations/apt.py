@@ -68,7 +68,7 @@ def packages(facts: DeclaredFacts, packages: list[str], optional: list[str] | No
         yield StringCommand("DEBIAN_FRONTEND=noninteractive dpkg --configure -a")
     if missing:
         yield progress.shown_alive(
-            f"apt-get install of {len(missing)} packages ({', '.join(missing)})",
+            f"apt-get install of {len(missing)} packages ({progress.few(missing)})",
             "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
             "--no-install-recommends", *APT_LOCK_WAIT, *missing)
 
@@ -80,7 +80,7 @@ def _remove(facts: DeclaredFacts, packages: list[str]):
         host.noop(f"none of {', '.join(packages)} is installed")
         return
     yield progress.shown_alive(
-        f"apt-get remove of {len(installed)} packages ({', '.join(installed)})",
+        f"apt-get remove of {len(installed)} packages ({progress.few(installed)})",
         "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "remove", "-y", "-q", *APT_LOCK_WAIT,
         *installed)
 

@@ -58,6 +58,12 @@ def alive_definition(every: int) -> str:
 ALIVE = alive_definition(ALIVE_EVERY)
 
 
+def few(names: list[str], shown: int = 4) -> str:
+    """At most `shown` names, then how many more: a label repeated every ALIVE_EVERY seconds."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def alive(label: str, *argv: str) -> str:
     """The shell text that runs argv (words, quoted here) under `alive` (define ALIVE first)."""
     return " ".join(["alive", shlex.quote(label), *(shlex.quote(a) for a in argv)])

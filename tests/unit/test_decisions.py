@@ -302,6 +302,10 @@ def test_sync_tree_writes_secrets_through_a_new_private_directory_and_inits_git(
     assert not any("SECRET" in c for c in commands)
 
 
+# upgrade.ServiceImages of a host whose services run no container yet (operations/upgrade.py)
+NO_CONTAINERS = {"containers": {}, "pg_version": None}
+
+
 @pytest.mark.parametrize("running,reason", [
     ({}, "postgres: no container"),
     ({"postgres": {"hash": "old", "state": "running", "health": "healthy"}},
@@ -314,7 +318,8 @@ def test_sync_tree_writes_secrets_through_a_new_private_directory_and_inits_git(
      "grafana: orphan container"),
 ])
 def test_compose_up_runs_when_the_stack_differs(running, reason):
-    facts = {"ComposeStatus": {"wanted": {"postgres": "h1"}, "running": running}}
+    facts = {"ComposeStatus": {"wanted": {"postgres": "h1"}, "running": running},
+             "ServiceImages": NO_CONTAINERS}
     commands, _ = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
                          images={"postgres": "postgres:16.11-alpine"}, services=["postgres"],
                          timeout=60)
@@ -326,7 +331,8 @@ def test_compose_up_runs_when_the_stack_differs(running, reason):
 def test_compose_up_noop_when_healthy_and_current():
     facts = {"ComposeStatus": {"wanted": {"postgres": "h1"},
                                "running": {"postgres": {"hash": "h1", "state": "running",
-                                                        "health": "healthy"}}}}
+                                                        "health": "healthy"}}},
+             "ServiceImages": NO_CONTAINERS}
     commands, noops = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
                              images={"postgres": "p:1"}, services=["postgres"], timeout=60)
     assert commands == [] and "healthy" in noops[0]
@@ -340,7 +346,8 @@ def test_apt_install_finishes_an_interrupted_dpkg_first():
 
 
 def test_compose_up_runs_when_docker_is_not_there_yet():
-    facts = {"ComposeStatus": {"wanted": None, "running": None}}
+    facts = {"ComposeStatus": {"wanted": None, "running": None},
+             "ServiceImages": NO_CONTAINERS}
     commands, _ = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
                          images={"postgres": "p:1"}, services=["postgres"], timeout=60)
     assert "docker compose up -d --wait" in commands[0]
