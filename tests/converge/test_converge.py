@@ -15,6 +15,7 @@ import os
 import pytest
 
 from mnemos_provision import stack
+from tests.harness import assert_no_change
 
 pytestmark = pytest.mark.converge
 
@@ -82,9 +83,7 @@ CHECKLIST_SERVICE_ITEMS = {s.name: s.checklist for s in stack.REGISTRY}
 def test_second_run_changes_nothing(provisioned):
     machine, _ = provisioned
     second = machine.deploy(flags=("-v", "--debug"))
-    assert second.returncode == 0, second.output[-3000:]
-    assert second.rows, "no result table in the output"
-    assert second.changed == [], f"a converged host changed: {second.changed}"
+    assert_no_change(second)
     assert "Where things are" not in second.output, "a no-op run printed the where block"
     # and costs a handful of round trips, whatever the number of operations and files: the host
     # snapshot (plan time) and one batch of every fact the operations read (plus the secret state
@@ -211,8 +210,7 @@ def test_a_killed_first_run_is_finished_by_the_next_run(second_machine):
     suite = machine.host_suite()
     assert suite.returncode == 0, suite.stdout[-4000:]
     again = machine.deploy(flags=("--debug",))
-    assert again.returncode == 0, again.output[-3000:]
-    assert again.changed == [], again.rows
+    assert_no_change(again)
     # with every role enabled, a bounded cost (docs/performance.md): the snapshot, the secret
     # state (with Vault's keys file), the fact batch, and one batch of requests each for Vault
     # and MinIO, whatever the number of secrets, policies and buckets
@@ -277,4 +275,4 @@ def test_a_run_killed_after_vault_initialized_still_unseals(second_machine):
     assert VAULT_OP in run.changed
     assert vault_status(machine) == "0"
     again = machine.deploy()
-    assert again.changed == [], again.rows
+    assert_no_change(again)
