@@ -16,7 +16,6 @@ if str(REPO) not in sys.path:
 
 from tests.harness import compose_binary  # noqa: E402,F401  (the unit tests import it from here)
 
-
 # Each tier's folder and its mark: `-m <tier>` runs a tier alone (docs/testing.md), so a test of the
 # folder without the mark would be left out of it without a word.
 TIERS = ("unit", "converge", "stack", "fleet")
