@@ -129,6 +129,10 @@ images = {  # every image pinned; point them at a mirror for air-gapped hosts
     "grafana": "grafana/grafana:13.0.0",
     "traefik": "traefik:v3.6.2",
 }
+# a registry mirror or private registry (host[:port][/prefix]) every image of `images` is pulled
+# from: its registry host is replaced, its path, tag and digest kept (redis:7.4.6-alpine ->
+# <image_registry>/library/redis:7.4.6-alpine); None = each image's own registry
+image_registry = None
 # paths ON THE CONTROLLER of `docker save` archives, loaded when an image of `images` is missing
 # (air-gapped hosts)
 image_archives = []

@@ -390,6 +390,39 @@ def _check_images(c: _Checker, key: str) -> None:
                    "expected a pinned tag or digest (not :latest, not untagged)")
 
 
+_REGISTRY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._-]+)*")
+_HUB = "docker.io"
+
+
+def image_path(ref: str) -> tuple[str, str]:
+    """(registry, rest) of an image reference: docker.io and library/ made explicit for Docker
+    Hub's names, rest = path[:tag][@digest]."""
+    first, _, remainder = ref.partition("/")
+    if remainder and ("." in first or ":" in first or first == "localhost"):
+        return first, remainder
+    return _HUB, ref if remainder else f"library/{ref}"
+
+
+def on_registry(ref: str, registry: str) -> str:
+    """`ref` pulled from `registry` instead of its own: the same path, tag and digest."""
+    if ref.startswith(registry.rstrip("/") + "/"):
+        return ref
+    return f"{registry.rstrip('/')}/{image_path(ref)[1]}"
+
+
+def _check_image_registry(c: _Checker, key: str) -> None:
+    registry = c.out[key]
+    if registry is None:
+        return
+    if not _REGISTRY.fullmatch(registry):
+        c.fail(key, registry, "expected a registry as host[:port][/prefix], e.g. "
+               "mirror.example.com:5000 (no scheme, no trailing slash, lower-case path)")
+        return
+    if "images" in c.out:
+        c.out["images"] = {service: on_registry(ref, registry)
+                           for service, ref in c.out["images"].items()}
+
+
 def _check_subnets(c: _Checker, key: str) -> None:
     subnets = c.out[key]
     parsed = {}
@@ -815,6 +848,11 @@ class Settings:
     images: dict[str, str] = setting(
         stack.default_images(),  # each service's image in the registry
         "every image pinned; point them at a mirror for air-gapped hosts", check=_check_images)
+    image_registry: str | None = setting(
+        None, "a registry mirror or private registry (host[:port][/prefix]) every image of "
+        "`images` is pulled from: its registry host is replaced, its path, tag and digest kept "
+        "(redis:7.4.6-alpine -> <image_registry>/library/redis:7.4.6-alpine); None = each "
+        "image's own registry", check=_check_image_registry)
     image_archives: list[str] = setting(
         [], "paths ON THE CONTROLLER of `docker save` archives, loaded when an image of `images` "
         "is missing (air-gapped hosts)", check=_check_archives)

@@ -279,6 +279,10 @@ REGISTRY: tuple[Service, ...] = (
             Var("OTEL_METRICS_EXPORTER", "otlp"),
             Var("OTEL_LOGS_EXPORTER", "otlp"),
         ),
+        # a Python program reading the rendered config (tests/standins/otel-collector), as 10001
+        standin=Standin("mnemos-standin/otel-collector:debian12",
+                        ("10001:10001", ("/otelcol-contrib", "--version")), on_demand=True,
+                        extra_files=("tests/standins/otlp_wire.py",)),
         compose="services/otel-collector.yml.j2",
     ),
     Service(
@@ -317,6 +321,10 @@ REGISTRY: tuple[Service, ...] = (
             Var("LOKI_URL", "http://loki:3100"),
             Var("LOKI_RETENTION_PERIOD", "744h", "31 days"),
         ),
+        # a Python program reading the rendered config (tests/standins/loki), as loki (10001)
+        standin=Standin("mnemos-standin/loki:debian12",
+                        ("10001:10001", ("/usr/bin/loki", "-version")), on_demand=True,
+                        extra_files=("tests/standins/otlp_wire.py",)),
         compose="services/loki.yml.j2",
     ),
     Service(
@@ -339,6 +347,9 @@ REGISTRY: tuple[Service, ...] = (
             Var("GRAFANA_URL", "http://grafana:3000"),
         ),
         frontend=True, route=Route("grafana.mnemos.local", "grafana"),
+        # a Python program reading grafana.ini and the provisioning (tests/standins/grafana)
+        standin=Standin("mnemos-standin/grafana:debian12",
+                        ("472:0", ("/usr/share/grafana/bin/grafana", "--version")), on_demand=True),
         compose="services/grafana.yml.j2",
     ),
     Service(

@@ -15,7 +15,7 @@ import pyinfra.operations.server
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.files import Sha256File
-from pyinfra.facts.server import Which
+from pyinfra.facts.server import Command
 
 from mnemos_provision.context import HostContext, fail
 from mnemos_provision.fact_batch import later
@@ -47,6 +47,14 @@ def download_command(tool: str, url: str, sha256: str, dest: str) -> str:
         f"echo {q(f'tool {tool}: sha256 of {url} is not {sha256}; refusing it')} >&2; exit 1; }}\n"
         f"install -m 755 {q(tmp)} {q(dest)} && rm -f {q(tmp)}"
     )
+
+
+def installed_npm_version_command(name: str) -> str:
+    """A command printing the version of the global npm package `name`, nothing when absent."""
+    q = shlex.quote
+    return (f"root=$(npm root -g 2>/dev/null) && [ -f \"$root\"/{q(name)}/package.json ] && "
+            f"sed -n 's/^  \"version\": \"\\(.*\\)\",\\{{0,1\\}}$/\\1/p' "
+            f"\"$root\"/{q(name)}/package.json || true")
 
 
 @deploy("Tools")
@@ -100,14 +108,16 @@ def tools(ctx: HostContext):
         apt.packages(name="Install Node.js and npm for the Claude Code CLI",
                      packages=["nodejs", "npm"])
         package = s.claude_code_npm_package
+        name, _, version = package.rpartition("@")
         npm_failed = shlex.quote("tool claude-code: npm install failed (Node.js 18+ and the npm "
                                  "registry are needed); " + _leave_out("claude-code"))
-        claude = later(Which, command="claude")
+        # the installed version (empty when none): the package.json npm wrote under its global root
+        installed = later(Command, command=installed_npm_version_command(name))
         pyinfra.operations.server.shell(
             name=f"Install the Claude Code CLI ({package})",
-            commands=[f"npm install -g {shlex.quote(package)} || {{ echo {npm_failed} >&2; "
-                      "exit 1; }"],
-            _if=lambda: claude() is None,
+            commands=[f"npm install -g --no-audit --no-fund {shlex.quote(package)} || "
+                      f"{{ echo {npm_failed} >&2; exit 1; }}"],
+            _if=lambda: (installed() or "").strip() != version,
         )
         logger.info(f"[{host.name}] Claude Code CLI: log in yourself once with `claude` "
                     "(the deploy never handles your credentials)")

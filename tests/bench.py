@@ -127,7 +127,72 @@ def vault_minio_rows() -> list[str]:
     ]
 
 
+PHASES = (  # where a first run's time goes: the lines operations/progress.py prints
+    ("apt-get update", r"apt-get update: done in (\d+) s"),
+    ("apt-get install (the design's packages, then Docker Engine)",
+     r"apt-get install of \d+ packages \(.*\): done in (\d+) s"),
+    ("image archives loaded", None),
+    ("pulls (every missing image, in parallel)", r"pulls done in (\d+) s"),
+    ("docker compose up --wait (until healthy)", r"docker compose up --wait .*: done in (\d+) s"),
+)
+
+
+def phases(output: str) -> dict[str, int]:
+    import re
+    found = {}
+    for label, pattern in PHASES:
+        if pattern:
+            found[label] = sum(int(m) for m in re.findall(pattern, output))
+    return found
+
+
+def first_run_rows() -> list[str]:
+    """Over @docker, group_data/ci.py's stack (the STAND-IN images): one fresh machine's first
+    converge with the images loaded from an archive (image_archives), one with them pulled from
+    a registry (Debian's docker-registry on the machine's own 127.0.0.1, image_registry; the
+    converge tier's first machine), and the seconds of each phase the run printed."""
+    runs = {}
+    for how in ("archive", "registry"):
+        machine = harness.FreshHost(f"mnemos-bench-{how}")
+        storage = None
+        if how == "archive":
+            machine.archive = harness.ensure_standin_archive()
+        else:
+            storage = harness.ensure_registry_storage()
+        machine.start()
+        try:
+            if storage:
+                machine.registry = harness.serve_registry_in(machine, storage)
+                machine.data = (f"image_registry=127.0.0.1:{harness.REGISTRY_PORT}",)
+            start = time.perf_counter()
+            result = machine.deploy_timed()
+            elapsed = time.perf_counter() - start
+            if result.returncode != 0:
+                sys.exit(f"bench: first converge ({how}) failed:\n{result.output[-3000:]}")
+            runs[how] = (elapsed, phases(result.output), result)
+        finally:
+            if machine.registry:
+                machine.registry.remove()
+            machine.remove()
+    lines = ["\n@docker first converge (deploys/bootstrap.py, ci.py's stack, stand-ins)"
+             "        archives    registry",
+             f"{'whole run':70} {runs['archive'][0]:7.1f} s  {runs['registry'][0]:7.1f} s"]
+    for label, _ in PHASES:
+        if label == "image archives loaded":
+            op = "MNEMOS stack | Load the image archives (missing images only)"
+            loaded = "(loaded)" if op in runs["archive"][2].changed else "-"
+            lines.append(f"{label:70} {loaded:>9}  {'-':>9}")
+            continue
+        values = [runs[h][1].get(label) for h in ("archive", "registry")]
+        lines.append(f"{label:70} " + "  ".join(
+            f"{v:7d} s" if v is not None else "        -" for v in values))
+    return lines
+
+
 def main() -> None:
+    if os.environ.get("BENCH_ONLY") == "first-run":
+        print("\n".join(first_run_rows()))
+        return
     if os.environ.get("BENCH_ONLY") == "fleet":
         print("\n".join(fleet_rows()))
         return
@@ -204,6 +269,7 @@ def main() -> None:
         local_x, docker_x = statistics.median(local) / s_l, statistics.median(docker) / s_d
         print(f"{label:46} {local_x:6.2f}x  {docker_x:6.2f}x   {target}")
     print("\n".join(vault_minio_rows()))
+    print("\n".join(first_run_rows()))
     print("\n".join(fleet_rows()))
 
 

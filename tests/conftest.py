@@ -99,17 +99,27 @@ def run(cmd, **kwargs) -> subprocess.CompletedProcess:
 def provisioned():
     """
     A fresh Debian 12 machine (container) provisioned by the whole deploys/bootstrap.py, Docker
-    Engine and the stack included. Shared by the converge and stack tiers; removed at the end.
+    Engine and the stack included, its images pulled from a registry (image_registry). Shared
+    by the converge and stack tiers; removed at the end.
     Yields (machine, result of the first run).
     """
     from tests import harness
     need("docker")
     machine = harness.FreshHost("mnemos-converge")
-    machine.archive = harness.ensure_standin_archive()
+    # its images are pulled from a registry (Debian's docker-registry on the machine's own
+    # 127.0.0.1, tests/harness.py), not loaded from an archive: the first run pulls for real
+    storage = harness.ensure_registry_storage()
     machine.start()
     try:
-        first = machine.deploy()
+        machine.registry = harness.serve_registry_in(machine, storage)
+        machine.data = (f"image_registry=127.0.0.1:{harness.REGISTRY_PORT}",)
+        first = machine.deploy_timed()
+        if os.environ.get("MNEMOS_FIRST_RUN_LOG"):  # the docs' excerpt: each line and its time
+            Path(os.environ["MNEMOS_FIRST_RUN_LOG"]).write_text(
+                "".join(f"{t:7.1f} {line}\n" for t, line in first.timed))
         yield machine, first
     finally:
+        if machine.registry:
+            machine.registry.remove()
         if not os.environ.get("MNEMOS_KEEP_TEST_HOST"):
             machine.remove()

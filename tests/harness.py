@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnemos_provision import stack
@@ -253,6 +253,8 @@ class RunResult:
     returncode: int
     output: str
     rows: dict  # operation name -> {"success": int, "error": int, "no_change": int}
+    # (seconds since the run started, line) of each output line as it arrived (deploy_timed)
+    timed: list = field(default_factory=list)
 
     @property
     def changed(self) -> list[str]:
@@ -321,6 +323,7 @@ class FreshHost:
     def __init__(self, name: str):
         self.name = name
         self.archive: Path | None = None
+        self.registry: Registry | None = None  # the registry its images are pulled from
         # --data items every run on this machine passes (and --mnemos-data of its host suite)
         self.data: tuple[str, ...] = ()
 
@@ -375,6 +378,27 @@ class FreshHost:
         output = result.stdout + result.stderr
         return RunResult(result.returncode, output, parse_results(output))
 
+    def deploy_timed(self, deploy: str = "deploys/bootstrap.py", *data: str,
+                     timeout: int = 1500) -> RunResult:
+        """`deploy`, each output line stamped with when it arrived (read as pyinfra prints it)."""
+        start = time.monotonic()
+        proc = subprocess.Popen(self.pyinfra_args(deploy, *data), cwd=REPO, env=self.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        timed = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            timed.append((time.monotonic() - start, line.rstrip("\n")))
+            if time.monotonic() - start > timeout:
+                proc.kill()
+        proc.wait()
+        output = "\n".join(line for _, line in timed) + "\n"
+        return RunResult(proc.returncode, output, parse_results(output), timed)
+
+    def image(self, ref: str) -> str:
+        """The name an image of group_data/ci.py has on this machine (pulled from its registry
+        when `registry` is set)."""
+        return f"127.0.0.1:{REGISTRY_PORT}/{registry_path(ref)}" if self.registry else ref
+
     def deploy_killed_after(self, seconds: float, deploy: str = "deploys/bootstrap.py") -> str:
         """Start a deploy and SIGKILL pyinfra part-way through (an interrupted first run)."""
         proc = subprocess.Popen(self.pyinfra_args(deploy), cwd=REPO, env=self.env(),
@@ -416,3 +440,117 @@ class FreshHost:
                    f"--hosts=docker://{self.name}", "--mnemos-group=ci", "-p", "no:cacheprovider",
                    "-q", *(f"--mnemos-data={item}" for item in self.data), *extra],
                   check=False, cwd=REPO, env=self.env())
+
+
+# ---------------------------------------------------------- a registry the machine pulls from
+# Debian 12's `docker-registry` package (CNCF distribution 2.8; scripts/test installs it), never
+# its packaged service: the harness runs its binary with a config of its own. The stand-ins are
+# pushed once (per build of the images) into a storage directory under CACHE by a registry on
+# 127.0.0.1 of this machine; a test machine pulls from a second registry process on the same
+# storage that runs in the machine's own network namespace (nsenter), on the machine's 127.0.0.1:
+# the machine reaches nothing of the host, and the registry is not published anywhere.
+REGISTRY_BINARY = "/usr/bin/docker-registry"
+REGISTRY_PORT = 5055  # on the test machine's own loopback
+REGISTRY_CONFIG = """version: 0.1
+log:
+  level: info
+  formatter: text
+  fields:
+    service: registry
+storage:
+  filesystem:
+    rootdirectory: {storage}
+http:
+  addr: {addr}
+"""
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def registry_path(ref: str) -> str:
+    """The path (and tag) of an image reference in a registry: the pinned name's path."""
+    from mnemos_provision.settings import image_path
+    return image_path(ref)[1]
+
+
+class Registry:
+    """One docker-registry process: its config and log in a directory of its own."""
+
+    def __init__(self, storage: Path, addr: str, netns_pid: int | None = None):
+        self.storage, self.addr, self.netns_pid = storage, addr, netns_pid
+        self.work = Path(tempfile.mkdtemp(prefix="registry-", dir=CACHE))
+        self.log = self.work / "registry.log"
+        (self.work / "config.yml").write_text(REGISTRY_CONFIG.format(storage=storage, addr=addr))
+        prefix = ["nsenter", "-t", str(netns_pid), "-n"] if netns_pid else []
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([*prefix, REGISTRY_BINARY, "serve",
+                                          str(self.work / "config.yml")],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        self._wait()
+
+    def _wait(self) -> None:
+        host, port = self.addr.rsplit(":", 1)
+        probe = ["bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"]
+        if self.netns_pid:
+            probe = ["nsenter", "-t", str(self.netns_pid), "-n", *probe]
+        for _ in range(100):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {self.log.read_text()[-2000:]}")
+            if sh(probe, check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"docker-registry does not answer on {self.addr}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def ensure_registry_storage(names: tuple[str, ...] = tuple(STANDINS)) -> Path:
+    """A registry storage directory holding the stand-ins `names` under their pinned names'
+    paths (group_data/ci.py's `images`): pushed once per build of the images."""
+    ensure_standin_archive(names)  # builds them
+    refs = {**STANDINS, **SERVICE_STANDINS}
+    ids = [sh(["docker", "image", "inspect", "-f", "{{.Id}}", refs[n]]).stdout.strip()
+           for n in names]
+    storage = CACHE / ("registry-" + recipe_tag(*ids, REGISTRY_CONFIG))
+    if (storage / "complete").exists():
+        return storage
+    shutil.rmtree(storage, ignore_errors=True)
+    storage.mkdir(parents=True)
+    addr = f"127.0.0.1:{free_port()}"
+    registry = Registry(storage, addr)
+    try:
+        for name in names:
+            target = f"{addr}/{registry_path(refs[name])}"
+            sh(["docker", "tag", refs[name], target])
+            try:
+                sh(["docker", "push", "-q", target], timeout=900)
+            finally:
+                sh(["docker", "rmi", target], check=False)
+    finally:
+        registry.remove()
+    (storage / "complete").touch()
+    return storage
+
+
+def serve_registry_in(machine: "FreshHost", storage: Path) -> Registry:
+    """A registry on the machine's own 127.0.0.1:REGISTRY_PORT serving `storage`."""
+    pid = sh(["docker", "inspect", "-f", "{{.State.Pid}}", machine.name]).stdout.strip()
+    return Registry(storage, f"127.0.0.1:{REGISTRY_PORT}", netns_pid=int(pid))

@@ -195,12 +195,21 @@ class SimulatedVault:
                 else:
                     return 400, {"errors": ["cipher: message authentication failed"]}
             return 200, self._seal_status()
+        # unauthenticated; the file storage backend is not HA: ha_enabled false
+        # (https://developer.hashicorp.com/vault/api-docs/system/leader)
+        if p == "sys/leader" and method == "GET":
+            return 200, {"ha_enabled": False, "is_self": False,
+                         "active_time": "0001-01-01T00:00:00Z", "leader_address": "",
+                         "leader_cluster_address": "", "performance_standby": False,
+                         "performance_standby_last_remote_wal": 0}
         # a sealed Vault answers nothing else (503); every other request needs a valid token
         # (https://developer.hashicorp.com/vault/docs/concepts/seal, .../docs/concepts/tokens)
         if self.sealed:
             return 503, {"errors": ["Vault is sealed"]}
         if token not in self.tokens:
             return 403, PERMISSION_DENIED
+        if p.startswith("sys/internal/ui/mounts/") and method == "GET":
+            return self._ui_mount(p[len("sys/internal/ui/mounts/"):], token)
         if not self.allowed(token, self._capability(method, p), p):
             return 403, PERMISSION_DENIED
         return self._authorized(method, p, body, token)
@@ -257,6 +266,31 @@ class SimulatedVault:
         for child in [t for t, info in self.tokens.items() if info.get("parent") == token]:
             self.revoke(child)
         self.tokens.pop(token, None)
+
+    def _ui_mount(self, path: str, token: str):
+        """The CLI's `kv` preflight (GET sys/internal/ui/mounts/<path>): the mount holding the
+        path, its type and options, to a token with some capability under that mount; a path in
+        no mount, or a token with no access, is refused 403 alike (Vault's
+        pathInternalUIMountRead, vault/logical_system.go: "so this path cannot be used to brute
+        force a list of mounts")."""
+        path = path.lstrip("/")
+        path = path if path.endswith("/") else path + "/"
+        refused = 403, {"errors": ["preflight capability check returned 403, please ensure "
+                                   f"client's policies grant access to path \"{path}\"",
+                                   "permission denied"]}
+        mount = max((m for m in self.mounts if path.startswith(m)), key=len, default=None)
+        if mount is None:
+            return refused
+        policies = self.tokens[token]["policies"]
+        if "root" not in policies:
+            patterns = [pattern for name in policies
+                        for pattern, caps in policy_paths(self.policies.get(name, "")).items()
+                        if caps - {"deny"}]
+            if not any(pattern.startswith(mount) for pattern in patterns):
+                return refused
+        info = self.mounts[mount] or {"type": "kv", "options": None}
+        return 200, {"data": {"path": mount, "type": info.get("type"),
+                              "options": info.get("options") or None}}
 
     def _seal_status(self):
         return {"type": "shamir", "initialized": self.initialized, "sealed": self.sealed,

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Callable
 
 from pyinfra import host
-from pyinfra.api import OperationValueError, QuoteString, StringCommand
+from pyinfra.api import OperationValueError, StringCommand
 
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.apt import AptListsAge, AptPackages
+from mnemos_provision.operations import progress
 
 # Wait for a lock held by another apt (unattended-upgrades on a fresh Ubuntu) instead of failing.
 APT_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=300")
@@ -66,9 +67,10 @@ def packages(facts: DeclaredFacts, packages: list[str], optional: list[str] | No
     if interrupted:  # a run was killed while dpkg worked: finish its configuration first
         yield StringCommand("DEBIAN_FRONTEND=noninteractive dpkg --configure -a")
     if missing:
-        yield StringCommand("DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-                            "--no-install-recommends", *APT_LOCK_WAIT,
-                            *(QuoteString(p) for p in missing))
+        yield progress.shown_alive(
+            f"apt-get install of {len(missing)} packages ({', '.join(missing)})",
+            "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+            "--no-install-recommends", *APT_LOCK_WAIT, *missing)
 
 
 def _remove(facts: DeclaredFacts, packages: list[str]):
@@ -77,8 +79,10 @@ def _remove(facts: DeclaredFacts, packages: list[str]):
     if not installed:
         host.noop(f"none of {', '.join(packages)} is installed")
         return
-    yield StringCommand("DEBIAN_FRONTEND=noninteractive", "apt-get", "remove", "-y", "-q",
-                        *APT_LOCK_WAIT, *(QuoteString(p) for p in installed))
+    yield progress.shown_alive(
+        f"apt-get remove of {len(installed)} packages ({', '.join(installed)})",
+        "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "remove", "-y", "-q", *APT_LOCK_WAIT,
+        *installed)
 
 
 @batched_operation(lambda **_: {"lists_age": (AptListsAge, {})})
@@ -104,4 +108,4 @@ def update(facts: DeclaredFacts, cache_time: int, force: bool | Callable[[], boo
     if not force and age is not None and age <= cache_time:
         host.noop(f"apt lists are {age} s old (fresh within {cache_time} s)")
         return
-    yield StringCommand("apt-get", "update", "-q", *APT_LOCK_WAIT)
+    yield progress.shown_alive("apt-get update", "apt-get", "update", "-q", *APT_LOCK_WAIT)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host
-from pyinfra.api import StringCommand
 
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.docker import ComposeStatus
+from mnemos_provision.operations import progress, upgrade
+from mnemos_provision.operations.util import fail_command, stage_dir
 
 
 def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | None) -> list[str]:
@@ -34,15 +35,20 @@ def stack_differences(wanted: dict[str, str] | None, running: dict[str, dict] | 
 
 
 @batched_operation(lambda root, project, **_: {
-    "status": (ComposeStatus, {"root": root, "project": project})})
+    "status": (ComposeStatus, {"root": root, "project": project}),
+    "images": upgrade.facts_args(project)})
 def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
           services: list[str], timeout: int):
     """
     Converge a compose stack: `docker compose up -d --wait --remove-orphans` only when a wanted
     service has no container, another configuration (compose config hash), is not running or is
-    unhealthy, or an orphan is left. Missing images are pulled first, one by one, and a pull that
-    fails names the image and the setting to change. A service that does not become healthy is an
-    error with its health output and last log lines. Volumes are never removed.
+    unhealthy, or an orphan is left. Missing images are pulled first, all at once, with progress
+    shown while they arrive (operations/progress.py); a pull that fails names the image, the
+    registry's answer and the setting to change. A service that does not become healthy is an
+    error with its health output and last log lines. An image change recreates that service
+    alone, health-gated, and rolls it back to the image it ran when it does not become healthy;
+    a PostgreSQL major change or a forbidden Vault/MinIO downgrade stops before anything is
+    pulled or stopped (operations/upgrade.py, docs/upgrading.md). Volumes are never removed.
 
     + root: directory of docker-compose.yml and .env
     + project: compose project name (container labels)
@@ -59,21 +65,15 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
     """
     status = facts["status"]
     wanted, running = status["wanted"], status["running"]
+    problems = upgrade.guard_problems(images, facts["images"], project)
+    if problems:  # before anything is pulled or stopped (docs/upgrading.md)
+        yield fail_command("; ".join(problems))
+        return
     reasons = stack_differences(wanted, running)
     if not reasons:
         host.noop(f"stack {project}: {len(wanted)} services running their configuration, healthy")
         return
     q = shlex.quote
-    pulls = []
-    for service in services:
-        image = images[service]
-        message = (f'image {image} cannot be pulled: set images["{service}"] in group_data to a '
-                   "reachable registry or mirror, or docker load it")
-        pulls.append(
-            f"docker image inspect {q(image)} >/dev/null 2>&1 || "
-            f"docker pull -q {q(image)} >/dev/null || "
-            f"{{ echo {q(message)} >&2; exit 1; }}"
-        )
     report = (
         "echo 'the stack did not become healthy:' >&2; docker compose ps -a >&2; "
         "for c in $(docker compose ps -a --format '{{.Service}}'); do "
@@ -81,8 +81,21 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
         "case \"$s\" in healthy|'') ;; *) echo \"--- $c ($s): last log lines\" >&2; "
         "docker compose logs --no-color --tail 20 \"$c\" >&2 ;; esac; done; exit 1"
     )
-    yield StringCommand(
-        f"cd {q(root)}\n" + "\n".join(pulls) + "\n"
-        f"docker compose up -d --wait --wait-timeout {int(timeout)} --remove-orphans "
-        f"|| {{ {report}; }}"
+    # an image change recreates that service alone, health-gated, rolled back on failure
+    changed = upgrade.image_changes(images, facts["images"])
+    recreate = []
+    for service, before in changed.items():
+        host.log(f"Will recreate {service} alone: image {before} -> {images[service]} "
+                 "(rolled back if it does not become healthy)")
+        previous = facts["images"]["containers"][service]
+        recreate.append(upgrade.recreate_script(service, images[service], previous, timeout,
+                                                stage_dir()))
+    rest = [r for r in reasons if r not in {f"{s}: configuration changed" for s in changed}]
+    up = progress.alive("docker compose up --wait (until every service is healthy)", "docker",
+                        "compose", "up", "-d", "--wait", "--wait-timeout", str(int(timeout)),
+                        "--remove-orphans")
+    yield progress.ShownCommand(
+        f"cd {q(root)}\n{progress.pull_script({s: images[s] for s in services})}\n"
+        f"{progress.ALIVE}\n" + "".join(f"{r}\n" for r in recreate)
+        + (f"{up} || {{ {report}; }}" if rest else "true")
     )

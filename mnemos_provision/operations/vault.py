@@ -17,6 +17,7 @@ import base64
 import json
 import posixpath
 import shlex
+import time
 from typing import cast
 
 import hvac
@@ -186,6 +187,10 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
         return
 
     def converge() -> None:
+        # said before it starts (a first initialization waits for the API, then initializes,
+        # unseals and writes every secret) and with how long it took; no value is ever printed
+        started = time.monotonic()
+        host.log(f"Vault: {len(changes)} step(s) to converge, first: {changes[0]} ...")
         client, http = _client(url, cacert)
         try:
             done = vault_setup.apply(client, keys, desired, prefetch=http.prefetch)
@@ -194,6 +199,7 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
             raise OperationError(f"Vault: {exc}") from None
         finally:
             http.close()
-        host.log(f"Vault: {', '.join(done) or 'nothing to do'}")
+        host.log(f"Vault: {', '.join(done) or 'nothing to do'} "
+                 f"(done in {int(time.monotonic() - started)} s)")
 
     yield FunctionCommand(converge, (), {})

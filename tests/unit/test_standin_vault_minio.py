@@ -144,10 +144,11 @@ def test_vault_standin_status_exit_codes_drive_the_compose_healthcheck(images, t
         wait_for(c.url(8200) + "/v1/sys/seal-status")
         assert request(c.url(8200) + "/v1/sys/init")[1] == {"initialized": True}
         assert c.exec("vault status").returncode == 2
-        # a server that does not answer: an error, 1 (`timeout` would say 124)
+        # a server that does not answer: an error, 1 (`timeout` would say 124), once the
+        # client's timeout (VAULT_CLIENT_TIMEOUT, 60 s by default as Vault's api) has passed
         c.exec("kill -STOP $(for p in /proc/[0-9]*; do case $(tr '\\0' ' ' < $p/cmdline) in "
                "*vault-python' '*/vault' server'*) echo ${p#/proc/};; esac; done)")
-        assert c.exec("timeout 8 vault status").returncode == 1
+        assert c.exec("VAULT_CLIENT_TIMEOUT=3 timeout 8 vault status").returncode == 1
     finally:
         c.remove()
 
@@ -294,3 +295,84 @@ def test_minio_standin_serves_the_deploys_admin_calls_and_shuffles_policies(mini
     endpoint = minio.url(9000)[len("http://"):]
     admin = MinioAdmin(endpoint=endpoint, credentials=StaticProvider(*root), secure=False)
     assert desired.app_policy in json.loads(admin.user_info(desired.app_user))["policyName"]
+
+
+def test_vault_standin_cli_status_kv_get_and_unseal_as_vaults_cli(images, tmp_path):
+    """The commands the host suite runs in the container where Vault publishes no port, with
+    Vault's CLI's options, output and exit codes (command/status.go, kv_get.go,
+    operator_unseal.go, format.go)."""
+    c = vault_container(images, tmp_path).start(8200)
+    try:
+        url = c.url(8200)
+        wait_for(url + "/v1/sys/seal-status")
+        status, init = request(url + "/v1/sys/init", "PUT",
+                               {"secret_shares": 1, "secret_threshold": 1})
+        assert status == 200, init
+        sealed = c.exec("vault status -format=json")
+        assert sealed.returncode == 2 and json.loads(sealed.stdout)["sealed"] is True, sealed
+        # no key and no terminal: refused, as password.Read refuses a pipe
+        piped = c.exec(f"echo {init['keys_base64'][0]} | vault operator unseal")
+        assert piped.returncode == 1 and "not a terminal" in piped.stderr, piped
+        assert c.exec("vault operator unseal not-a-key").returncode == 2
+        unsealed = c.exec(f"vault operator unseal -format=json {init['keys_base64'][0]}")
+        assert unsealed.returncode == 0, unsealed.stderr
+        assert json.loads(unsealed.stdout)["sealed"] is False
+        answer = c.exec("vault status -format=json")
+        assert answer.returncode == 0 and answer.stdout.startswith('{\n  "type": "shamir",'), answer
+        assert json.loads(answer.stdout)["initialized"] is True
+        table = c.exec("VAULT_FORMAT=table vault status").stdout
+        assert any(line.split() == ["Sealed", "false"] for line in table.splitlines()), table
+        assert c.exec("vault status -format=xml").returncode == 1
+        assert c.exec("vault status -no-such-flag").returncode == 1
+        # kv v2 at mnemos/, a secret, and a token that may read only it
+        root = init["root_token"]
+        assert request(url + "/v1/sys/mounts/mnemos", "POST",
+                       {"type": "kv", "options": {"version": "2"}}, root)[0] == 204
+        assert request(url + "/v1/mnemos/data/postgres", "POST",
+                       {"data": {"password": "pw"}}, root)[0] == 200
+        assert request(url + "/v1/sys/policy/reader", "PUT",
+                       {"policy": 'path "mnemos/data/postgres" {\n  capabilities = ["read"]\n}'},
+                       root)[0] in (200, 204)
+        _, made = request(url + "/v1/auth/token/create", "POST", {"policies": ["reader"]}, root)
+        token = made["auth"]["client_token"]
+        got = c.exec(f"VAULT_TOKEN={token} vault kv get -format=json mnemos/postgres")
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["data"]["data"] == {"password": "pw"}
+        field = c.exec(f"VAULT_TOKEN={token} vault kv get -field=password mnemos/postgres")
+        assert field.stdout == "pw\n", field
+        missing = c.exec(f"VAULT_TOKEN={root} vault kv get mnemos/nothing")
+        assert missing.returncode == 2 and "No value found at mnemos/data/nothing" in missing.stderr
+        refused = c.exec("VAULT_TOKEN=not-a-token vault kv get -format=json mnemos/postgres")
+        assert refused.returncode == 2 and "permission denied" in refused.stderr, refused
+        elsewhere = c.exec(f"VAULT_TOKEN={token} vault kv get -address=http://127.0.0.1:1 "
+                           "mnemos/postgres")
+        assert elsewhere.returncode == 2, elsewhere
+    finally:
+        c.remove()
+
+
+def test_mc_standin_stat_with_mc_host_and_alias_as_mc(minio):
+    """`mc stat` of a bucket through MC_HOST_<alias> and through `mc alias set` (minio/mc
+    cmd/config.go: the environment's alias first, then $MC_CONFIG_DIR/config.json, 0600)."""
+    from minio import Minio
+    endpoint = minio.url(9000)[len("http://"):]
+    Minio(endpoint, "mnemos", "standin-root-password", secure=False).make_bucket("stat-me")
+    host = "MC_HOST_m=http://mnemos:standin-root-password@127.0.0.1:9000"
+    assert minio.exec(f"{host} mc stat --quiet m/stat-me").returncode == 0
+    gone = minio.exec(f"{host} mc stat --quiet m/not-there")
+    assert gone.returncode == 1 and "Bucket `not-there` does not exist." in gone.stderr, gone
+    stranger = minio.exec("MC_HOST_m=http://nobody:whatever-secret@127.0.0.1:9000 "
+                          "mc stat m/stat-me")
+    assert stranger.returncode == 1, stranger
+    assert minio.exec("mc stat nowhere/stat-me").returncode == 1
+    added = minio.exec("mc alias set here http://127.0.0.1:9000 mnemos standin-root-password "
+                       "&& mc stat here/stat-me && stat -c %a \"$MC_CONFIG_DIR/config.json\"")
+    assert added.returncode == 0 and added.stdout.split()[-1] == "600", added
+    # a new container on the same /data (compose recreates it when its ports change) has the
+    # bucket, as MinIO keeps buckets in /data
+    harness.sh(["docker", "restart", minio.name])
+    end = time.time() + 60
+    while minio.exec("mc ready local").returncode != 0:
+        assert time.time() < end, minio.logs()
+        time.sleep(0.5)
+    assert minio.exec(f"{host} mc stat --quiet m/stat-me").returncode == 0

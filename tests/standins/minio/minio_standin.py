@@ -12,15 +12,22 @@ a bearer token is not verified: a stand-in's limit) and the admin API calls this
   GET  /minio/admin/v3/info-canned-policy?name=   (the document, shuffled: MinIO writes Action
        and Resource out of Go maps, minio/pkg policy/actionset.go and resourceset.go)
   POST /minio/admin/v3/idp/builtin/policy/attach  (encrypted both ways)
-Users and policies are kept in /data/.minio.sys/standin-iam.json. Requests are told apart by
+Users and policies are kept in /data/.minio.sys/standin-iam.json; buckets and their
+configuration (the bucket-level PUT and DELETE requests that succeeded, replayed at start) in
+/data/.minio.sys/standin-buckets.jsonl; objects in moto's memory only. Requests are told apart by
 the access key of their SigV4 Authorization header (admin calls: the root user only; S3: the
 root user or an enabled user, else InvalidAccessKeyId). Signatures are not verified and user
 policies are not enforced on S3 requests: a stand-in's limits, said in docs/testing.md.
-`mc ready <alias>`: GET <alias>/minio/health/cluster, exit 0 when it answers 200.
+`mc` (minio/mc at the image's release, cmd/*.go): `mc ready ALIAS` (GET
+<alias>/minio/health/cluster, exit 0 when it answers 200), `mc stat ALIAS/BUCKET` (the bucket's
+HEAD signed with the alias's keys; a missing bucket or refused key: mc's fatal message, exit 1),
+`mc alias set|remove|list`; aliases from MC_HOST_<alias> (http://KEY:SECRET@host:port) before
+$MC_CONFIG_DIR/config.json, whose default `local` is http://localhost:9000.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -35,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 MOTO_PORT = 19000
 IAM_FILE = ".minio.sys/standin-iam.json"
+BUCKET_LOG = ".minio.sys/standin-buckets.jsonl"
 
 
 class _Body:
@@ -147,6 +155,26 @@ def serve(args: list[str]) -> int:
     iam = IAM(data_dir, (user, password))
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=MOTO_PORT, verbose=False)
     moto.start()
+    # MinIO keeps its buckets and their configuration in /data; moto keeps them in memory: the
+    # bucket-level requests that succeeded are logged there and replayed at start, so a new
+    # container on the same volume has the buckets (their objects are not kept)
+    bucket_log = os.path.join(data_dir, BUCKET_LOG)
+    if os.path.exists(bucket_log):
+        with open(bucket_log, encoding="utf-8") as f:
+            for line in f:
+                entry = json.loads(line)
+                conn = http.client.HTTPConnection("127.0.0.1", MOTO_PORT, timeout=60)
+                conn.request(entry["method"], entry["path"],
+                             body=base64.b64decode(entry["body"]), headers=entry["headers"])
+                conn.getresponse().read()
+                conn.close()
+    log_lock = threading.Lock()
+
+    def log_bucket_request(method: str, path: str, headers: dict, body: bytes) -> None:
+        fd = os.open(bucket_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with log_lock, os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"method": method, "path": path, "headers": headers,
+                                "body": base64.b64encode(body).decode()}) + "\n")
 
     class Front(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -193,6 +221,9 @@ def serve(args: list[str]) -> int:
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+            if self.command in ("PUT", "DELETE") and resp.status < 300 \
+                    and "/" not in url.path.strip("/") and url.path.strip("/"):
+                log_bucket_request(self.command, self.path, headers, body)
             passed = {k: v for k, v in resp.getheaders()
                       if k.lower() not in ("content-length", "content-type", "transfer-encoding",
                                            "connection", "server", "date")}
@@ -299,20 +330,148 @@ def serve(args: list[str]) -> int:
     return 0
 
 
-def mc(args: list[str]) -> int:
-    if len(args) < 2 or args[0] != "ready":
-        sys.stderr.write("The mc stand-in knows only `mc ready <alias>`\n")
-        return 1
-    aliases = {"local": "http://localhost:9000"}
-    url = aliases.get(args[1], args[1])
+# mc's aliases (minio/mc cmd/config-v10.go loadDefaults): written to $MC_CONFIG_DIR/config.json
+# on first use, as mc does; `local` has no keys.
+MC_DEFAULT_ALIASES = {
+    "local": {"url": "http://localhost:9000", "accessKey": "", "secretKey": "", "api": "S3v4",
+              "path": "auto"},
+}
+MC_HOST_URL = re.compile(r"^(https?://)(.*?):(.*)@(.*?)$")  # cmd/config.go hostKeys
+
+
+class McError(Exception):
+    pass
+
+
+def mc_config_path() -> str:
+    home = os.environ.get("MC_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".mc")
+    return os.path.join(home, "config.json")
+
+
+def mc_load_config() -> dict:
+    path = mc_config_path()
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    else:
+        config = {"version": "10", "aliases": {}}
+    for name, alias in MC_DEFAULT_ALIASES.items():
+        config["aliases"].setdefault(name, dict(alias))
+    return config
+
+
+def mc_save_config(config: dict) -> None:
+    path = mc_config_path()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent="\t")
+    os.replace(path + ".tmp", path)
+
+
+def mc_alias(name: str) -> dict | None:
+    """expandAlias (cmd/config.go): MC_HOST_<alias> first (URL with the keys as its user info,
+    the last @ ending the secret), then the config file's alias."""
+    env = os.environ.get(f"MC_HOST_{name}")
+    if env is not None:
+        m = MC_HOST_URL.match(env)
+        if m:
+            return {"url": m.group(1) + m.group(4), "accessKey": m.group(2),
+                    "secretKey": m.group(3)}
+        u = urlsplit(env)
+        if u.scheme not in ("http", "https") or u.path not in ("", "/") or u.query:
+            raise McError(f"Invalid argument: {env}")
+        return {"url": f"{u.scheme}://{u.netloc.rpartition('@')[2]}",
+                "accessKey": u.username or "", "secretKey": u.password or ""}
+    return mc_load_config()["aliases"].get(name)
+
+
+def mc_client(alias: dict):
+    from minio import Minio
+    u = urlsplit(alias["url"])
+    return Minio(u.netloc, alias.get("accessKey") or None, alias.get("secretKey") or None,
+                 secure=u.scheme == "https")
+
+
+def mc_ready(args: list[str]) -> int:
+    """`mc ready ALIAS`: GET <alias>/minio/health/cluster, exit 0 when it answers 200."""
+    alias = mc_alias(args[0])
+    url = alias["url"] if alias else args[0]
     try:
         with urllib.request.urlopen(f"{url}/minio/health/cluster", timeout=5) as r:
             ok = r.status == 200
     except OSError as exc:
         print(f"mc: <ERROR> {exc}", file=sys.stderr)
         return 1
-    print(f"The cluster '{args[1]}' is ready" if ok else f"The cluster '{args[1]}' is not ready")
+    print(f"The cluster '{args[0]}' is ready" if ok else f"The cluster '{args[0]}' is not ready")
     return 0 if ok else 1
+
+
+def mc_stat(args: list[str]) -> int:
+    """`mc stat ALIAS/BUCKET`: the bucket's HEAD signed with the alias's keys (S3v4); its
+    absence or a refused key fails with mc's fatal message, exit 1 (cmd/stat-main.go)."""
+    from minio.error import S3Error
+    status = 0
+    for target in args:
+        name, _, path = target.partition("/")
+        bucket = path.strip("/").split("/")[0]
+        alias = mc_alias(name)
+        if alias is None or not bucket or "/" in path.strip("/"):
+            raise McError(f"Unable to stat `{target}`. The stand-in's mc stats buckets of an "
+                          "alias only.")
+        try:
+            exists = mc_client(alias).bucket_exists(bucket)
+        except S3Error as exc:
+            raise McError(f"Unable to stat `{target}`. {exc.message}") from None
+        except OSError as exc:
+            raise McError(f"Unable to stat `{target}`. {exc}") from None
+        if not exists:
+            raise McError(f"Unable to stat `{target}`. Bucket `{bucket}` does not exist.")
+        print(f"{'Name':<10}: {bucket}\n{'Size':<10}: {'N/A':<6} \n{'Type':<10}: folder \n")
+    return status
+
+
+def mc_alias_command(args: list[str]) -> int:
+    """`mc alias set NAME URL ACCESSKEY SECRETKEY`, `mc alias remove NAME`, `mc alias list`
+    (cmd/alias-*.go; the config file 0600 in MC_CONFIG_DIR)."""
+    if args[:1] == ["set"] and len(args) == 5:
+        _, name, url, key, secret = args
+        config = mc_load_config()
+        config["aliases"][name] = {"url": url.rstrip("/"), "accessKey": key, "secretKey": secret,
+                                   "api": "s3v4", "path": "auto"}
+        mc_save_config(config)
+        print(f"Added `{name}` successfully.")
+        return 0
+    if args[:1] in (["remove"], ["rm"]) and len(args) == 2:
+        config = mc_load_config()
+        if config["aliases"].pop(args[1], None) is None:
+            raise McError(f"Unable to remove alias. No such alias `{args[1]}` found.")
+        mc_save_config(config)
+        print(f"Removed `{args[1]}` successfully.")
+        return 0
+    if args[:1] in (["list"], ["ls"]):
+        for name, alias in sorted(mc_load_config()["aliases"].items()):
+            print(f"{name}\n  URL       : {alias['url']}\n  AccessKey : {alias['accessKey']}\n"
+                  f"  SecretKey : {alias['secretKey']}\n  API       : {alias.get('api', '')}\n"
+                  f"  Path      : {alias.get('path', '')}\n")
+        return 0
+    raise McError("The stand-in's mc alias knows set NAME URL KEY SECRET, remove NAME, list")
+
+
+def mc(args: list[str]) -> int:
+    """mc's commands the compose healthcheck and the host suite run: ready, stat, alias. Global
+    flags --quiet, --json-less text only (--no-color, --disable-pager accepted)."""
+    args = [a for a in args if a not in ("--quiet", "-q", "--no-color", "--disable-pager")]
+    commands = {"ready": mc_ready, "stat": mc_stat, "alias": mc_alias_command}
+    if not args or args[0] not in commands or len(args) < 2:
+        sys.stderr.write("The mc stand-in knows only `mc ready ALIAS`, `mc stat ALIAS/BUCKET` "
+                         "and `mc alias set|remove|list`\n")
+        return 1
+    try:
+        return commands[args[0]](args[1:])
+    except McError as exc:
+        print(f"mc: <ERROR> {exc}", file=sys.stderr)
+        return 1
 
 
 def main(args: list[str]) -> int:

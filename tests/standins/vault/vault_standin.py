@@ -8,8 +8,18 @@ its command line the compose service and the deploy use.
   (Vault refuses to start when that fails); serves tests/simulated_vault.py's API, its state
   written under the storage path after every change (so an unwritable path fails the request,
   as Vault's file backend does: initialization fails), loaded at start, sealed after a restart.
-- `vault status`: GET $VAULT_ADDR/v1/sys/seal-status; exit 0 unsealed, 2 sealed, 1 error
-  (https://developer.hashicorp.com/vault/docs/commands/status).
+- the client commands the host suite and health-check.sh run, as Vault 1.21's CLI (command/*.go)
+  does them: flags parsed as Go's flag package (-name=value, -name value, unknown flag exit 1),
+  the client from -address/VAULT_ADDR (default https://127.0.0.1:8200), -ca-cert/VAULT_CACERT,
+  -tls-skip-verify/VAULT_SKIP_VERIFY and VAULT_TOKEN; -format/VAULT_FORMAT table or json
+  (json.MarshalIndent's layout), "Invalid output format" exit 1:
+  - `vault status`: sys/seal-status and sys/leader; exit 0 unsealed, 2 sealed, 1 error
+    (command/status.go, command/format.go OutputSealStatus);
+  - `vault kv get [-field] [-mount] [-version] PATH`: the sys/internal/ui/mounts preflight, then
+    the read of <mount>/data/<rest> for kv v2; exit 2 on an error or no value
+    (command/kv_get.go, kv_helpers.go);
+  - `vault operator unseal [-reset] [KEY]`: one key per call; without KEY, a terminal is
+    required (piped input refused, exit 1), as password.Read does (command/operator_unseal.go).
 - `vault version`, `vault -version`, `vault --help`.
 """
 
@@ -28,6 +38,7 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+VERSION_NUMBER = "1.21.0"
 VERSION = "Vault v1.21.0 (STAND-IN: tests/standins/vault, not HashiCorp's binary)"
 STATE_FILE = "standin-state.json"
 PERSISTED = ("initialized", "keys", "threshold", "root_token", "tokens", "mounts", "kv",
@@ -36,7 +47,9 @@ USAGE = """Usage: vault <command> [args]
 
 Common commands (stand-in):
     server     vault server -config=<dir>: start a Vault server
-    status     vault status: print seal and HA status
+    status     vault status [-format=json]: print seal and HA status
+    kv get     vault kv get [-format=json] [-field=F] [-mount=M] PATH: read a kv secret
+    operator unseal  vault operator unseal [-reset] [KEY]: give one unseal key
     version    vault version: print the Vault version
 """
 
@@ -224,23 +237,287 @@ def serve(args: list[str]) -> int:
     return 0
 
 
-def status() -> int:
-    addr = os.environ.get("VAULT_ADDR", "https://127.0.0.1:8200").rstrip("/")
-    ctx = None
-    if addr.startswith("https"):
-        ctx = ssl.create_default_context(cafile=os.environ.get("VAULT_CACERT") or None)
+class CliError(Exception):
+    """A command-line error: its message (to stderr) and the exit code Vault's CLI gives."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+# Each command's flags as Go's flag package parses them (command/base.go's FlagSets): HTTP
+# options, output options, the command's own. The value a bool flag takes when given bare.
+HTTP_FLAGS = {"address": str, "ca-cert": str, "tls-skip-verify": bool}
+OUTPUT_FLAGS = {"format": str}
+COMMAND_FLAGS = {
+    "status": {**HTTP_FLAGS, **OUTPUT_FLAGS},
+    "kv get": {**HTTP_FLAGS, **OUTPUT_FLAGS, "field": str, "version": int, "mount": str},
+    "operator unseal": {**HTTP_FLAGS, **OUTPUT_FLAGS, "reset": bool},
+}
+
+
+def parse_flags(command: str, args: list[str]) -> tuple[dict, list[str]]:
+    """Go's flag.Parse: -name=value, -name value, --name; a bare bool; the first non-flag
+    argument (or `--`) ends the flags; an unknown flag is an error (exit 1)."""
+    known, flags, i = COMMAND_FLAGS[command], {}, 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        name, has_value, value = arg.lstrip("-").partition("=")
+        kind = known.get(name)
+        if kind is None:
+            raise CliError(f"flag provided but not defined: -{name}", 1)
+        if kind is bool:
+            flags[name] = value.lower() in ("", "1", "t", "true") if has_value else True
+        else:
+            if not has_value:
+                i += 1
+                if i >= len(args):
+                    raise CliError(f"flag needs an argument: -{name}", 1)
+                value = args[i]
+            if kind is int:
+                try:
+                    flags[name] = int(value)
+                except ValueError:
+                    raise CliError(f'invalid value "{value}" for flag -{name}: '
+                                   "parse error", 1) from None
+            else:
+                flags[name] = value
+        i += 1
+    return flags, args[i:]
+
+
+class Client:
+    """api.Client as the CLI configures it: -address else VAULT_ADDR (default
+    https://127.0.0.1:8200), -ca-cert else VAULT_CACERT, -tls-skip-verify else
+    VAULT_SKIP_VERIFY, the token of VAULT_TOKEN (sent as X-Vault-Token), VAULT_CLIENT_TIMEOUT
+    (seconds, default 60: api.DefaultConfig)."""
+
+    def __init__(self, flags: dict):
+        self.addr = (flags.get("address") or os.environ.get("VAULT_ADDR")
+                     or "https://127.0.0.1:8200").rstrip("/")
+        self.token = os.environ.get("VAULT_TOKEN", "")
+        self.timeout = float(os.environ.get("VAULT_CLIENT_TIMEOUT", "").rstrip("s") or 60)
+        skip = flags.get("tls-skip-verify",
+                         os.environ.get("VAULT_SKIP_VERIFY", "").lower() in ("1", "t", "true"))
+        self.ctx = None
+        if self.addr.startswith("https"):
+            cafile = flags.get("ca-cert") or os.environ.get("VAULT_CACERT") or None
+            self.ctx = ssl.create_default_context(cafile=cafile)
+            if skip:
+                self.ctx.check_hostname = False
+                self.ctx.verify_mode = ssl.CERT_NONE
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """(status, JSON answer); an unanswered request raises OSError."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.addr}/v1/{path}", data=data, method=method)
+        if self.token:
+            req.add_header("X-Vault-Token", self.token)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ctx) as r:
+                status, raw = r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            return status, (json.loads(raw) if raw.strip() else {})
+        except ValueError:
+            return status, {"errors": [raw.decode(errors="replace")]}
+
+    def api_error(self, method: str, path: str, status: int, answer: dict) -> str:
+        """api.ResponseError's text."""
+        errors = "".join(f"\n* {e}" for e in answer.get("errors") or [])
+        return (f"Error making API request.\n\nURL: {method} {self.addr}/v1/{path}\n"
+                f"Code: {status}. Errors:\n{errors}")
+
+
+def output_format(flags: dict) -> str:
+    fmt = flags.get("format") or os.environ.get("VAULT_FORMAT") or "table"
+    if fmt not in ("table", "json", "yaml", "yml"):
+        raise CliError(f"Invalid output format: {fmt}", 1)
+    return fmt
+
+
+def go_json(data) -> str:
+    """json.MarshalIndent(data, "", "  ") as Go writes it (<, > and & escaped)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def go_value(v) -> str:
+    """A value as Go's %v prints it (true/false, <nil>)."""
+    return str(v).lower() if isinstance(v, bool) else "<nil>" if v is None else str(v)
+
+
+def columns(rows: list[tuple[str, str]]) -> str:
+    """columnize's table: each column padded to its widest cell, two spaces between."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}    {v}".rstrip() for k, v in rows)
+
+
+def seal_status_output(client: Client, status: dict, fmt: str) -> int:
+    """command/format.go OutputSealStatus: the seal status with sys/leader's HA fields."""
+    code, leader = client.request("GET", "sys/leader")
+    if code != 200:
+        raise CliError("Error checking leader status: "
+                       + client.api_error("GET", "sys/leader", code, leader), 1)
+    out = {"type": status.get("type", ""), "initialized": status.get("initialized", False),
+           "sealed": status.get("sealed", False), "t": status.get("t", 0),
+           "n": status.get("n", 0), "progress": status.get("progress", 0),
+           "nonce": status.get("nonce", ""), "version": status.get("version", VERSION_NUMBER),
+           "build_date": status.get("build_date", ""), "migration": False,
+           "recovery_seal": False, "storage_type": status.get("storage_type", "file"),
+           "ha_enabled": leader.get("ha_enabled", False),
+           "active_time": leader.get("active_time", "0001-01-01T00:00:00Z")}
+    if fmt != "table":
+        print(go_json(out))
+        return 0
+    rows = [("Key", "Value"), ("---", "-----"), ("Seal Type", out["type"]),
+            ("Initialized", str(out["initialized"]).lower()),
+            ("Sealed", str(out["sealed"]).lower()), ("Total Shares", str(out["n"])),
+            ("Threshold", str(out["t"]))]
+    if out["sealed"]:
+        rows += [("Unseal Progress", f"{out['progress']}/{out['t']}"),
+                 ("Unseal Nonce", out["nonce"])]
+    rows += [("Version", out["version"]), ("Build Date", out["build_date"]),
+             ("Storage Type", out["storage_type"]),
+             ("HA Enabled", str(out["ha_enabled"]).lower())]
+    print(columns(rows))
+    return 0
+
+
+def status(args: list[str]) -> int:
+    """command/status.go: 0 unsealed, 2 sealed, 1 error (2 is reserved for sealed here)."""
+    flags, rest = parse_flags("status", args)
+    if rest:
+        raise CliError(f"Too many arguments (expected 0, got {len(rest)})", 1)
+    fmt = output_format(flags)
+    client = Client(flags)
     try:
-        with urllib.request.urlopen(f"{addr}/v1/sys/seal-status", timeout=5, context=ctx) as r:
-            info = json.load(r)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        sys.stderr.write(f"Error checking seal status: Get \"{addr}/v1/sys/seal-status\": {exc}\n")
-        return 1
-    print("Key             Value\n---             -----")
-    for key, label in (("type", "Seal Type"), ("initialized", "Initialized"), ("sealed", "Sealed"),
-                       ("t", "Threshold"), ("n", "Total Shares"), ("progress", "Unseal Progress")):
-        print(f"{label:<16}{str(info.get(key)).lower()}")
-    print(f"Version         {VERSION}")
-    return 2 if info.get("sealed") else 0
+        code, info = client.request("GET", "sys/seal-status")
+    except OSError as exc:
+        raise CliError(f"Error checking seal status: Get \"{client.addr}/v1/sys/seal-status\": "
+                       f"{exc}", 1) from None
+    if code != 200:
+        raise CliError("Error checking seal status: "
+                       + client.api_error("GET", "sys/seal-status", code, info), 1)
+    result = seal_status_output(client, info, fmt)
+    return 2 if info.get("sealed") else result
+
+
+def kv_get(args: list[str]) -> int:
+    """command/kv_get.go: the preflight (sys/internal/ui/mounts/<path>: the mount and its kv
+    version; 404 means version 1), then a read of <mount>/data/<rest> (v2) or of the path (v1).
+    Exit 2 when the read fails or finds nothing; -format=json prints the whole api.Secret."""
+    flags, rest = parse_flags("kv get", args)
+    if len(rest) != 1:
+        raise CliError(f"{'Not enough' if not rest else 'Too many'} arguments "
+                       f"(expected 1, got {len(rest)})", 1)
+    fmt = output_format(flags)
+    client = Client(flags)
+    partial = rest[0].lstrip("/")
+    if flags.get("mount"):
+        preflight = flags["mount"].strip("/")
+    else:
+        preflight = partial
+    try:
+        code, mount_info = client.request("GET", f"sys/internal/ui/mounts/{preflight}")
+        if code == 404:
+            mount, v2 = "", False
+        elif code != 200:
+            raise CliError(client.api_error("GET", f"sys/internal/ui/mounts/{preflight}", code,
+                                            mount_info), 2)
+        else:
+            data = mount_info.get("data") or {}
+            mount = data.get("path", "")
+            v2 = str((data.get("options") or {}).get("version", "1")) == "2"
+        if flags.get("mount"):
+            partial = f"{mount.rstrip('/')}/{partial}" if v2 else \
+                f"{flags['mount'].strip('/')}/{partial}"
+        if v2:
+            full = mount.rstrip("/") + "/data/" + partial[len(mount):].lstrip("/") \
+                if partial.startswith(mount) else f"{mount.rstrip('/')}/data/{partial}"
+        else:
+            full = partial
+        if flags.get("version") and v2:
+            full_query = f"{full}?version={flags['version']}"
+        else:
+            full_query = full
+        code, secret = client.request("GET", full_query)
+    except OSError as exc:
+        raise CliError(f"Error reading {preflight}: {exc}", 2) from None
+    if code == 404 and not (secret.get("data") or secret.get("warnings")):
+        raise CliError(f"No value found at {full}", 2)
+    if code >= 400:
+        raise CliError(f"Error reading {full}: " + client.api_error("GET", full, code, secret), 2)
+    out = {"request_id": secret.get("request_id", ""), "lease_id": secret.get("lease_id", ""),
+           "lease_duration": secret.get("lease_duration", 0),
+           "renewable": secret.get("renewable", False), "data": secret.get("data"),
+           "warnings": secret.get("warnings")}
+    if secret.get("mount_type"):
+        out["mount_type"] = secret["mount_type"]
+    if flags.get("field"):
+        values = (secret.get("data") or {}).get("data") if v2 else secret.get("data")
+        if not isinstance(values, dict) or flags["field"] not in values:
+            raise CliError(f'Field "{flags["field"]}" not present in secret', 1)
+        print(values[flags["field"]])
+        return 0
+    if fmt != "table":
+        print(go_json(out))
+        return 0
+    # the table's section headers are the stand-in's (upstream centres them: getHeaderForMap)
+    print("== Secret Path ==")
+    print(full + "\n")
+    data = secret.get("data") or {}
+    if v2:
+        metadata = data.get("metadata") or {}
+        print("======= Metadata =======")
+        print(columns([("Key", "Value"), ("---", "-----")]
+                      + [(k, go_value(metadata[k])) for k in sorted(metadata)]) + "\n")
+        data = data.get("data") or {}
+    print("====== Data ======")
+    print(columns([("Key", "Value"), ("---", "-----")]
+                  + [(k, go_value(data[k])) for k in sorted(data)]))
+    return 0
+
+
+def operator_unseal(args: list[str]) -> int:
+    """command/operator_unseal.go: the key as the one argument; with none, Vault reads it from
+    the terminal and refuses a pipe (exit 1); -reset discards the progress; the seal status is
+    printed after (exit 0), an error exits 2."""
+    flags, rest = parse_flags("operator unseal", args)
+    if len(rest) > 1:
+        raise CliError(f"Too many arguments (expected 1, got {len(rest)})", 1)
+    fmt = output_format(flags)
+    client = Client(flags)
+    if flags.get("reset"):
+        body = {"reset": True}
+    else:
+        if not rest:
+            sys.stdout.write("Unseal Key (will be hidden): \n")
+            if not os.isatty(0):
+                raise CliError(
+                    "An error occurred attempting to ask for an unseal key. The raw error "
+                    "message is shown below, but usually this is because you attempted to pipe "
+                    "a value into the unseal command or you are executing outside of a terminal "
+                    "(tty). You should run the unseal command from a terminal for maximum "
+                    "security. If this is not an option, the unseal key can be provided as the "
+                    "first argument to the unseal command. The raw error was:\n\n"
+                    "file descriptor 0 is not a terminal", 1)
+            import getpass
+            rest = [getpass.getpass("")]
+        body = {"key": rest[0].strip()}
+    try:
+        code, info = client.request("PUT", "sys/unseal", body)
+    except OSError as exc:
+        raise CliError(f"Error unsealing: {exc}", 2) from None
+    if code != 200:
+        raise CliError("Error unsealing: " + client.api_error("PUT", "sys/unseal", code, info), 2)
+    return seal_status_output(client, info, fmt)
 
 
 def main(args: list[str]) -> int:
@@ -251,9 +528,17 @@ def main(args: list[str]) -> int:
     if command in ("version", "-version", "--version", "-v"):
         print(VERSION)
         return 0
-    if command == "status":
-        return status()
     if command == "server":
         return serve(args[1:])
-    sys.stderr.write(f"The Vault stand-in has no command {command!r}\n{USAGE}")
-    return 127
+    commands = {"status": (status, 1), "kv get": (kv_get, 2),
+                "operator unseal": (operator_unseal, 2)}
+    name = next((c for c in commands if args[:len(c.split())] == c.split()), None)
+    if name is None:
+        sys.stderr.write(f"The Vault stand-in has no command {' '.join(args[:2])!r}\n{USAGE}")
+        return 127
+    run, _ = commands[name]
+    try:
+        return run(args[len(name.split()):])
+    except CliError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return exc.code
