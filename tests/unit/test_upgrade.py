@@ -113,3 +113,63 @@ def test_a_rollback_that_fails_too_says_so(tmp_path):
             "either") in result.stderr
     assert "and is healthy again" not in result.stderr
     assert not stage.exists()
+
+
+def test_the_row_counts_of_the_upgrade_count_every_table_exactly(tmp_path):
+    """COUNT_SQL and DATABASES_SQL of deploys/upgrade_postgres.py against a real PostgreSQL
+    (Debian's, on the host): every table of every database, other schemas and quoted names
+    included, counted exactly; the templates left out."""
+    import os
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from mnemos_provision.operations.upgrade import COUNT_SQL, DATABASES_SQL
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    assert versions, "PostgreSQL server is not installed (scripts/test installs it)"
+    pgbin = versions[-1].parent
+    base = Path(tempfile.mkdtemp(prefix="mnemos-upgrade-pg-", dir="/tmp"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if os.geteuid() == 0:
+        os.chown(base, pwd.getpwnam("postgres").pw_uid, -1)
+    data, sock = base / "data", base / "sock"
+    try:
+        subprocess.run(as_postgres + [str(pgbin / "initdb"), "-D", str(data), "-U", "mnemos",
+                                      "--auth-local=trust"], check=True, capture_output=True)
+        subprocess.run(as_postgres + ["mkdir", str(sock)], check=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen(as_postgres + [
+            str(pgbin / "postgres"), "-D", str(data), "-c", f"port={port}",
+            "-c", "listen_addresses=", "-c", f"unix_socket_directories={sock}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            def psql(db: str, sql: str) -> subprocess.CompletedProcess:
+                return subprocess.run(["psql", "-XAt", "-h", str(sock), "-p", str(port), "-U",
+                                       "mnemos", "-d", db, "-c", sql],
+                                      capture_output=True, text=True)
+            for _ in range(100):
+                if psql("postgres", "select 1").returncode == 0:
+                    break
+                time.sleep(0.1)
+            psql("postgres", "CREATE DATABASE mnemos_cortex")
+            psql("postgres", "CREATE TABLE jobs (id int); "
+                             "INSERT INTO jobs SELECT generate_series(1, 1234)")
+            psql("mnemos_cortex", 'CREATE SCHEMA app; CREATE TABLE app."Odd Name" (x int); '
+                                  'INSERT INTO app."Odd Name" VALUES (1), (2), (3); '
+                                  "CREATE TABLE empty (x int)")
+            dbs = psql("postgres", DATABASES_SQL).stdout.split()
+            assert dbs == ["mnemos_cortex", "postgres"]
+            counts = {db: psql(db, COUNT_SQL).stdout.splitlines() for db in dbs}
+            assert counts == {"mnemos_cortex": ["app.Odd Name|3", "public.empty|0"],
+                              "postgres": ["public.jobs|1234"]}
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
