@@ -308,7 +308,8 @@ def test_sync_tree_writes_secrets_through_a_new_private_directory_and_inits_git(
      "grafana: orphan container"),
 ])
 def test_compose_up_runs_when_the_stack_differs(running, reason):
-    facts = {"ComposeStatus": {"wanted": {"postgres": "h1"}, "running": running}}
+    facts = {"ServiceImages": None,
+             "ComposeStatus": {"wanted": {"postgres": "h1"}, "running": running}}
     commands, _ = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
                          images={"postgres": "postgres:16.11-alpine"}, services=["postgres"],
                          timeout=60)
@@ -318,7 +319,7 @@ def test_compose_up_runs_when_the_stack_differs(running, reason):
 
 
 def test_compose_up_noop_when_healthy_and_current():
-    facts = {"ComposeStatus": {"wanted": {"postgres": "h1"},
+    facts = {"ServiceImages": None, "ComposeStatus": {"wanted": {"postgres": "h1"},
                                "running": {"postgres": {"hash": "h1", "state": "running",
                                                         "health": "healthy"}}}}
     commands, noops = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
@@ -334,7 +335,7 @@ def test_apt_install_finishes_an_interrupted_dpkg_first():
 
 
 def test_compose_up_runs_when_docker_is_not_there_yet():
-    facts = {"ComposeStatus": {"wanted": None, "running": None}}
+    facts = {"ServiceImages": None, "ComposeStatus": {"wanted": None, "running": None}}
     commands, _ = run_op(compose, compose.stack, facts, root="/r", project="mnemos",
                          images={"postgres": "p:1"}, services=["postgres"], timeout=60)
     assert "docker compose up -d --wait" in commands[0]
