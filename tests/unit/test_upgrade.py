@@ -37,3 +37,139 @@ def test_release_versions_compare_as_upstream_orders_them():
     newer = release_version("quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z")
     assert older is not None and newer is not None and older < newer
     assert release_version("hashicorp/vault:latest") is None
+
+
+# ------------------------------------------------- the recreate script, against a stand-in docker
+
+FAKE_DOCKER = r"""#!/bin/sh
+# Stand-in for the docker CLI (tests only): records each call, answers as a host would where the
+# new image never becomes healthy; the rollback (the -f override) succeeds unless ROLLBACK=fail.
+printf '%s\n' "$*" >> "$CALLS"
+case "$*" in
+  "compose -f docker-compose.yml -f "*) cat "$5" > "$OVERRIDE"; [ "$ROLLBACK" != fail ] ;;
+  "compose up "*) [ "$NEW" = healthy ] ;;
+  "compose ps -a -q redis") echo c0ffee ;;
+  "compose logs "*) echo "redis log line" ;;
+  "inspect "*) echo "unhealthy: ping failed" ;;
+  *) exit 0 ;;
+esac
+"""
+
+
+def run_recreate(tmp_path, new: str, rollback: str = "ok"):
+    import os
+    import subprocess
+
+    from mnemos_provision.operations.upgrade import recreate_script
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    stage = tmp_path / "stage"
+    script = recreate_script("redis", "redis:7.4.7-alpine",
+                             {"image": "redis:7.4.6-alpine", "id": "sha256:" + "b" * 64}, 90,
+                             str(stage))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NEW": new,
+           "ROLLBACK": rollback, "CALLS": str(tmp_path / "calls"),
+           "OVERRIDE": str(tmp_path / "override.yml")}
+    result = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    return result, calls, stage
+
+
+def test_a_healthy_new_image_is_recreated_alone_and_nothing_rolled_back(tmp_path):
+    result, calls, stage = run_recreate(tmp_path, new="healthy")
+    assert result.returncode == 0, result.stderr
+    assert calls == ["compose up -d --no-deps --wait --wait-timeout 90 redis"]
+    assert not stage.exists()
+
+
+def test_an_unhealthy_new_image_is_rolled_back_to_the_image_id_it_ran(tmp_path):
+    result, calls, stage = run_recreate(tmp_path, new="unhealthy")
+    assert result.returncode == 1
+    assert calls[0] == "compose up -d --no-deps --wait --wait-timeout 90 redis"
+    assert calls[-1].startswith("compose -f docker-compose.yml -f ")
+    assert calls[-1].endswith(" up -d --no-deps --wait --wait-timeout 90 redis")
+    assert (tmp_path / "override.yml").read_text() == (
+        "services:\n  redis:\n    image: sha256:" + "b" * 64 + "\n")
+    assert not any(" -v" in c or "down" in c or "volume" in c for c in calls), calls
+    assert not stage.exists(), "root's stage directory is left behind"
+    assert result.stderr.splitlines() == [
+        "mnemos: redis: the new image redis:7.4.7-alpine did not become healthy within 90 s; "
+        "it was rolled back to the image it ran before, redis:7.4.6-alpine "
+        "(sha256:bbbbbbbbbbbb), and is healthy again. Its volumes were not touched. Set "
+        'images["redis"] to an image that starts, or back to the one it ran. Health output of '
+        "the new container:",
+        "unhealthy: ping failed",
+        "--- redis (redis:7.4.7-alpine): last log lines",
+        "redis log line",
+    ]
+
+
+def test_a_rollback_that_fails_too_says_so(tmp_path):
+    result, _, stage = run_recreate(tmp_path, new="unhealthy", rollback="fail")
+    assert result.returncode == 1
+    assert ("the rollback to redis:7.4.6-alpine (sha256:bbbbbbbbbbbb) did NOT become healthy "
+            "either") in result.stderr
+    assert "and is healthy again" not in result.stderr
+    assert not stage.exists()
+
+
+def test_the_row_counts_of_the_upgrade_count_every_table_exactly(tmp_path):
+    """COUNT_SQL and DATABASES_SQL of deploys/upgrade_postgres.py against a real PostgreSQL
+    (Debian's, on the host): every table of every database, other schemas and quoted names
+    included, counted exactly; the templates left out."""
+    import os
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from mnemos_provision.operations.upgrade import COUNT_SQL, DATABASES_SQL
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    assert versions, "PostgreSQL server is not installed (scripts/test installs it)"
+    pgbin = versions[-1].parent
+    base = Path(tempfile.mkdtemp(prefix="mnemos-upgrade-pg-", dir="/tmp"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if os.geteuid() == 0:
+        os.chown(base, pwd.getpwnam("postgres").pw_uid, -1)
+    data, sock = base / "data", base / "sock"
+    try:
+        subprocess.run(as_postgres + [str(pgbin / "initdb"), "-D", str(data), "-U", "mnemos",
+                                      "--auth-local=trust"], check=True, capture_output=True)
+        subprocess.run(as_postgres + ["mkdir", str(sock)], check=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen(as_postgres + [
+            str(pgbin / "postgres"), "-D", str(data), "-c", f"port={port}",
+            "-c", "listen_addresses=", "-c", f"unix_socket_directories={sock}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            def psql(db: str, sql: str) -> subprocess.CompletedProcess:
+                return subprocess.run(["psql", "-XAt", "-h", str(sock), "-p", str(port), "-U",
+                                       "mnemos", "-d", db, "-c", sql],
+                                      capture_output=True, text=True)
+            for _ in range(100):
+                if psql("postgres", "select 1").returncode == 0:
+                    break
+                time.sleep(0.1)
+            psql("postgres", "CREATE DATABASE mnemos_cortex")
+            psql("postgres", "CREATE TABLE jobs (id int); "
+                             "INSERT INTO jobs SELECT generate_series(1, 1234)")
+            psql("mnemos_cortex", 'CREATE SCHEMA app; CREATE TABLE app."Odd Name" (x int); '
+                                  'INSERT INTO app."Odd Name" VALUES (1), (2), (3); '
+                                  "CREATE TABLE empty (x int)")
+            dbs = psql("postgres", DATABASES_SQL).stdout.split()
+            assert dbs == ["mnemos_cortex", "postgres"]
+            counts = {db: psql(db, COUNT_SQL).stdout.splitlines() for db in dbs}
+            assert counts == {"mnemos_cortex": ["app.Odd Name|3", "public.empty|0"],
+                              "postgres": ["public.jobs|1234"]}
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
