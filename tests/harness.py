@@ -213,7 +213,13 @@ def standin_wheels(requirements: Path) -> Path:
         try:
             sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp),
                 "-r", str(requirements)])
-            tmp.rename(dest)
+            try:
+                tmp.rename(dest)
+            except OSError:
+                # built at the same time by another build (the stand-ins are built side by side):
+                # the first rename wins, its wheels are the same pins
+                if not dest.is_dir():
+                    raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest

@@ -2,7 +2,7 @@
 Image upgrades of the compose stack (docs/upgrading.md), called by `compose.stack`:
 
 - `image_changes`: the services whose running container was made from another image than the
-  one now wanted (each is recreated alone, `--dry` lists them);
+  one now wanted (each is recreated alone; the run logs each before it does);
 - `guard_problems`: the stateful versions a new image must not cross (PostgreSQL's major, read
   from PG_VERSION in its volume; a Vault or MinIO downgrade, which their upstreams do not
   support), checked before anything is pulled or stopped;

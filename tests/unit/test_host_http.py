@@ -393,6 +393,14 @@ def new_stages(before: set[str]) -> list[str]:
     return sorted(stages() - before)
 
 
+def default_signals() -> None:
+    """SIGINT and SIGHUP as a terminal session has them. A test run started under `nohup` or as a
+    background job of a script inherits them ignored, and a shell that starts with a signal
+    ignored can neither trap it nor be killed by it (POSIX): the case under test would not exist."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class Killed(Runner):
     """Runs the command in a process group of its own and, while the server holds the answer
     back, sends the group `sig` (Ctrl-C, a dropped SSH session, a `kill`)."""
@@ -406,7 +414,7 @@ class Killed(Runner):
     def run(self, command, stdin=None):
         with subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True) as process:
+                              start_new_session=True, preexec_fn=default_signals) as process:
             assert process.stdin is not None and process.stdout is not None
             process.stdin.write("".join(line + "\n" for line in stdin or []).encode())
             process.stdin.close()
