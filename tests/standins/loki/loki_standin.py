@@ -557,10 +557,7 @@ def main(args: list[str]) -> int:
         return 1
     try:
         config = load_config(config_file)
-    except OSError as exc:
-        sys.stderr.write(f"failed parsing config: {config_file}: {exc}\n")
-        return 1
-    except ConfigError as exc:
+    except (OSError, ConfigError) as exc:
         sys.stderr.write(f"failed parsing config: {config_file}: {exc}\n")
         return 1
     if any(re.fullmatch(r"-+verify-config(=true)?", a) for a in args):
