@@ -580,30 +580,37 @@ def persistence_commands(host, paths, service: str, value: str) -> tuple[str, st
             cli.format("DEL mnemos_checklist"))
 
 
-@pytest.fixture(scope="module")
-def restarted(host, settings, paths):
-    """PostgreSQL (else Redis) restarted alone with `make restart-<service>` (= docker compose
-    restart <service>) and waited for until healthy. Returns what the checks need; skips when
-    neither service runs."""
+def data_service(settings) -> str:
+    """PostgreSQL, else Redis: the service whose data the restart and persistence checks use;
+    skips when the stack is not launched or neither runs."""
     if not settings.launch_stack:
         pytest.skip("launch_stack is false: no service runs")
     service = next((s for s in ("postgres", "redis") if settings.service_enabled(s)), None)
     if service is None:
         pytest.skip(f"neither PostgreSQL nor Redis runs here "
                     f"(compose_profiles={settings.compose_profiles})")
+    return service
+
+
+def started_at(host, settings, service: str) -> str:
+    """When the container of `service` (its name from the registry) last started."""
+    container = stack.service(service).container_name(settings.compose_project)
+    return host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' {container}").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def restarted(host, settings, paths):
+    """PostgreSQL (else Redis) restarted alone with `make restart-<service>` (= docker compose
+    restart <service>) and waited for until healthy. Returns what the checks need; skips when
+    neither service runs."""
+    service = data_service(settings)
     root = paths["root"]
-    container = f"{settings.compose_project}-{service}"
-    started = lambda: host.run(  # noqa: E731
-        f"docker inspect -f '{{{{.State.StartedAt}}}}' {container}").stdout.strip()
-    before = started()
-    others = {s: host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' "
-                          f"{settings.compose_project}-"
-                          f"{'otel' if s == 'otel-collector' else s}").stdout.strip()
-              for s in settings.enabled_services if s != service}
+    before = started_at(host, settings, service)
+    others = {s: started_at(host, settings, s) for s in settings.enabled_services if s != service}
     restart = run(host, f"cd {root} && make restart-{service}", timeout=120)
     state = wait_healthy(host, paths, service)
     return {"service": service, "restart": restart, "state": state, "before": before,
-            "after": started(), "others": others}
+            "after": started_at(host, settings, service), "others": others}
 
 
 @pytest.fixture(scope="module")
@@ -612,12 +619,7 @@ def recreated(host, settings, paths):
     made anew (`docker compose rm --stop --force`: what `down` does to it, the named volume kept;
     then `docker compose up -d --wait`): only the named volume carries the row across. Returns
     what the checks need; skips when neither service runs."""
-    if not settings.launch_stack:
-        pytest.skip("launch_stack is false: no service runs")
-    service = next((s for s in ("postgres", "redis") if settings.service_enabled(s)), None)
-    if service is None:
-        pytest.skip(f"neither PostgreSQL nor Redis runs here "
-                    f"(compose_profiles={settings.compose_profiles})")
+    service = data_service(settings)
     c, value = compose(paths), f"kept-{time.time_ns()}"
     write, read, clean = persistence_commands(host, paths, service, value)
     model = json.loads(host.run(f"{c} config --format json").stdout)
@@ -755,8 +757,5 @@ class TestOperations:
             f"make restart-{service} did not restart it"
         assert restarted["state"] in ("running healthy", "running"), \
             f"{service} after the restart: {restarted['state']}"
-        now = {s: host.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' "
-                           f"{settings.compose_project}-"
-                           f"{'otel' if s == 'otel-collector' else s}").stdout.strip()
-               for s in restarted["others"]}
+        now = {s: started_at(host, settings, s) for s in restarted["others"]}
         assert now == restarted["others"], "another service was restarted with it"
