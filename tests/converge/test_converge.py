@@ -474,22 +474,38 @@ def started_at(machine) -> dict[str, str]:
     return dict(line.lstrip("/").split(" ", 1) for line in out.splitlines() if line.strip())
 
 
-def test_rotation_reaches_postgres_minio_grafana_vault_and_env(second_machine):
+def test_rotation_killed_part_way_reaches_postgres_minio_grafana_vault_and_env(second_machine):
     """deploys/rotate.py (docs/rotation.md) with Vault, MinIO and Grafana (stand-ins: MinIO's
-    verifies SigV4 signatures, Grafana's basic auth against grafana.db): PostgreSQL's password,
-    the MinIO application user's key, MinIO's root password and Grafana's admin password rotated;
+    verifies SigV4 signatures, Grafana's basic auth against grafana.db), killed once Grafana's
+    database holds the new admin password (the record in the state, MinIO's container not yet
+    recreated), then finished by a plain converge: PostgreSQL's password, the MinIO application
+    user's key, MinIO's root password and Grafana's admin password rotated to the recorded values;
     the state, .env and Vault's kv agree; each old value refused and each new one accepted by the
     service; the application user and its bucket survive the new root password; exactly the
-    containers whose configuration holds a rotated value are recreated; the host suite; then a
-    converge with zero changes."""
+    containers whose configuration holds a rotated value are recreated; then the host suite and a
+    converge with zero changes (the next test)."""
+    from tests.stack.test_rotation import wait_for_orphans
     machine = second_machine
     old = json.loads(machine.exec(f"cat {STATE}").stdout)
     assert s3_status(machine, "mnemos-app", old["MINIO_APP_SECRET_KEY"]) == "ok"
     assert grafana_status(machine, "admin", old["GRAFANA_ADMIN_PASSWORD"]) == "200"
     before = started_at(machine)
-    run = machine.deploy("deploys/rotate.py", "rotate=postgres,minio-app,minio-root,grafana")
-    assert run.returncode == 0, run.output[-4000:]
+    # the Grafana stand-in writes grafana.db only when a password changes (no login needed to
+    # see it: Grafana locks a user out after failed logins)
+    db = "docker exec mnemos-grafana md5sum /var/lib/grafana/grafana.db"
+    killed = machine.deploy_killed_when(
+        f"[ \"$({db})\" != {shlex.quote(machine.exec(db).stdout.strip())} ]", timeout=400,
+        deploy="deploys/rotate.py", data=("rotate=postgres,minio-app,minio-root,grafana",))
+    orphans = wait_for_orphans(machine)
+    recorded = json.loads(machine.exec(f"cat {STATE}").stdout)
+    run = machine.deploy()
+    assert run.returncode == 0, f"still running after the kill: {orphans}\n{run.output[-4000:]}"
     new = json.loads(machine.exec(f"cat {STATE}").stdout)
+    if "rotating:GRAFANA_ADMIN_PASSWORD" in recorded:  # else the kill came after the state
+        for name in ("POSTGRES_PASSWORD", "MINIO_APP_SECRET_KEY", "MINIO_ROOT_PASSWORD",
+                     "GRAFANA_ADMIN_PASSWORD"):
+            assert new[name] == recorded["rotating:" + name], f"{name}: not the recorded value"
+    output = killed + run.output
     env = dict(line.split("=", 1) for line in machine.exec(f"cat {ROOT}/.env").stdout.splitlines()
                if "=" in line and not line.startswith("#"))
     assert not [k for k in new if k.startswith("rotating:")]
@@ -499,7 +515,7 @@ def test_rotation_reaches_postgres_minio_grafana_vault_and_env(second_machine):
                            ("GRAFANA_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD")):
         assert new[name] != old[name], f"{name} was not rotated"
         assert env[variable] == new[name], f".env's {variable} is not the state's {name}"
-        assert new[name] not in run.output and old[name] not in run.output
+        assert new[name] not in output and old[name] not in output
     assert new["REDIS_PASSWORD"] == old["REDIS_PASSWORD"], "redis was not named"
     assert vault_kv(machine, "postgres")["password"] == new["POSTGRES_PASSWORD"]
     assert vault_kv(machine, "minio")["secret_key"] == new["MINIO_APP_SECRET_KEY"]
