@@ -226,6 +226,15 @@ def test_minio_standin_verifies_signatures_of_the_root_and_of_users(minio):
     with pytest.raises(S3Error):
         app.bucket_exists("kept")
     assert Minio(endpoint, "app", "app-secret-2", secure=False).bucket_exists("kept")
+    # curl --aws-sigv4 (the host suite's check, tests/host/test_checklist.py): no
+    # x-amz-content-sha256 header, the empty payload's hash is signed; the key read from curl's
+    # config on stdin
+    for secret, code in (("app-secret-2", "200"), ("app-secret-1", "403")):
+        asked = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-K", "-", "--aws-sigv4",
+             "aws:amz:us-east-1:s3", f"http://{endpoint}/kept?location="],
+            input=f'user = "app:{secret}"\n', text=True, capture_output=True, timeout=30)
+        assert asked.stdout == code, (secret, asked.stdout, asked.stderr)
     # a presigned URL (the query form), and the same URL tampered with
     url = root.presigned_get_object("kept", "a/b c.txt")
     with urllib.request.urlopen(url, timeout=10) as r:
