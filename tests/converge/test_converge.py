@@ -435,8 +435,9 @@ def vault_kv(machine, path: str) -> dict:
     return json.loads(out)["data"]["data"]
 
 
-# python in the MinIO stand-in (its venv has the minio SDK): bucket_exists as the application user,
-# the secret key read on stdin; prints "ok" or the S3 error code
+# python in the MinIO stand-in (its venv has the minio SDK): the bucket's objects listed (a GET,
+# whose error has a body: a HEAD's has none, which the SDK reports as AccessDenied) as the given
+# access key, the secret key read on stdin; prints "ok" or the S3 error code
 _S3_AS_APP = (
     "import sys\n"
     "from minio import Minio\n"
@@ -445,7 +446,7 @@ _S3_AS_APP = (
     "client = Minio('127.0.0.1:9000', access_key=sys.argv[1], secret_key=key, secure=False,"
     " region='us-east-1')\n"
     "try:\n"
-    "    client.bucket_exists('mnemos-artifacts')\n"
+    "    list(client.list_objects('mnemos-artifacts'))\n"
     "    print('ok')\n"
     "except S3Error as exc:\n"
     "    print(exc.code)\n")
