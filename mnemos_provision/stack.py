@@ -225,8 +225,9 @@ REGISTRY: tuple[Service, ...] = (
                     "MINIO_ROOT_USER, MINIO_ROOT_PASSWORD; the application's: AWS_ACCESS_KEY_ID, "
                     "AWS_SECRET_ACCESS_KEY"),
         checklist="MinIO container running with console accessible",
-        # MinIO encrypts its IAM data with the root credentials; the application user is stored
-        # in MinIO's IAM
+        # the application user is stored in MinIO's IAM; the root password is what the state's
+        # MinIO accepts (its IAM data is plain text without a KMS since RELEASE.2021-04-22, not
+        # encrypted with the root credentials: a new root password is a restart, docs/rotation.md)
         data_secrets=("MINIO_ROOT_PASSWORD", "MINIO_APP_SECRET_KEY"),
         env_section="MINIO (ENGRAM) - OBJECT STORAGE",
         env=(
@@ -454,4 +455,8 @@ SERVICES = names()
 # secrets it changes). minio-app: the MinIO application user's secret key (not the root's).
 ROTATABLE = {"postgres": ("postgres", ("POSTGRES_PASSWORD",)),
              "redis": ("redis", ("REDIS_PASSWORD",)),
-             "minio-app": ("minio", ("MINIO_APP_SECRET_KEY",))}
+             "minio-app": ("minio", ("MINIO_APP_SECRET_KEY",)),
+             # MinIO's root password (MINIO_ROOT_PASSWORD; the root user's name is kept)
+             "minio-root": ("minio", ("MINIO_ROOT_PASSWORD",)),
+             # Grafana's admin password (GRAFANA_ADMIN_PASSWORD, in grafana.db)
+             "grafana": ("grafana", ("GRAFANA_ADMIN_PASSWORD",))}

@@ -1,7 +1,8 @@
 """
 Secret rotation (deploys/rotate.py, docs/rotation.md): the new values recorded in the secret state
-beside the old ones, then set in the services that hold them (PostgreSQL, Redis; MinIO's
-application user by the MinIO role, after the state). The tree role then writes the state
+beside the old ones, then set in the services that hold them (PostgreSQL, Redis, Grafana's admin;
+MinIO's application user by the MinIO role, after the state; MinIO's root by the container's
+recreation with the new .env). The tree role then writes the state
 (the new values only) and .env, the stack role recreates exactly the containers whose
 configuration holds them, `rotation_checks` logs in with the new values and is refused the old
 ones. A rotation the state records as in progress (a run killed part-way) is finished the same way
@@ -33,9 +34,20 @@ def _service_of(secret: str) -> str:
     return next(service for service, secrets in stack.ROTATABLE.values() if secret in secrets)
 
 
-def _postgres_user(ctx: HostContext) -> str:
+def _env_value(ctx: HostContext, name: str) -> str:
+    """A variable of .env that is not a secret (POSTGRES_USER, GRAFANA_ADMIN_USER, ...)."""
     return dotenv.resolve(dotenv_context(ctx.settings, ctx.home), {},
-                          ctx.settings.dotenv_overrides, with_secrets=False)["POSTGRES_USER"]
+                          ctx.settings.dotenv_overrides, with_secrets=False)[name]
+
+
+def _postgres_user(ctx: HostContext) -> str:
+    return _env_value(ctx, "POSTGRES_USER")
+
+
+# The login check (rotation.LOGIN_CHECKS) of a secret and the .env variable of the account that
+# logs in with it; a secret not here is checked by its service's name (PostgreSQL, Redis).
+_CHECK_OF = {"GRAFANA_ADMIN_PASSWORD": ("grafana", "GRAFANA_ADMIN_USER"),
+             "MINIO_ROOT_PASSWORD": ("minio-root", "MINIO_ROOT_USER")}
 
 
 def _check_services(ctx: HostContext, secrets: list[str]) -> None:
@@ -90,6 +102,16 @@ def rotation_start(ctx: HostContext, services: list[str]):
             rotation.redis_password(
                 name=f"Set the new {secret} in Redis's running config (CONFIG SET requirepass)",
                 container=container, root=ctx.root, service=service, new=new, old=old)
+        elif secret == "GRAFANA_ADMIN_PASSWORD":
+            rotation.grafana_password(
+                name=f"Set the new {secret} in Grafana's database (grafana cli admin "
+                     "reset-admin-password)",
+                container=container, root=ctx.root, service=service, new=new)
+        # MINIO_ROOT_PASSWORD: MinIO reads its root credentials from its environment at start
+        # only (its IAM data is not encrypted with them since RELEASE.2021-04-22T15-44-28Z: plain
+        # text without a KMS), so nothing is set in the running server: the tree role writes
+        # .env and compose recreates the container with it; a run killed before that leaves the
+        # old credentials working and the record in the state, which the next run finishes
         # MINIO_APP_SECRET_KEY: set by the MinIO role (minio.setup: the application user's
         # credentials refused, it sets the state's key with the root credentials) after the tree
         # role wrote the state: a run killed between them leaves MinIO behind the state, and
@@ -103,10 +125,11 @@ def rotation_checks(ctx: HostContext):
     project = ctx.settings.compose_project
     for secret, (old, new) in decision.rotating.items():
         service = _service_of(secret)
-        if service not in rotation.LOGIN_CHECKS:
-            continue  # MinIO: minio.setup checks the application user's credentials every run
+        kind, user_var = _CHECK_OF.get(secret, (service, "POSTGRES_USER"))
+        if kind not in rotation.LOGIN_CHECKS:
+            continue  # MinIO's app key: minio.setup checks the user's credentials every run
         rotation.check_password(
             name=f"{stack.service(service).label}: the new {secret} is accepted, the old one "
                  "refused",
-            kind=service, container=stack.service(service).container_name(project),
-            user=_postgres_user(ctx) if service == "postgres" else "", new=new, old=old)
+            kind=kind, container=stack.service(service).container_name(project),
+            user=_env_value(ctx, user_var) if kind != "redis" else "", new=new, old=old)

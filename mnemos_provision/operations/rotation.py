@@ -1,8 +1,9 @@
 """
 Rotation: a secret's new value set in the service that holds it (deploys/rotate.py,
 docs/rotation.md). `rotation.postgres_password` (ALTER ROLE with a SCRAM-SHA-256 verifier),
-`rotation.redis_password` (Redis's running requirepass), `rotation.check_password` (the new value
-accepted by the service, the old one refused). Each is called only while a rotation is in progress,
+`rotation.redis_password` (Redis's running requirepass), `rotation.grafana_password` (`grafana cli
+admin reset-admin-password`), `rotation.check_password` (the new value accepted by the service,
+the old one refused). Each is called only while a rotation is in progress,
 so each changes the host; none reads a fact.
 
 No value is ever on a command line: root stages it in a 0700 directory of its own (as
@@ -138,6 +139,44 @@ def redis_password(facts: DeclaredFacts, container: str, root: str, service: str
                              _in_container(stage, container, _REDIS_SET)])
 
 
+# Grafana 13's CLI (pkg/cmd/grafana-cli/commands/reset_password_command.go): the admin user (id 1,
+# created at the first start) gets the password read from stdin, written to grafana.db with the
+# user's salt; it works whatever password the admin has, as ALTER ROLE over the local socket does.
+# The image's GF_PATHS_* environment and its config file give the CLI the server's grafana.db.
+_GRAFANA_SET = (
+    'grafana cli --homepath "$GF_PATHS_HOME" --config "$GF_PATHS_CONFIG" '
+    'admin reset-admin-password --password-from-stdin >/dev/null 2>&1 '
+    '|| { echo "mnemos: grafana cli admin reset-admin-password failed" >&2; exit 1; }')
+
+
+@batched_operation(lambda **_: {})
+def grafana_password(facts: DeclaredFacts, container: str, root: str, service: str, new: str):
+    """
+    Set Grafana's admin password in grafana.db with `grafana cli admin reset-admin-password
+    --password-from-stdin` in its container (as its own user), whatever password the admin has.
+    GF_SECURITY_ADMIN_PASSWORD is read only at the first start (when grafana.db has no user), so
+    the container's environment is not what holds it. The container is started first when it is
+    not running.
+
+    + container: the Grafana container
+    + root: the compose project's directory (the tree)
+    + service: its compose service
+    + new: the new password
+
+    **Example:**
+
+    .. code:: python
+
+        rotation.grafana_password(container="mnemos-grafana", root="/home/dev/mnemos",
+                                  service="grafana", new=new_password)
+    """
+    stage = stage_dir()
+    yield from staged_uploads(stage, [f"{new}\n".encode()], target=host)
+    yield staged_run(stage, [_running(container, root, service),
+                             _wait(container, "wget -q --spider http://127.0.0.1:3000/api/health"),
+                             _in_container(stage, container, _GRAFANA_SET)])
+
+
 # sh in the container, stdin: the new password, then the old one; $1 the service's login check
 # run with $P holding a password
 _CHECK = (
@@ -152,6 +191,13 @@ LOGIN_CHECKS = {
     "postgres": 'PGPASSWORD="$P" psql -X -h 127.0.0.1 -U "$USER_NAME" -d postgres -tAc "select 1"'
                 ' | grep -q 1',
     "redis": 'REDISCLI_AUTH="$P" redis-cli ping | grep -q PONG',
+    # Grafana's API with basic auth (the signed-in user); curl reads the credentials from its
+    # config on stdin (printf is sh's builtin): no password on a command line
+    "grafana": 'printf \'user = "%s:%s"\\n\' "$USER_NAME" "$P" | curl -fsS -o /dev/null -K - '
+               'http://127.0.0.1:3000/api/user',
+    # MinIO's S3 API as the root (ListBuckets, signed with the password: MinIO verifies the
+    # signature), with mc and an alias in the environment, as the image's healthcheck uses mc
+    "minio-root": 'MC_HOST_rotation="http://$USER_NAME:$P@127.0.0.1:9000" mc ls rotation',
 }
 
 
@@ -160,11 +206,13 @@ def check_password(facts: DeclaredFacts, kind: str, container: str, user: str, n
                    old: str):
     """
     Check a rotation in the service itself: the new password accepted (PostgreSQL over TCP with
-    scram-sha-256; Redis's AUTH), the old one refused. Fails naming the service otherwise.
+    scram-sha-256; Redis's AUTH; Grafana's API with basic auth; MinIO's S3 API signed as the
+    root), the old one refused. Fails naming the service otherwise.
 
-    + kind: "postgres" or "redis" (LOGIN_CHECKS)
+    + kind: a key of LOGIN_CHECKS ("postgres", "redis", "grafana", "minio-root")
     + container: the service's container
-    + user: the account that logs in (PostgreSQL's role; ignored by Redis)
+    + user: the account that logs in (PostgreSQL's role, Grafana's admin, MinIO's root user;
+      ignored by Redis)
     + new: the new password
     + old: the password before the rotation
 

@@ -9,7 +9,6 @@ drift repaired exactly, .env restored byte for byte, no secret in any output.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -436,8 +435,9 @@ def vault_kv(machine, path: str) -> dict:
     return json.loads(out)["data"]["data"]
 
 
-# python in the MinIO stand-in (its venv has the minio SDK): bucket_exists as the application user,
-# the secret key read on stdin; prints "ok" or the S3 error code
+# python in the MinIO stand-in (its venv has the minio SDK): the bucket's objects listed (a GET,
+# whose error has a body: a HEAD's has none, which the SDK reports as AccessDenied) as the given
+# access key, the secret key read on stdin; prints "ok" or the S3 error code
 _S3_AS_APP = (
     "import sys\n"
     "from minio import Minio\n"
@@ -446,7 +446,7 @@ _S3_AS_APP = (
     "client = Minio('127.0.0.1:9000', access_key=sys.argv[1], secret_key=key, secure=False,"
     " region='us-east-1')\n"
     "try:\n"
-    "    client.bucket_exists('mnemos-artifacts')\n"
+    "    list(client.list_objects('mnemos-artifacts'))\n"
     "    print('ok')\n"
     "except S3Error as exc:\n"
     "    print(exc.code)\n")
@@ -460,36 +460,80 @@ def s3_status(machine, access_key: str, secret_key: str) -> str:
                        access_key], input=secret_key + "\n", check=False).stdout.strip()
 
 
-def test_rotation_reaches_postgres_minio_vault_and_env(second_machine):
-    """deploys/rotate.py (docs/rotation.md) with Vault and MinIO (stand-ins): PostgreSQL's
-    password and the MinIO application user's key rotated; the state, .env and Vault's kv agree;
-    MinIO's IAM holds the new key (the stand-in verifies no signature: the old key's refusal is
-    not testable here); the host suite; then a converge with zero changes."""
+def grafana_status(machine, user: str, password: str) -> str:
+    """Grafana's answer (the HTTP status) to /api/user with basic auth, asked inside its container
+    with curl; the credentials go on stdin (curl's config), never on a command line."""
+    return harness.sh(["docker", "exec", "-i", machine.name, "docker", "exec", "-i",
+                       "mnemos-grafana", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                       "-K", "-", "http://127.0.0.1:3000/api/user"],
+                      input=f'user = "{user}:{password}"\n', check=False).stdout.strip()
+
+
+def started_at(machine) -> dict[str, str]:
+    out = machine.exec("docker ps --format '{{.Names}}' | xargs docker inspect -f "
+                       "'{{.Name}} {{.State.StartedAt}}'").stdout
+    return dict(line.lstrip("/").split(" ", 1) for line in out.splitlines() if line.strip())
+
+
+def test_rotation_killed_part_way_reaches_postgres_minio_grafana_vault_and_env(second_machine):
+    """deploys/rotate.py (docs/rotation.md) with Vault, MinIO and Grafana (stand-ins: MinIO's
+    verifies SigV4 signatures, Grafana's basic auth against grafana.db), killed once Grafana's
+    database holds the new admin password (the record in the state, MinIO's container not yet
+    recreated), then finished by a plain converge: PostgreSQL's password, the MinIO application
+    user's key, MinIO's root password and Grafana's admin password rotated to the recorded values;
+    the state, .env and Vault's kv agree; each old value refused and each new one accepted by the
+    service; the application user and its bucket survive the new root password; exactly the
+    containers whose configuration holds a rotated value are recreated; then the host suite and a
+    converge with zero changes (the next test)."""
+    from tests.stack.test_rotation import wait_for_orphans
     machine = second_machine
     old = json.loads(machine.exec(f"cat {STATE}").stdout)
     assert s3_status(machine, "mnemos-app", old["MINIO_APP_SECRET_KEY"]) == "ok"
-    run = machine.deploy("deploys/rotate.py", "rotate=postgres,minio-app")
-    assert run.returncode == 0, run.output[-4000:]
+    assert grafana_status(machine, "admin", old["GRAFANA_ADMIN_PASSWORD"]) == "200"
+    before = started_at(machine)
+    # the Grafana stand-in writes grafana.db only when a password changes (no login needed to
+    # see it: Grafana locks a user out after failed logins)
+    db = "docker exec mnemos-grafana md5sum /var/lib/grafana/grafana.db"
+    killed = machine.deploy_killed_when(
+        f"[ \"$({db})\" != {shlex.quote(machine.exec(db).stdout.strip())} ]", timeout=400,
+        deploy="deploys/rotate.py", data=("rotate=postgres,minio-app,minio-root,grafana",))
+    orphans = wait_for_orphans(machine)
+    recorded = json.loads(machine.exec(f"cat {STATE}").stdout)
+    run = machine.deploy()
+    assert run.returncode == 0, f"still running after the kill: {orphans}\n{run.output[-4000:]}"
     new = json.loads(machine.exec(f"cat {STATE}").stdout)
+    if "rotating:GRAFANA_ADMIN_PASSWORD" in recorded:  # else the kill came after the state
+        for name in ("POSTGRES_PASSWORD", "MINIO_APP_SECRET_KEY", "MINIO_ROOT_PASSWORD",
+                     "GRAFANA_ADMIN_PASSWORD"):
+            assert new[name] == recorded["rotating:" + name], f"{name}: not the recorded value"
+    output = killed + run.output
     env = dict(line.split("=", 1) for line in machine.exec(f"cat {ROOT}/.env").stdout.splitlines()
                if "=" in line and not line.startswith("#"))
     assert not [k for k in new if k.startswith("rotating:")]
     for name, variable in (("POSTGRES_PASSWORD", "POSTGRES_PASSWORD"),
-                           ("MINIO_APP_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")):
+                           ("MINIO_APP_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
+                           ("MINIO_ROOT_PASSWORD", "MINIO_ROOT_PASSWORD"),
+                           ("GRAFANA_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD")):
         assert new[name] != old[name], f"{name} was not rotated"
         assert env[variable] == new[name], f".env's {variable} is not the state's {name}"
-        assert new[name] not in run.output and old[name] not in run.output
+        assert new[name] not in output and old[name] not in output
     assert new["REDIS_PASSWORD"] == old["REDIS_PASSWORD"], "redis was not named"
     assert vault_kv(machine, "postgres")["password"] == new["POSTGRES_PASSWORD"]
     assert vault_kv(machine, "minio")["secret_key"] == new["MINIO_APP_SECRET_KEY"]
-    # the MinIO STAND-IN does not verify signatures (tests/standins/minio), so the old key cannot
-    # be shown refused here: the key MinIO's IAM holds (the stand-in's IAM file, written by the
-    # admin API's add-user) is checked instead, compared by digest
-    iam = machine.exec("docker exec mnemos-minio cat /data/.minio.sys/standin-iam.json").stdout
-    held = json.loads(iam)["users"]["mnemos-app"]["secretKey"]
-    assert hashlib.sha256(held.encode()).hexdigest() == hashlib.sha256(
-        new["MINIO_APP_SECRET_KEY"].encode()).hexdigest(), "MinIO holds another key"
+    assert vault_kv(machine, "minio")["root_password"] == new["MINIO_ROOT_PASSWORD"]
+    assert vault_kv(machine, "grafana")["admin_password"] == new["GRAFANA_ADMIN_PASSWORD"]
+    # the services themselves: the MinIO STAND-IN verifies SigV4 signatures, the Grafana
+    # STAND-IN basic auth against its grafana.db (tests/standins)
     assert s3_status(machine, "mnemos-app", new["MINIO_APP_SECRET_KEY"]) == "ok"
+    assert s3_status(machine, "mnemos-app", old["MINIO_APP_SECRET_KEY"]) == \
+        "SignatureDoesNotMatch"
+    assert s3_status(machine, "mnemos", new["MINIO_ROOT_PASSWORD"]) == "ok"
+    assert s3_status(machine, "mnemos", old["MINIO_ROOT_PASSWORD"]) == "SignatureDoesNotMatch"
+    assert grafana_status(machine, "admin", new["GRAFANA_ADMIN_PASSWORD"]) == "200"
+    assert grafana_status(machine, "admin", old["GRAFANA_ADMIN_PASSWORD"]) == "401"
+    after = started_at(machine)
+    restarted = {name for name in after if after[name] != before.get(name)}
+    assert restarted == {"mnemos-postgres", "mnemos-minio", "mnemos-grafana"}, (before, after)
 
 
 def test_after_a_rotation_the_host_suite_passes_and_a_converge_changes_nothing(second_machine):

@@ -143,6 +143,10 @@ def test_rotate_refuses_a_service_not_enabled_and_an_empty_list_before_any_chang
             "the rotation cannot run; nothing on the host was changed",
             "POSTGRES_PASSWORD: the postgres service is not enabled on this host")
     refused(_rotate(site), "nothing to rotate", "rotate = []: name the services")
-    refused(_rotate(site, "rotate=grafana"),
-            "rotate = 'grafana': unknown entry; expected entries from postgres, redis, minio-app")
+    refused(_rotate(site, "rotate=grafana,minio-root", "compose_profiles=redis"),
+            "the rotation cannot run; nothing on the host was changed",
+            "GRAFANA_ADMIN_PASSWORD: the grafana service is not enabled on this host",
+            "MINIO_ROOT_PASSWORD: the minio service is not enabled on this host")
+    refused(_rotate(site, "rotate=nothing"),
+            "rotate = 'nothing': unknown entry; expected entries from postgres, redis, minio-app")
     assert (site.state.read_bytes(), site.env.read_bytes()) == before

@@ -21,7 +21,14 @@ STAND-IN for Grafana 13.0.0's `grafana` binary inside the Grafana stand-in image
   anonymous access where enabled): /api/datasources, /api/datasources/uid/<uid>,
   /api/datasources/uid/<uid>/health (asks the datasource's URL over the network, as Grafana's
   Prometheus and Loki health checks do: the instant queries `1+1` and `vector(1)+vector(1)`, the
-  answer must be 2), /api/search, /api/dashboards/uid/<uid>.
+  answer must be 2), /api/search, /api/dashboards/uid/<uid>, /api/user (the signed-in user).
+- `grafana cli [--homepath H] [--config C] [--configOverrides O] admin reset-admin-password
+  [--password-from-stdin] [--user-id N] [<new password>]` as Grafana 13's
+  pkg/cmd/grafana-cli/commands (cli.go, commands.go, reset_password_command.go): the same
+  configuration as the server (so GF_PATHS_DATA's grafana.db), the password from the first line of
+  stdin or the first argument, refused when shorter than 4 characters ("new password is too
+  short"), the user (default id 1) must be an admin, the hash made with the user's own salt;
+  "Admin password changed successfully" on success, else the error and exit 1.
 """
 
 from __future__ import annotations
@@ -137,6 +144,32 @@ class Database:
             return True
         finally:
             con.close()
+
+    def reset_password(self, user_id: int, password: str) -> None:
+        """reset_password_command.go's resetPassword: the user by id, an admin, the new hash with
+        its own salt."""
+        con = self.connect()
+        try:
+            row = con.execute("SELECT salt, is_admin FROM user WHERE id=?", (user_id,)).fetchone()
+            if row is None:
+                raise StartError("could not read user from database. Error: user not found")
+            if not row[1]:
+                raise StartError("reset-admin-password can only be used to reset an admin user "
+                                 "account")
+            con.execute("UPDATE user SET password=? WHERE id=?",
+                        (hash_password(password, row[0]), user_id))
+            con.commit()
+        finally:
+            con.close()
+
+    def user(self, login: str) -> dict:
+        con = self.connect()
+        try:
+            row = con.execute("SELECT id, login, is_admin FROM user WHERE login=?",
+                              (login,)).fetchone()
+        finally:
+            con.close()
+        return {"id": row[0], "login": row[1], "isGrafanaAdmin": bool(row[2])} if row else {}
 
     def authenticate(self, login: str, password: str) -> bool:
         con = self.connect()
@@ -316,12 +349,14 @@ def serve(args: list[str]) -> int:
 
         def authorized(self) -> bool:
             header = self.headers.get("Authorization", "")
+            self.login = ""
             if header.startswith("Basic "):
                 try:
                     login, _, password = base64.b64decode(header[6:]).decode().partition(":")
                 except ValueError:
                     login, password = "", ""
                 if login and db.authenticate(login, password):
+                    self.login = login
                     return True
                 self.reply(401, {"message": "Invalid username or password"})
                 return False
@@ -354,6 +389,10 @@ def serve(args: list[str]) -> int:
                 return self.reply(404, {"message": "Not found"})
             if not self.authorized():
                 return
+            if path == "/api/user":
+                if not self.login:  # anonymous: no signed-in user
+                    return self.reply(401, {"message": "Unauthorized"})
+                return self.reply(200, db.user(self.login))
             if path == "/api/datasources":
                 return self.reply(200, datasources)
             m = re.fullmatch(r"/api/datasources/uid/([^/]+)(/health)?", path)
@@ -393,6 +432,59 @@ def serve(args: list[str]) -> int:
     return 0
 
 
+def _flags(args: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """urfave/cli's flags before the arguments: --name value, --name=value, or a bool --name."""
+    flags: dict[str, str] = {}
+    rest = list(args)
+    while rest and rest[0].startswith("-"):
+        name, eq, value = rest.pop(0).lstrip("-").partition("=")
+        if name not in names:
+            raise StartError(f"flag provided but not defined: -{name}")
+        if not eq and name not in ("password-from-stdin", "debug", "d", "insecure"):
+            if not rest:
+                raise StartError(f"flag needs an argument: -{name}")
+            value = rest.pop(0)
+        flags[name] = value if eq or value else "true"
+    return flags, rest
+
+
+def cli(args: list[str]) -> int:
+    """`grafana cli [global flags] admin reset-admin-password [flags] [password]`."""
+    try:
+        flags, rest = _flags(args, ("config", "homepath", "configOverrides", "debug", "d",
+                                    "insecure", "pluginsDir", "repo", "pluginUrl"))
+        if rest[:1] != ["admin"] or rest[1:2] in ([], ["--help"], ["-h"]):
+            print("NAME:\n   Grafana CLI admin (STAND-IN) - Grafana admin commands\n\n"
+                  "COMMANDS:\n   reset-admin-password  reset-admin-password <new password>")
+            return 0 if rest[:1] == ["admin"] else 1
+        if rest[1] != "reset-admin-password":
+            raise StartError(f"the Grafana STAND-IN's cli implements only `admin "
+                             f"reset-admin-password`, not {rest[1]!r}")
+        own, positional = _flags(rest[2:], ("password-from-stdin", "user-id"))
+        if own.get("password-from-stdin") == "true":
+            print("New Password: ", flush=True)
+            line = sys.stdin.readline()
+            if not line:
+                raise StartError("can't read password from stdin")
+            password = line.rstrip("\n")
+        else:
+            password = positional[0] if positional else ""
+        if len(password) < 4:
+            raise StartError("new password is too short")
+        homepath = flags.get("homepath") or os.getcwd()
+        overrides = [o for o in flags.get("configOverrides", "").split(" ") if o]
+        settings = read_settings(homepath, flags.get("config", ""), overrides)
+        data = settings.get("paths", {}).get("data", "data")
+        db = Database(os.path.join(data if os.path.isabs(data) else
+                                   os.path.join(homepath, data), "grafana.db"))
+        db.reset_password(int(own.get("user-id", "1")), password)
+    except (StartError, OSError, sqlite3.Error, ValueError) as exc:
+        sys.stderr.write(f"Error: ✗ {exc}\n")
+        return 1
+    print("\nAdmin password changed successfully ✔")
+    return 0
+
+
 def main(args: list[str]) -> int:
     if args[:1] in (["-v"], ["--version"], ["-V"]):
         print(BANNER)
@@ -400,11 +492,6 @@ def main(args: list[str]) -> int:
     if args[:1] == ["server"]:
         return serve(args[1:])
     if args[:1] == ["cli"]:
-        if args[1:2] == ["admin"]:
-            print("NAME:\n   Grafana CLI admin (STAND-IN) - Grafana admin commands\n\n"
-                  "COMMANDS:\n   reset-admin-password   (not implemented by the STAND-IN)")
-            return 0
-        sys.stderr.write("the Grafana STAND-IN implements only `grafana cli admin --help`\n")
-        return 1
+        return cli(args[1:])
     sys.stderr.write("Usage: grafana [server|cli] (STAND-IN)\n")
     return 1

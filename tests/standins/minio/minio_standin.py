@@ -16,18 +16,28 @@ Users and policies are kept in /data/.minio.sys/standin-iam.json; buckets and th
 configuration (the bucket-level PUT and DELETE requests that succeeded, replayed at start) in
 /data/.minio.sys/standin-buckets.jsonl; objects in moto's memory only. Requests are told apart by
 the access key of their SigV4 Authorization header (admin calls: the root user only; S3: the
-root user or an enabled user, else InvalidAccessKeyId). Signatures are not verified and user
-policies are not enforced on S3 requests: a stand-in's limits, said in docs/testing.md.
+root user or an enabled user, else InvalidAccessKeyId), and the signature is verified as MinIO's
+cmd/signature-v4.go does (AWS Signature Version 4, the header or the presigned query form): the
+canonical request from the method, the path as sent, the sorted query, the signed headers and
+x-amz-content-sha256 (a hex payload hash must be the body's: XAmzContentSHA256Mismatch), signed
+with the key derived from the root password or the user's secret key; a mismatch is 403
+SignatureDoesNotMatch (admin calls: the same code in MinIO's JSON error). Not checked: the request
+time's skew, the chunk signatures of a streaming upload (its seed signature is), user policies on
+S3 requests: a stand-in's limits, said in docs/testing.md. The root credentials are read from the
+environment at start only, as MinIO does: a new MINIO_ROOT_PASSWORD needs a restart.
 `mc` (minio/mc at the image's release, cmd/*.go): `mc ready ALIAS` (GET
 <alias>/minio/health/cluster, exit 0 when it answers 200), `mc stat ALIAS/BUCKET` (the bucket's
 HEAD signed with the alias's keys; a missing bucket or refused key: mc's fatal message, exit 1),
-`mc alias set|remove|list`; aliases from MC_HOST_<alias> (http://KEY:SECRET@host:port) before
+`mc alias set|remove|list`, `mc ls ALIAS` (the buckets, ListBuckets signed with the alias's keys);
+aliases from MC_HOST_<alias> (http://KEY:SECRET@host:port) before
 $MC_CONFIG_DIR/config.json, whose default `local` is http://localhost:9000.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -38,7 +48,7 @@ import threading
 import urllib.request
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 MOTO_PORT = 19000
 IAM_FILE = ".minio.sys/standin-iam.json"
@@ -105,6 +115,66 @@ def access_key(headers) -> str:
         "X-Amz-Credential", [""])[0].split("/")[0]
 
 
+SIGNATURE_MISMATCH = ("The request signature we calculated does not match the signature you "
+                      "provided. Check your key and signing method.")
+_AUTH = re.compile(r"AWS4-HMAC-SHA256\s+Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*"
+                   r"Signature=([0-9a-f]+)")
+
+
+def _uri_encode(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def sigv4_problem(method: str, raw_path: str, headers, body: bytes, secret_of) -> str | None:
+    """AWS Signature Version 4 as MinIO verifies it (cmd/signature-v4.go, doesSignatureMatch and
+    doesPresignedSignatureMatch): None when the request is signed right, else MinIO's error code.
+    `secret_of(access_key)` is the key's secret, or None for an unknown key. An unsigned request
+    is None (anonymous: what it may do is the bucket policy's)."""
+    url = urlsplit(raw_path)
+    query = [tuple(p.split("=", 1)) if "=" in p else (p, "") for p in url.query.split("&") if p]
+    params = {unquote(k): unquote(v) for k, v in query}
+    header = headers.get("Authorization", "")
+    if header.startswith("AWS4-HMAC-SHA256"):
+        m = _AUTH.match(header)
+        if not m:
+            return "AuthorizationHeaderMalformed"
+        credential, signed, signature = m.groups()
+        # getContentSha256Cksum (cmd/signature-v4-utils.go): a signed request without the header
+        # is the empty payload's hash (curl --aws-sigv4 sends none)
+        payload = headers.get("x-amz-content-sha256", "") or hashlib.sha256(b"").hexdigest()
+        if re.fullmatch(r"[0-9a-f]{64}", payload) and hashlib.sha256(body).hexdigest() != payload:
+            return "XAmzContentSHA256Mismatch"
+        stamp = headers.get("x-amz-date", "")
+        presigned = False
+    elif "X-Amz-Signature" in params:
+        credential = params.get("X-Amz-Credential", "")
+        signed = params.get("X-Amz-SignedHeaders", "")
+        signature, stamp = params["X-Amz-Signature"], params.get("X-Amz-Date", "")
+        payload, presigned = "UNSIGNED-PAYLOAD", True
+    elif header:
+        return "SignatureDoesNotMatch"  # MinIO answers other schemes (V2, ...) by this code too
+    else:
+        return None
+    key, _, scope = credential.partition("/")
+    secret = secret_of(key)
+    if secret is None:
+        return "InvalidAccessKeyId"
+    pairs = sorted((_uri_encode(unquote(k)), _uri_encode(unquote(v))) for k, v in query
+                   if not (presigned and unquote(k) == "X-Amz-Signature"))
+    canonical_headers = "".join(
+        f"{name}:{','.join(' '.join(v.split()) for v in headers.get_all(name, []))}\n"
+        for name in signed.split(";"))
+    canonical = "\n".join([method, url.path or "/", "&".join(f"{k}={v}" for k, v in pairs),
+                           canonical_headers, signed, payload])
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    k = ("AWS4" + secret).encode()
+    for part in scope.split("/"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    return None if hmac.compare_digest(expected, signature) else "SignatureDoesNotMatch"
+
+
 def _error_xml(code: str, message: str) -> bytes:
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
             f"<Message>{message}</Message></Error>").encode()
@@ -153,6 +223,13 @@ def serve(args: list[str]) -> int:
     # fails as MinIO on a bad /data
     os.makedirs(os.path.join(data_dir, ".minio.sys"), exist_ok=True)
     iam = IAM(data_dir, (user, password))
+
+    def secret_of(key: str) -> str | None:
+        """The root's password (of this start's environment), or an enabled user's secret."""
+        if key == user:
+            return password
+        entry = iam.users.get(key, {})
+        return entry.get("secretKey") if entry.get("status") == "enabled" else None
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=MOTO_PORT, verbose=False)
     moto.start()
     # MinIO keeps its buckets and their configuration in /data; moto keeps them in memory: the
@@ -210,10 +287,15 @@ def serve(args: list[str]) -> int:
                 return self._reply(200, METRICS.encode(), "text/plain; version=0.0.4")
             if url.path.startswith("/minio/admin/v3/"):
                 return self._admin(url.path[len("/minio/admin/v3/"):], parse_qs(url.query), body)
-            key = access_key(self.headers)
-            if key and key != user and iam.users.get(key, {}).get("status") != "enabled":
+            problem = sigv4_problem(self.command, self.path, self.headers, body, secret_of)
+            if problem == "InvalidAccessKeyId":
                 return self._reply(403, _error_xml("InvalidAccessKeyId", "The Access Key Id you "
                                                    "provided does not exist in our records."),
+                                   "application/xml")
+            if problem:
+                return self._reply(403 if problem != "AuthorizationHeaderMalformed" else 400,
+                                   _error_xml(problem, SIGNATURE_MISMATCH if problem ==
+                                              "SignatureDoesNotMatch" else problem),
                                    "application/xml")
             conn = http.client.HTTPConnection("127.0.0.1", MOTO_PORT, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
@@ -234,6 +316,10 @@ def serve(args: list[str]) -> int:
         def _admin(self, command: str, query: dict, body: bytes):
             if access_key(self.headers) != user:
                 return self._admin_error(403, "AccessDenied", "Access Denied.")
+            problem = sigv4_problem(self.command, self.path, self.headers, body, secret_of)
+            if problem:
+                return self._admin_error(403, problem, SIGNATURE_MISMATCH if problem ==
+                                         "SignatureDoesNotMatch" else problem)
             q = {k: v[0] for k, v in query.items()}
             now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             with iam.lock:
@@ -431,6 +517,27 @@ def mc_stat(args: list[str]) -> int:
     return status
 
 
+def mc_ls(args: list[str]) -> int:
+    """`mc ls ALIAS`: the alias's buckets (ListBuckets signed with its keys), one a line as
+    cmd/ls.go prints them; a refused key: mc's fatal message, exit 1."""
+    from minio.error import S3Error
+    name = args[0].rstrip("/")
+    alias = mc_alias(name)
+    if alias is None or "/" in name:
+        raise McError(f"Unable to list folder. The stand-in's mc lists the buckets of an alias "
+                      f"only, not `{args[0]}`.")
+    try:
+        buckets = mc_client(alias).list_buckets()
+    except S3Error as exc:
+        raise McError(f"Unable to list folder. {exc.message}") from None
+    except OSError as exc:
+        raise McError(f"Unable to list folder. {exc}") from None
+    for b in buckets:
+        when = b.creation_date.strftime("%Y-%m-%d %H:%M:%S UTC") if b.creation_date else ""
+        print(f"[{when}]     0B {b.name}/")
+    return 0
+
+
 def mc_alias_command(args: list[str]) -> int:
     """`mc alias set NAME URL ACCESSKEY SECRETKEY`, `mc alias remove NAME`, `mc alias list`
     (cmd/alias-*.go; the config file 0600 in MC_CONFIG_DIR)."""
@@ -462,10 +569,10 @@ def mc(args: list[str]) -> int:
     """mc's commands the compose healthcheck and the host suite run: ready, stat, alias. Global
     flags --quiet, --json-less text only (--no-color, --disable-pager accepted)."""
     args = [a for a in args if a not in ("--quiet", "-q", "--no-color", "--disable-pager")]
-    commands = {"ready": mc_ready, "stat": mc_stat, "alias": mc_alias_command}
+    commands = {"ready": mc_ready, "stat": mc_stat, "alias": mc_alias_command, "ls": mc_ls}
     if not args or args[0] not in commands or len(args) < 2:
-        sys.stderr.write("The mc stand-in knows only `mc ready ALIAS`, `mc stat ALIAS/BUCKET` "
-                         "and `mc alias set|remove|list`\n")
+        sys.stderr.write("The mc stand-in knows only `mc ready ALIAS`, `mc stat ALIAS/BUCKET`, "
+                         "`mc ls ALIAS` and `mc alias set|remove|list`\n")
         return 1
     try:
         return commands[args[0]](args[1:])
