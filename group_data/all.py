@@ -24,8 +24,9 @@ secrets_file = None
 # secrets supplied as data (printed by pyinfra at --debug: prefer secrets_file); supplied secrets
 # win over generated ones on a new install; weak ones are refused
 secrets = {}
-# what deploys/rotate.py rotates: postgres, redis, minio-app (MinIO's application user); new values
-# set in the service, the state, .env and Vault; read by that deploy only (docs/rotation.md)
+# what deploys/rotate.py rotates: postgres, redis, minio-app (MinIO's application user), jwt,
+# vault-token, backup-key (earlier keys kept for old archives); new values set in the service, the
+# state, .env and Vault; read by that deploy only (docs/rotation.md)
 rotate = []
 
 # ---------------------------------------------------------------- preflight

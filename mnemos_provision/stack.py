@@ -454,4 +454,10 @@ SERVICES = names()
 # secrets it changes). minio-app: the MinIO application user's secret key (not the root's).
 ROTATABLE = {"postgres": ("postgres", ("POSTGRES_PASSWORD",)),
              "redis": ("redis", ("REDIS_PASSWORD",)),
-             "minio-app": ("minio", ("MINIO_APP_SECRET_KEY",))}
+             "minio-app": ("minio", ("MINIO_APP_SECRET_KEY",)),
+             # no service holds these two: the state, .env, Vault's kv (jwt) and the tree's
+             # backup keyring (.backup-keys, which keeps the earlier keys for old archives)
+             "jwt": ("", ("JWT_SECRET_KEY",)),
+             "backup-key": ("", ("BACKUP_ENCRYPTION_KEY",)),
+             # the scoped Vault token of .env: created in Vault, the old one revoked
+             "vault-token": ("vault", ("VAULT_TOKEN",))}
