@@ -16,7 +16,7 @@ from roles.rotation import rotation_checks, rotation_start
 from roles.stack import stack
 from roles.tools import tools
 from roles.tree import tree
-from roles.vault import vault_init
+from roles.vault import vault_init, vault_token_rotation
 
 with for_each_host():  # a host that cannot go on is named and left out; the others go on
     ctx = host_context()
@@ -25,6 +25,7 @@ with for_each_host():  # a host that cannot go on is named and left out; the oth
     docker_engine(ctx=ctx)
     tools(ctx=ctx)
     rotation_start(ctx=ctx, services=[])  # only a rotation the state records as in progress
+    vault_token_rotation(ctx=ctx)  # a VAULT_TOKEN rotation: the new token in Vault first
     tree(ctx=ctx)
     stack(ctx=ctx)
     rotation_checks(ctx=ctx)

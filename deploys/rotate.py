@@ -15,7 +15,7 @@ from roles.minio import minio_init
 from roles.rotation import rotation_checks, rotation_start
 from roles.stack import stack
 from roles.tree import tree
-from roles.vault import vault_init
+from roles.vault import vault_init, vault_token_rotation
 
 with for_each_host():  # a host that cannot go on is named and left out; the others go on
     ctx = host_context()
@@ -24,6 +24,7 @@ with for_each_host():  # a host that cannot go on is named and left out; the oth
             "rotate = []: name the services whose secrets to rotate, e.g. "
             "`--data rotate=postgres,redis` (docs/rotation.md)"])
     rotation_start(ctx=ctx, services=ctx.settings.rotate)
+    vault_token_rotation(ctx=ctx)  # a VAULT_TOKEN rotation: the new token in Vault first
     tree(ctx=ctx)
     stack(ctx=ctx)
     rotation_checks(ctx=ctx)

@@ -25,8 +25,8 @@ secrets_file = None
 # win over generated ones on a new install; weak ones are refused
 secrets = {}
 # what deploys/rotate.py rotates: postgres, redis, minio-app (MinIO's application user), minio-root,
-# grafana (its admin); new values set in the service, the state, .env and Vault; read by that deploy
-# only (docs/rotation.md)
+# grafana (its admin), jwt, vault-token, backup-key (earlier keys kept for old archives); new values
+# set in the service, the state, .env and Vault; read by that deploy only (docs/rotation.md)
 rotate = []
 
 # ---------------------------------------------------------------- preflight

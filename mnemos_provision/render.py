@@ -48,7 +48,7 @@ TRAEFIK_UID = stack.TRAEFIK_UID
 
 EXECUTABLE = {"docker/postgres/init-db.sh", "scripts/health-check.sh",
               "scripts/backup/backup-all.sh", "scripts/backup/restore-all.sh"}
-SECRET_FILES = {".env"}
+SECRET_FILES = {".env", ".backup-keys"}  # .backup-keys: earlier backup keys (docs/backups.md)
 
 
 def data_dirs() -> list[str]:
@@ -212,8 +212,15 @@ def _check_format(rel: str, text: str) -> None:
     _PARSED.add(key)
 
 
-def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[TreeEntry]:
-    """Every directory and file of the tree, rendered. `home` is mnemos_user's home directory."""
+def render_tree(settings: Settings, home: str, secrets: dict[str, str],
+                backup_keyring: list[str] | tuple[str, ...] = ()) -> list[TreeEntry]:
+    """Every directory and file of the tree, rendered. `home` is mnemos_user's home directory;
+    `backup_keyring`, the earlier BACKUP_ENCRYPTION_KEYs (.backup-keys: Decision.backup_keyring)."""
+    for key in backup_keyring:
+        if not key or any(c.isspace() for c in key) or key.startswith("#"):
+            raise RenderError(".backup-keys: an earlier BACKUP_ENCRYPTION_KEY of the secret state "
+                              "is empty, holds a space or starts with #: fix the state's "
+                              "previous:BACKUP_ENCRYPTION_KEY entry (one key per line)")
     try:
         env_values = dotenv.resolve(dotenv_context(settings, home), secrets,
                                     settings.dotenv_overrides, with_secrets=True)
@@ -238,6 +245,7 @@ def render_tree(settings: Settings, home: str, secrets: dict[str, str]) -> list[
         # never one that holds a secret (the secrets, and the URLs built from them).
         "env": {k: v for k, v in env_values.items() if k not in dotenv.SECRET_BEARING},
         "quote": dotenv.quote,
+        "backup_keyring": list(backup_keyring),
         "databases": DATABASES,
         "traefik_uid": TRAEFIK_UID,
         "data_dirs": data_dirs(),

@@ -732,8 +732,9 @@ class Settings:
         hidden=True, check=_check_secrets)
     rotate: list[str] = setting(
         [], "what deploys/rotate.py rotates: postgres, redis, minio-app (MinIO's application "
-        "user), minio-root, grafana (its admin); new values set in the service, the state, .env "
-        "and Vault; read by that deploy only (docs/rotation.md)",
+        "user), minio-root, grafana (its admin), jwt, vault-token, backup-key (earlier keys kept "
+        "for old archives); new values set in the service, the state, .env and Vault; read by "
+        "that deploy only (docs/rotation.md)",
         choices=tuple(ROTATABLE))
 
     # ------------------------------------------------------------ preflight

@@ -459,4 +459,10 @@ ROTATABLE = {"postgres": ("postgres", ("POSTGRES_PASSWORD",)),
              # MinIO's root password (MINIO_ROOT_PASSWORD; the root user's name is kept)
              "minio-root": ("minio", ("MINIO_ROOT_PASSWORD",)),
              # Grafana's admin password (GRAFANA_ADMIN_PASSWORD, in grafana.db)
-             "grafana": ("grafana", ("GRAFANA_ADMIN_PASSWORD",))}
+             "grafana": ("grafana", ("GRAFANA_ADMIN_PASSWORD",)),
+             # no service holds these two: the state, .env, Vault's kv (jwt) and the tree's
+             # backup keyring (.backup-keys, which keeps the earlier keys for old archives)
+             "jwt": ("", ("JWT_SECRET_KEY",)),
+             "backup-key": ("", ("BACKUP_ENCRYPTION_KEY",)),
+             # the scoped Vault token of .env: created in Vault, the old one revoked
+             "vault-token": ("vault", ("VAULT_TOKEN",))}

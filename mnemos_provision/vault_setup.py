@@ -220,6 +220,74 @@ def _token_state(client, desired: Desired) -> str:
     return "valid" if token.get("orphan") else "not-orphan"
 
 
+def _ensure_token(root: hvac.Client, desired: Desired) -> bool:
+    """The scoped token of .env (desired.token_id) valid, created when it is not; True when
+    created."""
+    state = _token_state(root, desired)
+    if state in ("wrong-policies", "not-orphan"):
+        root.auth.token.revoke(token=desired.token_id)
+    if state == "valid":
+        return False
+    # no_parent (root or sudo only, as id and period): an orphan, which survives the
+    # revocation of the root token that creates it
+    root.auth.token.create(id=desired.token_id, policies=[desired.policy_name],
+                           period=desired.token_period, renewable=True, no_parent=True,
+                           display_name="mnemos-env", no_default_policy=False)
+    return True
+
+
+def _token_answers(client: hvac.Client, token: str) -> bool:
+    """Whether Vault accepts `token` (auth/token/lookup-self with it: 200, or 403 refused)."""
+    before, client.token = client.token, token
+    try:
+        client.auth.token.lookup_self()
+        return True
+    except vault_errors.Forbidden:
+        return False
+    finally:
+        client.token = before
+
+
+def rotate_token(client: hvac.Client, store: KeyStore, desired: Desired, old: str) -> list[str]:
+    """
+    A rotation of VAULT_TOKEN (deploys/rotate.py, docs/rotation.md), while the secret state
+    records it (old and new): Vault unsealed if it is sealed; the new token (desired.token_id)
+    created as vault.setup creates it (same policy, period, orphan); the old one revoked; then
+    the check: the new token accepted, the old one refused (403). Each step is skipped when
+    already done, so a run killed part-way is finished by the next. Returns what was done.
+    """
+    done = []
+    keys = _keys(store, desired)
+    if client.sys.read_seal_status()["sealed"]:
+        _unseal(client, keys, desired)
+        done.append("unsealed")
+    root = _root_client(client, keys)
+    if root is None:
+        raise VaultSetupError(
+            f"{desired.keys_path} holds no root token (vault_revoke_root_token): the deploy "
+            "cannot create the new VAULT_TOKEN; create it with a root or sudo token (or "
+            "`vault operator generate-root`), or end the rotation by removing the "
+            "rotating:VAULT_TOKEN line of the secret state")
+    if _ensure_token(root, desired):
+        done.append("created the new VAULT_TOKEN")
+    if old and old != desired.token_id:
+        try:
+            root.auth.token.lookup(token=old)
+            exists = True
+        except (vault_errors.Forbidden, vault_errors.InvalidRequest, vault_errors.InvalidPath):
+            exists = False
+        if exists:
+            root.auth.token.revoke(token=old)
+            done.append("revoked the old VAULT_TOKEN")
+    if not _token_answers(client, desired.token_id):
+        raise VaultSetupError("the new VAULT_TOKEN is refused by Vault after it was created")
+    if old and old != desired.token_id and _token_answers(client, old):
+        raise VaultSetupError("the old VAULT_TOKEN is still accepted by Vault after its "
+                              "revocation")
+    done.append("checked: the new VAULT_TOKEN accepted, the old one refused (403)")
+    return done
+
+
 def _check_mount(mount: dict | None, desired: Desired) -> None:
     if mount is not None and (mount.get("type") != "kv"
                               or str((mount.get("options") or {}).get("version")) != "2"):
@@ -364,17 +432,8 @@ def apply(client: hvac.Client, store: KeyStore, desired: Desired,
         root.auth.approle.create_or_update_approle(role_name=desired.approle_name,
                                                    **desired.approle)
         done.append(f"approle role {desired.approle_name}")
-    if desired.token_id:
-        state = _token_state(root, desired)
-        if state in ("wrong-policies", "not-orphan"):
-            root.auth.token.revoke(token=desired.token_id)
-        if state != "valid":
-            # no_parent (root or sudo only, as id and period): an orphan, which survives the
-            # revocation of the root token that creates it
-            root.auth.token.create(id=desired.token_id, policies=[desired.policy_name],
-                                   period=desired.token_period, renewable=True, no_parent=True,
-                                   display_name="mnemos-env", no_default_policy=False)
-            done.append("created VAULT_TOKEN")
+    if desired.token_id and _ensure_token(root, desired):
+        done.append("created VAULT_TOKEN")
     if "file/" not in _audit_devices(root):
         root.sys.enable_audit_device(device_type="file", options={"file_path": desired.audit_file})
         done.append("file audit device")

@@ -11,6 +11,7 @@ by the next `rotate` or the next plain converge (deploys/bootstrap.py).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -22,7 +23,11 @@ from mnemos_provision.context import HostContext, fail
 from mnemos_provision.operations import files, rotation
 from mnemos_provision.operations.util import StateSwap
 from mnemos_provision.render import dotenv_context
-from mnemos_provision.secret_store.load import secret_decision, start_rotation
+from mnemos_provision.secret_store.load import (
+    found_with_secrets,
+    secret_decision,
+    start_rotation,
+)
 
 
 def secrets_of(entries: list[str]) -> list[str]:
@@ -56,13 +61,34 @@ def _check_services(ctx: HostContext, secrets: list[str]) -> None:
     s = ctx.settings
     problems = [f"{secret}: the {_service_of(secret)} service is not enabled on this host "
                 f"(compose_profiles) or launch_stack is false; a rotation sets the new value in "
-                "the running service" for secret in secrets
-                if not (s.launch_stack and s.service_enabled(_service_of(secret)))]
+                "the running service" for secret in secrets if _service_of(secret)
+                and not (s.launch_stack and s.service_enabled(_service_of(secret)))]
     if "MINIO_APP_SECRET_KEY" in secrets and not (s.minio_init and s.publish_ports):
         problems.append("MINIO_APP_SECRET_KEY: minio_init and publish_ports must be true: the "
                         "deploy sets the application user's new key through MinIO's admin API")
+    if "VAULT_TOKEN" in secrets:
+        problems += _vault_token_problems(ctx)
     if problems:
         fail("the rotation cannot run; nothing on the host was changed:", problems)
+
+
+def _vault_token_problems(ctx: HostContext) -> list[str]:
+    """VAULT_TOKEN: the deploy sets Vault up (it creates the new token through Vault's API) and
+    the keys file holds the root token (it creates and revokes); read before any change."""
+    s = ctx.settings
+    if not (s.vault_init and s.publish_ports):
+        return ["VAULT_TOKEN: vault_init and publish_ports must be true: the deploy creates the "
+                "new token and revokes the old one through Vault's API"]
+    kind, data = found_with_secrets(ctx, "vault_keys") or ("not read", None)
+    try:
+        root = kind == "file" and bool(json.loads(data or b"{}").get("root_token"))
+    except (ValueError, AttributeError):
+        root = False
+    if not root:
+        return [f"VAULT_TOKEN: {ctx.vault_keys_path} holds no root token ({kind}; "
+                "vault_revoke_root_token revokes it): the deploy cannot create the new token. "
+                "Rotate it by hand with a root or sudo token (docs/secrets.md)"]
+    return []
 
 
 @deploy("Secret rotation")
@@ -92,6 +118,8 @@ def rotation_start(ctx: HostContext, services: list[str]):
     project = ctx.settings.compose_project
     for secret, (old, new) in decision.rotating.items():
         service = _service_of(secret)
+        if not service:
+            continue  # JWT_SECRET_KEY, BACKUP_ENCRYPTION_KEY: the state, .env, the tree, Vault
         container = stack.service(service).container_name(project)
         if secret == "POSTGRES_PASSWORD":
             rotation.postgres_password(
@@ -111,7 +139,9 @@ def rotation_start(ctx: HostContext, services: list[str]):
         # only (its IAM data is not encrypted with them since RELEASE.2021-04-22T15-44-28Z: plain
         # text without a KMS), so nothing is set in the running server: the tree role writes
         # .env and compose recreates the container with it; a run killed before that leaves the
-        # old credentials working and the record in the state, which the next run finishes
+        # old credentials working and the record in the state, which the next run finishes.
+        # VAULT_TOKEN: created in Vault, the old one revoked, by the Vault role's
+        # vault_token_rotation, which runs next (roles/vault.py: the lazy boundary of hvac)
         # MINIO_APP_SECRET_KEY: set by the MinIO role (minio.setup: the application user's
         # credentials refused, it sets the state's key with the root credentials) after the tree
         # role wrote the state: a run killed between them leaves MinIO behind the state, and

@@ -33,7 +33,7 @@ def tree(ctx: HostContext):
     decision = secret_decision(ctx)
     values = decision.effective()  # a recorded rotation's new values once this run applies it
     try:
-        entries = render_tree(ctx.settings, ctx.home, values)
+        entries = render_tree(ctx.settings, ctx.home, values, decision.backup_keyring())
     except RenderError as exc:
         fail("a rendered file would be invalid; nothing on the host was changed:", [str(exc)])
     files.secret(name="Keep the secret state file (0600, outside git)",

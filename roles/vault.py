@@ -9,8 +9,10 @@ from typing import Any
 
 from pyinfra.api import deploy
 
+from mnemos_provision import stack
 from mnemos_provision.context import HostContext, skip_setup
-from mnemos_provision.secret_store.load import found_with_secrets, load_secrets
+from mnemos_provision.operations import rotation
+from mnemos_provision.secret_store.load import found_with_secrets, load_secrets, secret_decision
 
 
 def desired_fields(ctx: HostContext, secrets: dict) -> dict[str, Any]:
@@ -65,3 +67,33 @@ def vault_init(ctx: HostContext):
                 store=vault.HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group,
                                          found=found_with_secrets(ctx, "vault_keys")),
                 cacert=f"{ctx.root}/config/vault/tls/vault.crt" if s.vault_tls else None)
+
+
+@deploy("Vault: VAULT_TOKEN rotation")
+def vault_token_rotation(ctx: HostContext):
+    """
+    A rotation of VAULT_TOKEN the run applies (deploys/rotate.py, or a converge finishing a
+    recorded one; docs/rotation.md): after the rotation role, before the tree role writes the
+    state. The new token is created in Vault and the old one revoked while the state records
+    both, so a run killed between them leaves the new token, valid, in the record; then the new
+    one is checked accepted and the old one refused. The rotation role checked, before any
+    change, that the deploy sets Vault up and that the keys file holds the root token.
+    """
+    decision = secret_decision(ctx)
+    if not (decision.applied and "VAULT_TOKEN" in decision.rotating):
+        return
+    from mnemos_provision import vault_setup  # the lazy boundary, as in vault_init
+    from mnemos_provision.operations import vault
+
+    s = ctx.settings
+    old, _ = decision.rotating["VAULT_TOKEN"]
+    fields = desired_fields(ctx, decision.effective())
+    desired = vault_setup.Desired(**fields, policy=vault_setup.policy_for(fields["mount"]))
+    vault.rotate_token(
+        name="Create the new VAULT_TOKEN in Vault and revoke the old one (the new accepted, "
+             "the old refused)",
+        url=vault_url(ctx), desired=desired,
+        store=vault.HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group),
+        old=old, running=rotation.running(stack.service("vault").container_name(
+            s.compose_project), ctx.root, "vault"),
+        cacert=f"{ctx.root}/config/vault/tls/vault.crt" if s.vault_tls else None)

@@ -50,6 +50,11 @@ def _running(container: str, root: str, service: str) -> str:
             f"{{ echo {q(f'mnemos: {container} is not running and could not be started: start it (docker compose up -d {service} in {root}) and run again; the rotation stays recorded in the secret state')} >&2; exit 1; }}; }}")  # noqa: E501
 
 
+def running(container: str, root: str, service: str) -> str:
+    """_running, for operations of other modules (vault.rotate_token)."""
+    return _running(container, root, service)
+
+
 def _wait(container: str, probe: str) -> str:
     q = shlex.quote
     return (f"{{ i=0; until docker exec {q(container)} sh -c {q(probe)} >/dev/null 2>&1; do "

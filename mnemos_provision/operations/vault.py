@@ -203,3 +203,49 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
                  f"(done in {int(time.monotonic() - started)} s)")
 
     yield FunctionCommand(converge, (), {})
+
+
+@operation()
+def rotate_token(url: str, desired: "vault_setup.Desired",
+                 store: "vault_setup.KeyStore | HostKeyStore", old: str, running: str = "",
+                 wait_timeout: int = 120, cacert: str | None = None):
+    """
+    Rotate the scoped token of .env (VAULT_TOKEN) while the secret state records the rotation:
+    the new token (desired.token_id) created with the policy and period vault.setup gives it, the
+    old one revoked, then the new one checked accepted and the old one refused (403)
+    (vault_setup.rotate_token). Called only while a rotation is recorded, so it always runs; no
+    token is ever printed.
+
+    + url: Vault's address on the host
+    + desired: vault_setup.Desired (token_id: the new token)
+    + store: the keys file (HostKeyStore): its root token creates and revokes
+    + old: the token being replaced
+    + running: a shell command run first that starts Vault's container when it is not running
+    + wait_timeout: seconds to wait for the API
+    + cacert: CA file on the host for a TLS listener
+
+    **Example:**
+
+    .. code:: python
+
+        vault.rotate_token(url="http://127.0.0.1:8200", desired=vault_setup.Desired(...),
+                           store=vault.HostKeyStore(...), old=old_token)
+    """
+    keys = cast("vault_setup.KeyStore", store)
+    if running:
+        yield running
+
+    def rotate() -> None:
+        client, http = _client(url, cacert)
+        try:
+            vault_setup.wait_for_api(client, wait_timeout)
+            done = vault_setup.rotate_token(client, keys, desired, old)
+        except (host_http.HostHTTPError, vault_setup.VaultSetupError,
+                hvac.exceptions.VaultError) as exc:
+            raise OperationError(f"Vault: VAULT_TOKEN rotation: {exc}; the rotation stays "
+                                 "recorded in the secret state") from None
+        finally:
+            http.close()
+        host.log(f"Vault: {', '.join(done)}")
+
+    yield FunctionCommand(rotate, (), {})

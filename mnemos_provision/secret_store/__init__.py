@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from mnemos_provision.secret_store.state import (
     ENV_VARIABLE,
+    PREVIOUS_BACKUP_KEYS,
     ROTATING,
     Decision,
     HostFile,
@@ -29,7 +30,8 @@ from mnemos_provision.secret_store.state import (
 )
 
 __all__ = [
-    "ENV_VARIABLE", "ROTATING", "Decision", "HostFile", "HostState", "Secrets", "StateError",
+    "ENV_VARIABLE", "PREVIOUS_BACKUP_KEYS", "ROTATING", "Decision", "HostFile", "HostState",
+    "Secrets", "StateError",
     "VolumesNeeded", "begin_rotation", "complete", "data_evidence", "decide", "generate", "parse",
     "parse_read", "read_command", "serialize", "sha256", "state_dir_problem",
 ]

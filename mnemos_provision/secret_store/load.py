@@ -99,6 +99,9 @@ def _decide(ctx: HostContext) -> Decision:
     def read(volumes: bool) -> HostState:
         # Vault's keys file is read along (its plan then reads no file: one command fewer)
         also = {"vault_keys": ctx.vault_keys_path} if ctx.settings.service_enabled("vault") else {}
+        # the tree's backup keyring: the earlier backup keys, recovered from it when the state
+        # lost them (as .env's secrets are)
+        also["backup_keys"] = f"{ctx.root}/.backup-keys"
         ok, lines, stderr = run_as_operations(read_command(
             path, env_path, backup_locations(ctx), ctx.settings.compose_project, volumes,
             also=also, user=ctx.user, group=ctx.group))

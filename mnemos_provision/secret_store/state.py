@@ -50,6 +50,10 @@ for _var in dotenv.ALL_VARS:
 # the secret's name and the new one under ROTATING + name, until the service holds the new value;
 # the run that sees it sets the new value in the service again, then writes the state without it.
 ROTATING = "rotating:"
+# The backup keys a rotation of BACKUP_ENCRYPTION_KEY replaced, newest first, one per line, under
+# PREVIOUS_BACKUP_KEYS: kept for the archives encrypted with them (rendered into the tree's
+# keyring file, which restore-all.sh tries after .env's key; docs/backups.md). Never dropped.
+PREVIOUS_BACKUP_KEYS = "previous:BACKUP_ENCRYPTION_KEY"
 
 
 class VolumesNeeded(Exception):
@@ -234,6 +238,21 @@ class Decision:
     # the run sets the new values in the services (the rotation role planned it): only then do
     # the roles write, render and send them; otherwise they keep the old ones and the record
     applied: bool = False
+    # earlier BACKUP_ENCRYPTION_KEYs, newest first (the state's PREVIOUS_BACKUP_KEYS)
+    previous_backup_keys: list = field(default_factory=list)
+
+    def backup_keyring(self) -> list[str]:
+        """The earlier backup keys the tree's keyring file holds, newest first: with a rotation of
+        BACKUP_ENCRYPTION_KEY this run applies, the key it replaces comes first."""
+        keys = list(self.previous_backup_keys)
+        if self.applied and "BACKUP_ENCRYPTION_KEY" in self.rotating:
+            keys.insert(0, self.rotating["BACKUP_ENCRYPTION_KEY"][0])
+        current = self.effective().get("BACKUP_ENCRYPTION_KEY")
+        return [k for k in dict.fromkeys(keys) if k != current]
+
+    def _kept(self) -> dict[str, str]:
+        keys = self.backup_keyring()
+        return {PREVIOUS_BACKUP_KEYS: "\n".join(keys)} if keys else {}
 
     def effective(self) -> Secrets:
         """The values this run's roles write, render and send: the new ones of the rotations in
@@ -244,11 +263,13 @@ class Decision:
 
     def state_file(self) -> bytes:
         """The state file this run writes: the record kept while the rotation is not applied."""
-        return serialize(self.values) if self.applied or not self.rotating else self.in_progress()
+        if self.applied or not self.rotating:
+            return serialize({**self.values, **self._kept()})
+        return self.in_progress()
 
     def in_progress(self) -> bytes:
         """The state file that records the rotations in progress (old values, new ones beside)."""
-        recorded = dict(self.values)
+        recorded = {**self.values, **self._kept()}
         for name, (old, new) in self.rotating.items():
             recorded[name] = old
             recorded[ROTATING + name] = new
@@ -292,6 +313,10 @@ def decide(host_state: HostState, supplied: dict[str, str], *, state_path: str, 
             generated.append(name)
     rotating, rotation_problems = rotations_in(read.stored, values, state_path)
     problems += rotation_problems
+    previous, previous_problems = previous_keys_in(read.stored, state_path)
+    problems += previous_problems
+    if not previous:  # a state that lost them: the tree's keyring still holds them
+        previous = keyring_keys(host_state.also.get("backup_keys"))
     if problems:
         raise StateError(problems)
     for name, (_, new) in rotating.items():
@@ -302,7 +327,7 @@ def decide(host_state: HostState, supplied: dict[str, str], *, state_path: str, 
                                              state_path=state_path, env_path=env_path)
     return Decision(values=values, expected=sha256(raw), damaged=read.damaged,
                     notes=notes, state_dir_missing=host_state.state_dir == "missing",
-                    rotating=rotating)
+                    rotating=rotating, previous_backup_keys=previous)
 
 
 def rotations_in(stored: dict[str, str], values: dict[str, str], state_path: str
@@ -321,6 +346,26 @@ def rotations_in(stored: dict[str, str], values: dict[str, str], state_path: str
     return rotating, problems
 
 
+def previous_keys_in(stored: dict[str, str], state_path: str) -> tuple[list[str], list[str]]:
+    """The earlier backup keys the state keeps (PREVIOUS_BACKUP_KEYS), and its problems: a
+    `previous:` entry of another secret is not the deploy's."""
+    problems = [f"{state_path}: {key} is not an entry the deploy writes (only "
+                f"{PREVIOUS_BACKUP_KEYS} keeps earlier values); move it out of the file and run "
+                "again" for key in sorted(stored)
+                if key.startswith("previous:") and key != PREVIOUS_BACKUP_KEYS]
+    keys = [k for k in stored.get(PREVIOUS_BACKUP_KEYS, "").split("\n") if k.strip()]
+    return keys, problems
+
+
+def keyring_keys(keyring: HostFile | None) -> list[str]:
+    """The earlier backup keys of the tree's keyring file (.backup-keys: one a line, # comments)
+    as the host holds it; none when it is not a file."""
+    if keyring is None or keyring.kind != "file" or not keyring.data:
+        return []
+    lines = keyring.data.decode(errors="replace").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
 def begin_rotation(decision: Decision, names: list[str]) -> Decision:
     """The decision of a run that rotates `names` (secret names): each gets a new value, unless
     a rotation of it is already in progress (its new value is kept: the earlier run may have set
@@ -335,7 +380,7 @@ def begin_rotation(decision: Decision, names: list[str]) -> Decision:
     # the write that records them keeps a damaged file aside; the state after it is whole
     started = Decision(values=values, expected=decision.expected, damaged=False,
                        notes=decision.notes, state_dir_missing=decision.state_dir_missing,
-                       rotating=rotating)
+                       rotating=rotating, previous_backup_keys=decision.previous_backup_keys)
     started.expected = sha256(started.in_progress())
     return started
 

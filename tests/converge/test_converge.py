@@ -536,6 +536,42 @@ def test_rotation_killed_part_way_reaches_postgres_minio_grafana_vault_and_env(s
     assert restarted == {"mnemos-postgres", "mnemos-minio", "mnemos-grafana"}, (before, after)
 
 
+def vault_answers(machine, token: str, path: str = "auth/token/lookup-self") -> str:
+    """Vault's HTTP status for `token` on `path`, from the host (the header on stdin, never on a
+    command line)."""
+    return harness.sh(["docker", "exec", "-i", machine.name, "curl", "-s", "-o", "/dev/null",
+                       "-w", "%{http_code}", "-H", "@-", f"http://127.0.0.1:8200/v1/{path}"],
+                      input=f"X-Vault-Token: {token}\n", check=False).stdout.strip()
+
+
+def test_rotating_the_vault_token_and_jwt_key_revokes_the_old_token(second_machine):
+    """rotate=vault-token,jwt (docs/rotation.md) against the Vault stand-in: the new token (the
+    state's and .env's) accepted by Vault and reads kv, the old one refused (403); kv
+    mnemos/data/jwt holds the new JWT key; no value in the output. The host suite and a
+    zero-change converge follow (the next test)."""
+    machine = second_machine
+    old = json.loads(machine.exec(f"cat {STATE}").stdout)
+    assert vault_answers(machine, old["VAULT_TOKEN"]) == "200", "the machine did not start valid"
+    run = machine.deploy("deploys/rotate.py", "rotate=vault-token,jwt")
+    assert run.returncode == 0, run.output[-4000:]
+    new = json.loads(machine.exec(f"cat {STATE}").stdout)
+    env = dict(line.split("=", 1) for line in machine.exec(f"cat {ROOT}/.env").stdout.splitlines()
+               if "=" in line and not line.startswith("#"))
+    assert not [k for k in new if k.startswith("rotating:")]
+    for name in ("VAULT_TOKEN", "JWT_SECRET_KEY"):  # no value in pytest's messages
+        if new[name] == old[name] or env[name] != new[name]:
+            pytest.fail(f"{name}: not rotated, or .env and the state disagree")
+        if new[name] in run.output or old[name] in run.output:
+            pytest.fail(f"{name}'s value is in the output")
+    assert "the new VAULT_TOKEN accepted, the old one refused (403)" in run.output
+    assert vault_answers(machine, new["VAULT_TOKEN"]) == "200", "Vault refuses the new token"
+    assert vault_answers(machine, old["VAULT_TOKEN"]) == "403", "Vault accepts the old token"
+    assert vault_answers(machine, new["VAULT_TOKEN"], "mnemos/data/postgres") == "200"
+    assert vault_answers(machine, old["VAULT_TOKEN"], "mnemos/data/postgres") == "403"
+    if vault_kv(machine, "jwt")["secret_key"] != new["JWT_SECRET_KEY"]:
+        pytest.fail("Vault's kv mnemos/data/jwt does not hold the new JWT key")
+
+
 def test_after_a_rotation_the_host_suite_passes_and_a_converge_changes_nothing(second_machine):
     machine = second_machine
     vault = machine.exec("docker inspect -f '{{.RestartCount}} {{.State.StartedAt}}' "

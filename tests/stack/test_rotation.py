@@ -195,3 +195,56 @@ def test_a_rotation_killed_part_way_is_finished_by_the_next_run(rows, point, con
     assert_no_secret(output + run.output, old, new)
     again = machine.deploy()
     harness.assert_no_change(again)
+
+
+def decrypts(machine, archive: str, key: str) -> bool:
+    """gpg opens `archive` with `key` (given on stdin, never on a command line), as `dev`."""
+    return harness.sh(["docker", "exec", "-i", "-u", "dev", machine.name, "sh", "-c",
+                       "gpg --batch --quiet --pinentry-mode loopback --passphrase-fd 0 -d "
+                       f"{archive} > /dev/null 2>&1"], input=key + "\n",
+                      check=False).returncode == 0
+
+
+def test_rotating_the_backup_and_jwt_keys_keeps_old_archives_restorable(rows):
+    """rotate=backup-key,jwt (docs/rotation.md, docs/backups.md): the state and .env hold the new
+    keys, the replaced backup key is kept (the state's previous keys, the tree's 0600
+    .backup-keys); new archives use the new key; an archive made before the rotation is restored
+    after it by make restore (the real scripts, the real PostgreSQL), rows and all; no container
+    restarts for it; a converge after it changes nothing."""
+    machine = rows
+    before_backup = machine.exec(f"cd {ROOT} && make backup", user="dev").stdout
+    archive = before_backup.rsplit("backup: wrote ", 1)[1].split()[0]
+    old = state(machine)
+    containers = started(machine, "mnemos-postgres", "mnemos-redis", *OTHERS)
+
+    run = machine.deploy("deploys/rotate.py", "rotate=backup-key,jwt")
+    assert run.returncode == 0, run.output[-4000:]
+    new, dotenv = state(machine), env(machine)
+    for name in ("BACKUP_ENCRYPTION_KEY", "JWT_SECRET_KEY"):  # no value in pytest's messages
+        if new[name] == old[name] or dotenv[name] != new[name]:
+            pytest.fail(f"{name}: not rotated, or .env and the state disagree")
+        if new[name] in run.output or old[name] in run.output:
+            pytest.fail(f"{name}'s value is in the output")
+    if new["previous:BACKUP_ENCRYPTION_KEY"].split("\n")[0] != old["BACKUP_ENCRYPTION_KEY"]:
+        pytest.fail("the state does not keep the replaced backup key first")
+    keyring = harness.sh(["docker", "exec", "-i", machine.name, "sh", "-c",
+                          f"stat -c '%a %U' {ROOT}/.backup-keys && grep -c -x -F -f /dev/stdin "
+                          f"{ROOT}/.backup-keys"], input=old["BACKUP_ENCRYPTION_KEY"] + "\n",
+                         check=False).stdout.split()
+    assert keyring == ["600", "dev", "1"], "the keyring does not hold the replaced key (0600)"
+    assert started(machine, "mnemos-postgres", "mnemos-redis", *OTHERS) == containers
+
+    after = machine.exec(f"cd {ROOT} && make backup", user="dev").stdout
+    newer = after.rsplit("backup: wrote ", 1)[1].split()[0]
+    assert decrypts(machine, newer, new["BACKUP_ENCRYPTION_KEY"]), "a new archive: not the new key"
+    assert not decrypts(machine, newer, old["BACKUP_ENCRYPTION_KEY"])
+    assert not decrypts(machine, archive, new["BACKUP_ENCRYPTION_KEY"])
+
+    machine.exec("docker exec mnemos-postgres psql -U mnemos -d mnemos -qc "
+                 "'DELETE FROM rotation_rows WHERE id > 200'")
+    restore = machine.exec(f"cd {ROOT} && make restore BACKUP_FILE={archive}", user="dev",
+                           check=False)
+    assert restore.returncode == 0, restore.stdout[-2000:] + restore.stderr[-2000:]
+    assert "verified" in restore.stdout
+    assert pg_accepts(machine, new["POSTGRES_PASSWORD"]), "the 300 rows are not back"
+    harness.assert_no_change(machine.deploy())

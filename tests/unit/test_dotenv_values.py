@@ -205,4 +205,4 @@ def test_no_file_but_env_gets_a_secret_or_a_url_built_from_one():
         for value in hidden:
             assert value not in text, f"{entry.path} holds a secret"
     assert [e.path for e in render.render_tree(settings, "/home/dev", secrets)
-            if e.secret] == [".env"]
+            if e.secret] == [".backup-keys", ".env"]

@@ -150,3 +150,138 @@ def test_rotate_refuses_a_service_not_enabled_and_an_empty_list_before_any_chang
     refused(_rotate(site, "rotate=nothing"),
             "rotate = 'nothing': unknown entry; expected entries from postgres, redis, minio-app")
     assert (site.state.read_bytes(), site.env.read_bytes()) == before
+
+
+# ------------------------------------------------------------------ jwt, backup-key, vault-token
+
+def test_the_state_keeps_the_replaced_backup_keys_newest_first_and_the_keyring_gets_them():
+    state = whole_state(**{"rotating:BACKUP_ENCRYPTION_KEY": "newkey",
+                           secret_store.PREVIOUS_BACKUP_KEYS: "older\noldest"})
+    decision = secret_store.decide(host_state(state), {}, **PATHS)
+    # recorded, not applied (deploys/tree.py): the old key is still the current one
+    assert decision.backup_keyring() == ["older", "oldest"]
+    assert decision.state_file() == secret_store.serialize(state)
+    decision.applied = True  # the rotation role planned it
+    assert decision.backup_keyring() == ["old-backup_encryption_key", "older", "oldest"]
+    written = json.loads(decision.state_file())
+    assert written["BACKUP_ENCRYPTION_KEY"] == "newkey"
+    assert written[secret_store.PREVIOUS_BACKUP_KEYS] == "old-backup_encryption_key\nolder\noldest"
+    assert not [k for k in written if k.startswith("rotating:")]
+
+
+def test_a_state_that_lost_the_earlier_backup_keys_recovers_them_from_the_keyring():
+    found = host_state(whole_state())
+    found.also["backup_keys"] = HostFile("file", b"# comment\nkeyA\n\nkeyB\n")
+    decision = secret_store.decide(found, {}, **PATHS)
+    assert decision.backup_keyring() == ["keyA", "keyB"]
+    assert json.loads(decision.state_file())[secret_store.PREVIOUS_BACKUP_KEYS] == "keyA\nkeyB"
+
+
+def test_a_previous_entry_of_another_secret_stops_the_run_naming_it():
+    state = whole_state(**{"previous:REDIS_PASSWORD": "y" * 20})
+    with pytest.raises(StateError) as raised:
+        secret_store.decide(host_state(state), {}, **PATHS)
+    assert "previous:REDIS_PASSWORD" in str(raised.value)
+    assert "y" * 20 not in str(raised.value)
+
+
+def test_an_earlier_backup_key_that_the_keyring_cannot_hold_is_refused_by_the_render():
+    from mnemos_provision import render
+    from mnemos_provision.settings import validate
+    with pytest.raises(render.RenderError) as raised:
+        render.render_tree(validate({}), "/home/dev", secret_store.complete({}, {}),
+                           ["has space"])
+    assert "previous:BACKUP_ENCRYPTION_KEY" in str(raised.value)
+    assert "has space" not in str(raised.value)
+
+
+def test_rotating_the_jwt_and_backup_keys_writes_the_state_env_and_keyring(tmp_path):
+    """No service holds them: a real deploys/rotate.py on @local (launch_stack false) rotates them;
+    the replaced backup key goes to the state's previous keys and the tree's 0600 keyring,
+    newest first; a converge after it changes neither."""
+    from tests.unit.test_secret_state import ok
+    site = _site(tmp_path)
+    ok(site.deploy())
+    old = site.secrets()
+    output = ok(_rotate(site, "rotate=jwt,backup-key", "launch_stack=false"))
+    new, env = site.secrets(), site.env_values()
+    keyring = site.root / ".backup-keys"
+    for name in ("JWT_SECRET_KEY", "BACKUP_ENCRYPTION_KEY"):
+        assert new[name] != old[name], f"{name} was not rotated"
+        assert env[name] == new[name], f".env and the state disagree on {name}"
+        assert new[name] not in output and old[name] not in output
+    assert [n for n in old if new[n] != old[n]] == ["BACKUP_ENCRYPTION_KEY", "JWT_SECRET_KEY"]
+    assert new[secret_store.PREVIOUS_BACKUP_KEYS] == old["BACKUP_ENCRYPTION_KEY"]
+    assert oct(keyring.stat().st_mode & 0o777) == "0o600"
+    lines = [x for x in keyring.read_text().splitlines() if x and not x.startswith("#")]
+    assert lines == [old["BACKUP_ENCRYPTION_KEY"]]
+    ok(_rotate(site, "rotate=backup-key", "launch_stack=false"))
+    third = site.secrets()
+    assert third[secret_store.PREVIOUS_BACKUP_KEYS].split("\n") == [
+        new["BACKUP_ENCRYPTION_KEY"], old["BACKUP_ENCRYPTION_KEY"]], "newest first"
+    before = (site.state.read_bytes(), keyring.read_bytes())
+    ok(site.deploy())
+    assert (site.state.read_bytes(), keyring.read_bytes()) == before
+
+
+def test_rotating_the_vault_token_is_refused_before_any_change_without_what_it_needs(tmp_path):
+    from tests.unit.test_secret_state import ok, refused
+    site = _site(tmp_path)
+    ok(site.deploy())
+    before = (site.state.read_bytes(), site.env.read_bytes())
+    refused(_rotate(site, "rotate=vault-token", "launch_stack=false"),
+            "nothing on the host was changed",
+            "VAULT_TOKEN: the vault service is not enabled on this host")
+    refused(_rotate(site, "rotate=vault-token", "compose_profiles=data,vault", "vault_init=true",
+                    "publish_ports=true"),
+            "nothing on the host was changed", "holds no root token")
+    assert (site.state.read_bytes(), site.env.read_bytes()) == before
+
+
+def test_restore_opens_an_archive_made_before_a_backup_key_rotation_with_the_keyring(tmp_path):
+    """The rendered restore-all.sh with real gpg: an archive encrypted with the replaced key opens
+    with .backup-keys' key (.env holds the new one), and is refused without it, before anything is
+    touched. `docker` is a stub that fails: the script must get past verification to call it."""
+    import os
+    import shutil
+    import subprocess
+    import tarfile
+
+    from mnemos_provision import render
+    from mnemos_provision.settings import validate
+    from tests.unit.test_render import write_tree
+    gpg = shutil.which("gpg") or pytest.skip("gpg is not installed")
+    secrets = secret_store.complete({}, {})
+    old_key = "0ldBackupKey" * 4
+    root = tmp_path / "mnemos"
+    write_tree(root, render.render_tree(validate({}), "/home/dev", secrets, [old_key]))
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "backup.info").write_text("created=20261206T000000Z\n")
+    subprocess.run("sha256sum -- * > MANIFEST.sha256", shell=True, cwd=files, check=True)
+    with tarfile.open(tmp_path / "a.tar.gz", "w:gz") as tar:
+        tar.add(files, arcname=".")
+    archive = tmp_path / "mnemos-backup-20261206T000000Z.tar.gz.gpg"
+    subprocess.run([gpg, "--batch", "--quiet", "--symmetric", "--cipher-algo", "AES256",
+                    "--pinentry-mode", "loopback", "--passphrase-fd", "0", "-o", str(archive),
+                    str(tmp_path / "a.tar.gz")], input=old_key + "\n", text=True, check=True,
+                   env={**os.environ, "GNUPGHOME": str(tmp_path)})
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "docker").write_text("#!/bin/sh\necho \"docker stub: $*\" >&2\nexit 1\n")
+    (stub / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "GNUPGHOME": str(tmp_path)}
+
+    def restore() -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", str(root / "scripts/backup/restore-all.sh"), str(archive)],
+                              capture_output=True, text=True, env=env)
+    opened = restore()
+    assert "verified" in opened.stdout, opened.stderr
+    assert "docker stub: compose up" in opened.stderr
+    assert secrets["BACKUP_ENCRYPTION_KEY"] not in opened.stdout + opened.stderr
+    assert old_key not in opened.stdout + opened.stderr
+    (root / ".backup-keys").write_text("# no earlier key\n")
+    refused = restore()
+    assert refused.returncode != 0 and "verified" not in refused.stdout
+    assert "refused, nothing was changed: cannot decrypt" in refused.stderr
+    assert "docker stub" not in refused.stderr, "a service was touched"
