@@ -275,13 +275,16 @@ def test_restore_opens_an_archive_made_before_a_backup_key_rotation_with_the_key
     def restore() -> subprocess.CompletedProcess:
         return subprocess.run(["sh", str(root / "scripts/backup/restore-all.sh"), str(archive)],
                               capture_output=True, text=True, env=env)
-    opened = restore()
+    try:
+        opened, refused = restore(), None
+        (root / ".backup-keys").write_text("# no earlier key\n")
+        refused = restore()
+    finally:  # the agent gpg started for this GNUPGHOME
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, check=False)
     assert "verified" in opened.stdout, opened.stderr
     assert "docker stub: compose up" in opened.stderr
     assert secrets["BACKUP_ENCRYPTION_KEY"] not in opened.stdout + opened.stderr
     assert old_key not in opened.stdout + opened.stderr
-    (root / ".backup-keys").write_text("# no earlier key\n")
-    refused = restore()
     assert refused.returncode != 0 and "verified" not in refused.stdout
     assert "refused, nothing was changed: cannot decrypt" in refused.stderr
     assert "docker stub" not in refused.stderr, "a service was touched"

@@ -475,3 +475,31 @@ def test_the_same_code_against_a_real_vault(real_vault):
     planner.token = None
     assert vault_setup.plan(planner, store, want, prefetch=http.prefetch) == []
     assert http.commands == 1
+
+
+def test_a_vault_token_rotation_creates_the_new_token_revokes_the_old_and_is_resumable(vault):
+    """vault_setup.rotate_token against the simulated Vault: the new token (same policy, an
+    orphan, as apply creates it) reads the services' secrets, the old one is refused (403); a
+    second call (a run killed after the revocation, finished by the next) changes nothing; a
+    sealed Vault is unsealed first."""
+    sim, client, url = vault
+    store = MemoryKeyStore()
+    old = desired(url)
+    vault_setup.apply(client, store, old)
+    new = desired(url)
+    new.token_id = "mnemosNEWTOKEN0123456789abcdefghijklmnop"
+    done = vault_setup.rotate_token(client, store, new, old.token_id)
+    assert done == ["created the new VAULT_TOKEN", "revoked the old VAULT_TOKEN",
+                    "checked: the new VAULT_TOKEN accepted, the old one refused (403)"]
+    fresh = client_with(url, new.token_id)
+    assert fresh.secrets.kv.v2.read_secret_version(
+        path="postgres", mount_point="mnemos",
+        raise_on_deleted_version=True)["data"]["data"]["password"] == "p" * 32
+    info = fresh.auth.token.lookup_self()["data"]
+    assert info["policies"] == ["default", "mnemos-services"] and info["orphan"]
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client_with(url, old.token_id).auth.token.lookup_self()
+    assert vault_setup.plan(client, store, new) == [], "vault.setup would change it again"
+    sim.restart()
+    assert vault_setup.rotate_token(client, store, new, old.token_id) == [
+        "unsealed", "checked: the new VAULT_TOKEN accepted, the old one refused (403)"]
