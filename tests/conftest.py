@@ -40,7 +40,8 @@ class FakeHost:
         self.facts = facts
         self.noops: list[str] = []
         self.name = "fake"
-        self.state = SimpleNamespace(config=SimpleNamespace(DIFF=diff))
+        # executing: the operations decide as in a run (-y), not while pyinfra plans (--dry)
+        self.state = SimpleNamespace(config=SimpleNamespace(DIFF=diff), is_executing=True)
 
     def get_fact(self, cls, **kwargs):
         value = self.facts[cls.__name__]

@@ -65,12 +65,23 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
     """
     status = facts["status"]
     wanted, running = status["wanted"], status["running"]
+    # While pyinfra plans (change detection, `--dry` without -y), nothing yielded here runs: what
+    # the run would do is said in the log instead. Its facts are then read at plan time, on their
+    # own (fact_batch.read): a dry run has no execution, so no batch.
+    planning = not host.state.is_executing
     problems = upgrade.guard_problems(images, facts["images"], project)
     if problems:  # before anything is pulled or stopped (docs/upgrading.md)
+        if planning:
+            for problem in problems:
+                host.log(f"Will stop the run: {problem}")
         yield fail_command("; ".join(problems))
         return
     reasons = stack_differences(wanted, running)
-    if not reasons:
+    # an image change recreates that service alone, health-gated, rolled back on failure; it is
+    # a change even when the compose file on the host still names the old image (a dry run does
+    # not render the tree, so its config hash has not changed yet)
+    changed = upgrade.image_changes(images, facts["images"])
+    if not reasons and not changed:
         host.noop(f"stack {project}: {len(wanted)} services running their configuration, healthy")
         return
     q = shlex.quote
@@ -81,15 +92,13 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
         "case \"$s\" in healthy|'') ;; *) echo \"--- $c ($s): last log lines\" >&2; "
         "docker compose logs --no-color --tail 20 \"$c\" >&2 ;; esac; done; exit 1"
     )
-    # an image change recreates that service alone, health-gated, rolled back on failure
-    changed = upgrade.image_changes(images, facts["images"])
     recreate = []
     for service, before in changed.items():
         host.log(f"Will recreate {service} alone: image {before} -> {images[service]} "
                  "(rolled back if it does not become healthy)")
         previous = facts["images"]["containers"][service]
         recreate.append(upgrade.recreate_script(service, images[service], previous, timeout,
-                                                stage_dir()))
+                                                stage_dir(), upgrade.last_good(project)))
     rest = [r for r in reasons if r not in {f"{s}: configuration changed" for s in changed}]
     up = progress.alive("docker compose up --wait (until every service is healthy)", "docker",
                         "compose", "up", "-d", "--wait", "--wait-timeout", str(int(timeout)),
@@ -97,5 +106,7 @@ def stack(facts: DeclaredFacts, root: str, project: str, images: dict[str, str],
     yield progress.ShownCommand(
         f"cd {q(root)}\n{progress.pull_script({s: images[s] for s in services})}\n"
         f"{progress.ALIVE}\n" + "".join(f"{r}\n" for r in recreate)
-        + (f"{up} || {{ {report}; }}" if rest else "true")
+        + (f"{up} || {{ {report}; }}\n" if rest else "")
+        # healthy: this configuration is the one a later image change rolls back to
+        + upgrade.keep_last_good(upgrade.last_good(project))
     )

@@ -7,11 +7,16 @@ Image upgrades of the compose stack (docs/upgrading.md), called by `compose.stac
   from PG_VERSION in its volume; a Vault or MinIO downgrade, which their upstreams do not
   support), checked before anything is pulled or stopped;
 - `recreate_script`: the shell that recreates one service on its new image, waits for its health,
-  and otherwise puts the previous image back, waits again and fails naming all of it.
+  and otherwise puts the previous image and configuration back, waits again and fails naming all
+  of it;
+- `keep_last_good`: the shell that keeps, after a healthy converge, the resolved compose
+  configuration a later rollback puts back (root's own directory LAST_GOOD_DIR, 0700, the file
+  0600: it holds the interpolated secrets).
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 
@@ -21,7 +26,14 @@ from pyinfra.api import StringCommand
 from mnemos_provision import stack
 from mnemos_provision.fact_batch import DeclaredFacts, batched_operation
 from mnemos_provision.facts.upgrade import ImagesState, ServiceImages
-from mnemos_provision.operations.util import AS_USER, as_user, fail_command, stage_dir
+from mnemos_provision.operations.util import (
+    AS_USER,
+    ROOT_ONLY_CWD,
+    as_user,
+    fail_command,
+    in_root_only_dir,
+    stage_dir,
+)
 
 # How a service's data limits its image (docs/upgrading.md cites each upstream):
 # - postgres: a major version opens only a data directory of its own major (PG_VERSION);
@@ -32,6 +44,38 @@ from mnemos_provision.operations.util import AS_USER, as_user, fail_command, sta
 PG_MAJOR = "postgres"
 NO_DOWNGRADE = ("vault", "minio")
 UPGRADE_DEPLOY = "deploys/upgrade_postgres.py"
+# Root's own directory (made 0700 by root in /var/lib, which only root can write): per compose
+# project, the configuration of its last healthy converge (`docker compose config`: every value
+# interpolated, paths absolute), which a rollback puts back for the one service it restarts.
+LAST_GOOD_DIR = "/var/lib/mnemos/compose"
+
+
+def last_good(project: str) -> str:
+    """The last healthy compose configuration of `project` (root's, 0600)."""
+    return f"{LAST_GOOD_DIR}/{project}/docker-compose.yml"
+
+
+def keep_last_good(saved: str) -> str:
+    """
+    sh, in the compose project's directory, after its stack became healthy: `docker compose
+    config` written to `saved` (last_good(project)) through a new name renamed into place, in
+    root's directory (made `mkdir -m 700`, entered with cd -P and checked root-only; umask 077,
+    so the copy, which holds the interpolated secrets, is 0600 from its first byte). A run that
+    is not root keeps none (a rollback then restores the image only). Its failure is a warning:
+    the stack is healthy.
+    """
+    q = shlex.quote
+    directory, name = posixpath.split(saved)
+    save = in_root_only_dir(directory, (
+        'umask 077 && rm -f .last-good.new && docker compose -f "$here/docker-compose.yml" '
+        f"config > .last-good.new 2>/dev/null && mv -f .last-good.new {q(name)} "
+        "|| { rm -f .last-good.new; exit 1; }"))
+    warn = q(f"mnemos: warning: the configuration of this healthy stack could not be kept in "
+             f"{saved}: a rollback of a later image change will put back the "
+             "image only")
+    return (f'if [ "$(id -u)" = 0 ]; then here=$(pwd -P); '
+            f"( umask 077 && mkdir -p -m 700 {q(directory)} ) 2>/dev/null; "
+            f"{save} 2>/dev/null || echo {warn} >&2; fi; true")
 
 
 def facts_args(project: str) -> tuple:
@@ -117,36 +161,50 @@ def guard_problems(images: dict[str, str], state: ImagesState | None, project: s
 
 
 def recreate_script(service: str, new_image: str, previous: dict[str, str], timeout: int,
-                    stage: str) -> str:
+                    stage: str, saved: str) -> str:
     """
     sh (in the compose project's directory): recreate `service` alone on `new_image` and wait
     for it to be healthy; otherwise keep its health output and last log lines, start it again
-    from `previous` (the image ID it ran, so a moved tag cannot change it) through a compose
-    override file written in root's new directory `stage`, wait again, and fail naming the
-    service, the new image, its health output, its log lines and the rollback. Volumes are never
-    removed (`docker compose up` keeps named volumes).
+    from `previous` (the image ID it ran, so a moved tag cannot change it) with the
+    configuration of the last healthy converge (`saved`: last_good(project), when root kept one
+    that has the service in a directory only root can write; else this run's docker-
+    compose.yml), through a compose override file written in root's new directory `stage`, wait
+    again, and fail naming the service, the new image, its health output, its log lines and the
+    rollback. Volumes are never removed (`docker compose up` keeps named volumes).
     """
     q = shlex.quote
     wait = f"--wait --wait-timeout {int(timeout)}"
     override = f"services:\n  {service}:\n    image: {previous['id']}\n"
     health_fmt = ("{{if .State.Health}}{{.State.Health.Status}}: {{range .State.Health.Log}}"
                   "{{.Output}}{{end}}{{else}}{{.State.Status}}{{end}}")
-    rolled = (f"it was rolled back to the image it ran before, {previous['image']} "
-              f"({previous['id'][:19]}), and is healthy again")
+    back = (f"it was rolled back to the image it ran before, {previous['image']} "
+            f"({previous['id'][:19]}), ")
+    rolled_config = back + ("and to its configuration of the last healthy converge "
+                            f"({saved}), and is healthy again")
+    rolled_image = back + ("with this run's configuration (no configuration of a healthy "
+                           "converge was kept), and is healthy again")
     not_rolled = (f"the rollback to {previous['image']} ({previous['id'][:19]}) did NOT become "
                   "healthy either: see `docker compose ps` and `docker compose logs`")
     head = (f"mnemos: {service}: the new image {new_image} did not become healthy within "
             f"{int(timeout)} s; ")
     tail = (f". Its volumes were not touched. Set images[\"{service}\"] to an image that "
             "starts, or back to the one it ran. Health output of the new container:")
+    # the kept configuration is read only from root's own directory, and only when it has the
+    # service (its YAML, from `docker compose config`, names each service at two spaces)
+    directory, name = posixpath.split(saved)
+    pick = (f"if ( cd -P -- {q(directory)} 2>/dev/null && {ROOT_ONLY_CWD} && "
+            f"[ -f {q(name)} ] && [ ! -L {q(name)} ] && "
+            f"grep -qx {q(f'  {service}:')} {q(name)} ); then "
+            f"f={q(saved)}; r={q(rolled_config)}; else f=docker-compose.yml; r={q(rolled_image)}; "
+            "fi; ")
     return (
         f"if ! docker compose up -d --no-deps {wait} {q(service)} >/dev/null 2>&1; then "
         f"h=$(docker inspect -f {q(health_fmt)} \"$(docker compose ps -a -q {q(service)})\" "
         "2>&1 | tail -n 5); "
-        f"l=$(docker compose logs --no-color --tail 20 {q(service)} 2>&1); "
+        f"l=$(docker compose logs --no-color --tail 20 {q(service)} 2>&1); {pick}"
         f"mkdir -m 700 {q(stage)} && printf %s {q(override)} > {q(stage + '/rollback.yml')} && "
-        f"docker compose -f docker-compose.yml -f {q(stage + '/rollback.yml')} up -d --no-deps "
-        f"{wait} {q(service)} >/dev/null 2>&1 && r={q(rolled)} || r={q(not_rolled)}; "
+        f"docker compose -f \"$f\" -f {q(stage + '/rollback.yml')} up -d --no-deps "
+        f"{wait} {q(service)} >/dev/null 2>&1 || r={q(not_rolled)}; "
         f"rm -rf {q(stage)}; "
         f"echo {q(head)}\"$r\"{q(tail)} >&2; printf '%s\\n' \"$h\" >&2; "
         f"echo {q(f'--- {service} ({new_image}): last log lines')} >&2; "

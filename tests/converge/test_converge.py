@@ -581,3 +581,66 @@ def test_after_a_rotation_the_host_suite_passes_and_a_converge_changes_nothing(s
     assert suite.returncode == 0, f"Vault: {vault}\n{logs}\n{suite.stdout[-4000:]}"
     again = machine.deploy()
     assert_no_change(again)
+
+
+# Version tags of the Vault and MinIO STAND-INS, made inside the machine (`docker tag`): the
+# downgrade guard reads versions from tags (operations/upgrade.py), so a stand-in under a newer and
+# an older tag is what it sees of a real upgrade and a refused downgrade.
+VAULT_NEW, VAULT_OLD = "mnemos-standin/vault:1.21.0", "mnemos-standin/vault:1.20.4"
+MINIO_NEW = "mnemos-standin/minio:RELEASE.2025-10-15T17-29-55Z"
+MINIO_OLD = "mnemos-standin/minio:RELEASE.2025-09-07T16-13-09Z"
+
+
+def test_vault_and_minio_downgrades_are_refused_before_any_change(second_machine):
+    """Vault and MinIO are moved to stand-in tags naming versions (a good bump, each recreated
+    alone), then to older ones: the run is refused before anything is pulled or stopped (no
+    container restarted, none recreated). Then the machine converges back to its stand-ins."""
+    machine = second_machine
+    if machine.exec("command -v docker", check=False).returncode != 0:  # run alone (-k)
+        first = machine.deploy()
+        assert first.returncode == 0, first.output[-4000:]
+    standins = {s.name: s.standin.image for s in stack.REGISTRY if s.standin}
+    vault, minio = standins["vault"], standins["minio"]
+    machine.exec(f"docker tag {vault} {VAULT_NEW} && docker tag {vault} {VAULT_OLD} && "
+                 f"docker tag {minio} {MINIO_NEW} && docker tag {minio} {MINIO_OLD}")
+
+    def images(vault_image: str, minio_image: str) -> str:
+        return "images=" + json.dumps({**standins, "vault": vault_image, "minio": minio_image},
+                                      separators=(",", ":"))
+
+    def started() -> dict[str, str]:
+        out = machine.exec("docker inspect -f '{{.Name}} {{.State.StartedAt}} {{.Config.Image}}' "
+                           "$(docker ps -aq --filter label=com.docker.compose.project=mnemos)"
+                           ).stdout
+        return dict(line.lstrip("/").split(" ", 1) for line in out.splitlines() if line.strip())
+
+    took = {}
+    try:
+        t0 = time.monotonic()
+        up = machine.deploy("deploys/bootstrap.py", images(VAULT_NEW, MINIO_NEW))
+        took["the bump"] = time.monotonic() - t0
+        assert up.returncode == 0, up.output[-4000:]
+        before = started()
+        assert before["mnemos-vault"].endswith(VAULT_NEW), before
+        assert before["mnemos-minio"].endswith(MINIO_NEW), before
+        t0 = time.monotonic()
+        down = machine.deploy("deploys/bootstrap.py", images(VAULT_OLD, MINIO_OLD))
+        took["the refused downgrade"] = time.monotonic() - t0
+        assert down.returncode != 0, "a downgrade was accepted"
+        assert (f'vault: images["vault"] is {VAULT_OLD}, older than {VAULT_NEW} which runs on '
+                "its data; Vault does not support a downgrade") in down.output, down.output[-3000:]
+        assert (f'minio: images["minio"] is {MINIO_OLD}, older than {MINIO_NEW} which runs on '
+                "its data; MinIO does not support a downgrade") in down.output, down.output[-3000:]
+        assert "Nothing was pulled or stopped" in down.output
+        assert "cannot be pulled" not in down.output and "in parallel" not in down.output, \
+            "a pull was tried"
+        assert started() == before, "a container was restarted or recreated"
+    finally:
+        t0 = time.monotonic()
+        back = machine.deploy()
+        took["the run back"] = time.monotonic() - t0
+        assert back.returncode == 0, back.output[-4000:]
+        machine.exec(f"docker rmi {VAULT_NEW} {VAULT_OLD} {MINIO_NEW} {MINIO_OLD} >/dev/null",
+                     check=False)
+        assert vault_status(machine) == "0", "Vault is not unsealed after converging back"
+        print("downgrades refused: " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()))

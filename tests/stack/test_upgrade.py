@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 
 import pytest
 
+from mnemos_provision import stack
 from tests import harness
 
 pytestmark = pytest.mark.stack
@@ -70,6 +72,14 @@ def inspect(machine, container: str, fmt: str) -> str:
     return machine.exec(f"docker inspect -f '{fmt}' {container}").stdout.strip()
 
 
+def dry_run(machine, *data: str):
+    """`--dry` as a user runs it (scripts/bootstrap --dry): without `-y`, so that pyinfra detects
+    the changes (with -y it skips change detection: pyinfra's own rule)."""
+    args = [a for a in machine.pyinfra_args(BOOTSTRAP, *data, flags=("--dry",)) if a != "-y"]
+    return harness.sh(args, check=False, cwd=harness.REPO, env=machine.env(), timeout=900,
+                      stdin=subprocess.DEVNULL)
+
+
 def converged(machine) -> None:
     """The default images back, converged: every service healthy, then a run with no change."""
     run = machine.deploy()
@@ -80,26 +90,39 @@ def converged(machine) -> None:
 
 
 def test_a_bump_that_never_becomes_healthy_is_rolled_back(provisioned):
+    """The bump also changes redis's configuration (its published port, 6379 -> 6390): the
+    rollback puts back the image AND the configuration of the last healthy converge."""
     machine, first = provisioned
     assert first.returncode == 0, first.output[-3000:]
     machine.exec(f"printf '%s' {shlex.quote(BROKEN_DOCKERFILE)} | "
                  "docker build -q -t mnemos-standin/redis:upgrade-broken - >/dev/null")
     redis(machine, "SET", "upgrade:before", "kept")
     old_id = inspect(machine, "mnemos-redis", "{{.Image}}")
+    ports = "{{json .HostConfig.PortBindings}}"
+    old_ports = inspect(machine, "mnemos-redis", ports)
+    assert '"HostPort":"6379"' in old_ports, old_ports
+    # the configuration a rollback puts back: root's own, and 0600 (it holds the secrets)
+    kept = "/var/lib/mnemos/compose/mnemos"
+    assert machine.exec(f"stat -c '%U %a' {kept} {kept}/docker-compose.yml").stdout.split() \
+        == ["root", "700", "root", "600"]
     before = started(machine)
     try:
         run = machine.deploy(BOOTSTRAP, images(redis="mnemos-standin/redis:upgrade-broken"),
+                             "ports=" + json.dumps({**stack.default_ports(), "redis": 6390}),
                              "stack_wait_timeout=120")
         assert run.returncode != 0, "the broken image was accepted"
         message = run.output
         assert ("redis: the new image mnemos-standin/redis:upgrade-broken did not become "
                 "healthy within 120 s; it was rolled back to the image it ran before, "
                 f"{REDIS}") in message, message[-3000:]
+        assert ("and to its configuration of the last healthy converge "
+                "(/var/lib/mnemos/compose/mnemos/docker-compose.yml)") in message, message[-3000:]
         assert "Its volumes were not touched" in message
         assert "Health output of the new container:" in message
         assert "--- redis (mnemos-standin/redis:upgrade-broken): last log lines" in message
         # healthy again, on the very image it ran, with the data written before
         assert inspect(machine, "mnemos-redis", "{{.Image}}") == old_id
+        assert inspect(machine, "mnemos-redis", ports) == old_ports, "the config was not restored"
         assert inspect(machine, "mnemos-redis", "{{.State.Health.Status}}") == "healthy"
         assert redis(machine, "GET", "upgrade:before") == "kept"
         after = started(machine)
@@ -118,6 +141,13 @@ def test_a_good_bump_is_recreated_alone(provisioned):
     redis(machine, "SET", "upgrade:good", "kept")
     before = started(machine)
     try:
+        dry = dry_run(machine, images(redis="mnemos-standin/redis:upgrade-good"))
+        assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+        assert (f"Will recreate redis alone: image {REDIS} -> mnemos-standin/redis:upgrade-good"
+                in dry.stdout + dry.stderr), dry.stdout[-3000:] + dry.stderr[-3000:]
+        assert started(machine) == before, "--dry changed a container"
+        assert inspect(machine, "mnemos-redis", "{{.Config.Image}}") == REDIS
+
         run = machine.deploy(BOOTSTRAP, images(redis="mnemos-standin/redis:upgrade-good"))
         assert run.returncode == 0, run.output[-3000:]
         after = started(machine)

@@ -50,7 +50,7 @@ CALLS = [
 class RecordingHost:
     def __init__(self, reads: list):
         self.reads, self.noops, self.name = reads, [], "fake"
-        self.state = SimpleNamespace(config=SimpleNamespace(DIFF=False))
+        self.state = SimpleNamespace(config=SimpleNamespace(DIFF=False), is_executing=True)
 
     def get_fact(self, cls, **kwargs):
         self.reads.append((cls, kwargs))

@@ -46,6 +46,8 @@ as roles/vault.py does); typed fact answers are built by FACT_TYPES.
 "executing": true plans as pyinfra does once it executes (host.state.is_executing): an answer the
 planning cannot read is then an error, not a change.
 
+"plan_log": what the planning logs (host.log), when given: what a `--dry` run shows.
+
 "host_commands": how many host commands the planning runs (vault.setup, minio.setup): each HTTP
 batch the transport sends, each read of the keys file.
 """
@@ -316,6 +318,8 @@ def test_operation(op_path, case, monkeypatch):
         assert changes == spec["changes"]
     assert http.never_asked() == [], f"answers never asked for: {http.never_asked()}"
     assert commands == spec["commands"]
+    if "plan_log" in spec:
+        assert direct_host.logs == spec["plan_log"]
     noops = batch_host.noops + direct_host.noops
     if "noop_description" in spec:
         assert spec["commands"] == []
