@@ -63,6 +63,28 @@ def wait_until(probe, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+class Restartable:
+    """A stand-in's server, one process at a time, started again with a new password in its
+    environment `var` (as compose recreates the container with a new .env); `ready` is polled
+    after each start."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], var: str, ready) -> None:
+        self.cmd, self.env, self.var, self.ready = cmd, env, var, ready
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, password: str) -> None:
+        self.stop()
+        self.proc = subprocess.Popen(self.cmd, env={**self.env, self.var: password},
+                                     stdout=subprocess.DEVNULL)
+        wait_until(self.ready)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
 def tool(directory: Path, name: str, code: str) -> None:
     """`name` on PATH: the stand-in's command, as the image has it."""
     path = directory / name
@@ -104,24 +126,15 @@ def grafana(tmp_path):
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GF_PATHS_HOME": str(home),
            "GF_PATHS_CONFIG": str(tmp_path / "grafana.ini"), "GF_PATHS_DATA": str(data),
            "GF_SERVER_HTTP_PORT": str(port), "GF_SECURITY_ADMIN_USER": "admin"}
-    procs: list[subprocess.Popen] = []
-
-    def start(password: str) -> None:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=10)
-        procs.append(subprocess.Popen(
-            ["grafana", "server", f"--homepath={home}", f"--config={tmp_path / 'grafana.ini'}",
-             "--packaging=docker", f"cfg:default.paths.data={data}"],
-            env={**env, "GF_SECURITY_ADMIN_PASSWORD": password}, stdout=subprocess.DEVNULL))
-        wait_until(lambda: status(f"http://127.0.0.1:{port}/api/health", "", "") == 200)
-
+    server = Restartable(
+        ["grafana", "server", f"--homepath={home}", f"--config={tmp_path / 'grafana.ini'}",
+         "--packaging=docker", f"cfg:default.paths.data={data}"],
+        env, "GF_SECURITY_ADMIN_PASSWORD",
+        lambda: status(f"http://127.0.0.1:{port}/api/health", "", "") == 200)
     try:
-        yield {"start": start, "env": env, "port": port, "data": data}
+        yield {"start": server.start, "env": env, "port": port, "data": data}
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=10)
+        server.stop()
 
 
 def test_grafana_rotation_sets_the_password_in_grafana_db_and_the_old_one_is_refused(grafana):
@@ -171,25 +184,16 @@ def minio(tmp_path):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MC_", "MINIO_"))},
            "PATH": f"{bin_dir}:{os.environ['PATH']}", "MC_CONFIG_DIR": str(tmp_path / "mc"),
            "MINIO_ROOT_USER": "mnemos"}
-    procs: list[subprocess.Popen] = []
-
-    def start(password: str) -> None:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=10)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-c", MINIO, str(moto), "server", str(data), "--address",
-             f"127.0.0.1:{port}", "--console-address", f"127.0.0.1:{console}"],
-            env={**env, "MINIO_ROOT_PASSWORD": password}, stdout=subprocess.DEVNULL))
-        wait_until(lambda: urllib.request.urlopen(
+    server = Restartable(
+        [sys.executable, "-c", MINIO, str(moto), "server", str(data), "--address",
+         f"127.0.0.1:{port}", "--console-address", f"127.0.0.1:{console}"],
+        env, "MINIO_ROOT_PASSWORD",
+        lambda: urllib.request.urlopen(
             f"http://127.0.0.1:{port}/minio/health/live", timeout=2).status == 200)
-
     try:
-        yield {"start": start, "env": env, "endpoint": f"127.0.0.1:{port}", "port": port}
+        yield {"start": server.start, "env": env, "endpoint": f"127.0.0.1:{port}", "port": port}
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=10)
+        server.stop()
 
 
 def test_minio_standin_verifies_signatures_of_the_root_and_of_users(minio):
