@@ -166,6 +166,17 @@ def _root_client(client: hvac.Client, keys: dict) -> hvac.Client | None:
     return client
 
 
+def _unsealed_root(client: hvac.Client, store: KeyStore, desired: Desired,
+                   done: list[str]) -> tuple[dict, hvac.Client | None]:
+    """The keys file's keys, Vault unsealed with them if it is sealed ("unsealed" added to
+    `done`), and a client of the root token (None when it was revoked)."""
+    keys = _keys(store, desired)
+    if client.sys.read_seal_status()["sealed"]:
+        _unseal(client, keys, desired)
+        done.append("unsealed")
+    return keys, _root_client(client, keys)
+
+
 def _mounts(client) -> dict:
     data = client.sys.list_mounted_secrets_engines()
     return data.get("data", data)
@@ -256,12 +267,8 @@ def rotate_token(client: hvac.Client, store: KeyStore, desired: Desired, old: st
     the check: the new token accepted, the old one refused (403). Each step is skipped when
     already done, so a run killed part-way is finished by the next. Returns what was done.
     """
-    done = []
-    keys = _keys(store, desired)
-    if client.sys.read_seal_status()["sealed"]:
-        _unseal(client, keys, desired)
-        done.append("unsealed")
-    root = _root_client(client, keys)
+    done: list[str] = []
+    _, root = _unsealed_root(client, store, desired, done)
     if root is None:
         raise VaultSetupError(
             f"{desired.keys_path} holds no root token (vault_revoke_root_token): the deploy "
@@ -402,11 +409,7 @@ def apply(client: hvac.Client, store: KeyStore, desired: Desired,
     if not client.sys.read_init_status()["initialized"]:
         store.initialize(client, desired)
         done.append("initialized")
-    keys = _keys(store, desired)
-    if client.sys.read_seal_status()["sealed"]:
-        _unseal(client, keys, desired)
-        done.append("unsealed")
-    root = _root_client(client, keys)
+    keys, root = _unsealed_root(client, store, desired, done)
     if root is None:
         return done
     if prefetch is not None:
