@@ -182,6 +182,11 @@ def serve(args: list[str]) -> int:
     host, port = config["address"].rsplit(":", 1)
 
     class Handler(BaseHTTPRequestHandler):
+        # TCP_NODELAY on every connection, as Go's net package sets on each one it accepts
+        # (src/net/tcpsock.go, newTCPConn: setNoDelay(fd, true)), so Vault's: an answer's body is
+        # not held back (Nagle) until the client acknowledges its headers
+        disable_nagle_algorithm = True
+
         def log_message(self, *a):
             pass
 
