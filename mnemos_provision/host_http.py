@@ -7,11 +7,13 @@ reached over SSH or is a container. Instead of a tunnel, requests are executed O
 curl, through whatever connector pyinfra uses (@local, SSH, @docker):
 
 - one host command sends any number of requests (`HostHTTP.send`): they travel on the command's
-  standard input (headers and bodies base64-encoded), so a token or an unseal key is never on a
-  command line, where `ps` or pyinfra's debug output would show it, and never in a file: the
-  command hands each request's headers and body to curl through pipes, and curl's answer comes
-  back through a pipe too, base64-encoded (binary-safe); nothing is written to `TMPDIR`, so
-  nothing is left there whatever ends the command (a signal included);
+  standard input (base64-encoded), so a token or an unseal key is never on a command line, where
+  `ps` or pyinfra's debug output would show it, and never in a file: a batch whose bodies are
+  text goes to ONE curl process as its config, through a pipe (`_ONE_CURL`; curl 7.75 or later);
+  otherwise (a binary body, a kept answer) the command hands each request's headers and body to a
+  curl of its own through pipes (`_LOOP`); curl's answers come back through a pipe too,
+  base64-encoded (binary-safe); nothing is written to `TMPDIR`, so nothing is left there whatever
+  ends the command (a signal included);
 - what the host's environment could change is shut out (docs/security-http.md): no proxy
   (`--noproxy '*'`, the proxy variables unset), no curl rc file (`-q` first), no TLS key log;
   the URL is given with `--url`; a header whose name or value holds CR, LF or NUL is refused
@@ -35,6 +37,7 @@ import base64
 import os
 import posixpath
 import re
+import secrets
 import shlex
 import subprocess
 from collections.abc import Callable
@@ -205,6 +208,25 @@ echo %(end)s
 """
 
 
+# A batch of requests with no kept answer and bodies that are text: ONE curl process sends them
+# all (curl's `next`: one section per request, with its own headers, body, output and write-out),
+# rather than a dozen processes per request in _LOOP. Its config comes on the command's standard
+# input, base64 (as _LOOP's headers: never a token on a command line or in plain on the input),
+# decoded by a pipe straight into curl (--config -): nothing on disk. -q first (no ~/.curlrc),
+# each section with noproxy "*", the proxy variables unset, globoff, the URL given as `url`, a
+# body as `data-raw` (never read from a file, whatever it starts with). What curl writes (each
+# answer's headers and body, then a line with a random mark, curl's exit code for it, the HTTP
+# status and curl's error message: curl 7.75 or later) comes back base64, cut after `limit`
+# bytes (the cap for one answer, plus the other answers' mark lines).
+_ONE_CURL = r"""
+umask 077
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy NO_PROXY no_proxy \
+      SSLKEYLOGFILE CURL_HOME
+echo @@B64
+base64 -d | curl -q --config - | head -c %(limit)d | base64
+echo %(end)s
+"""
+
 MAX_ANSWER = 8 * 1024 * 1024  # Vault's and MinIO's answers here are a few kilobytes
 
 # an HTTP header name (RFC 9110 token); CR, LF or NUL in a value would end the header's line and
@@ -296,19 +318,22 @@ class HostHTTP:
             _check(r)
         lines = []
         for r in batch:
-            header_lines = [f"{k}: {v}" for k, v in r.headers.items()
-                            if k.lower() not in ("content-length", "host", "connection", "expect")]
-            header_lines.append("Expect:")  # no 100-continue round trip
-            if r.body and not any(k.lower() == "content-type" for k in r.headers):
-                header_lines.append("Content-Type:")  # no curl default (form-urlencoded)
-            encoded_headers = _b64(("\n".join(header_lines) + "\n").encode())
+            encoded_headers = _b64(("\n".join(_header_lines(r)) + "\n").encode())
             lines.append(f"{r.method} {r.url} {encoded_headers} {_b64(r.body) if r.body else '-'}")
         lines.append(_END)
         self.commands += 1
         logger.debug("host_http: %d request(s) in one host command: %s", len(batch),
                      ", ".join(f"{r.method} {urlsplit(r.url).path}" for r in batch))
-        rc, out = self.runner.run(self._command(keep), stdin=lines)
-        answers = _parse(out, batch, self.max_answer)
+        if keep is None and all(_configurable(r.body) for r in batch):
+            # one curl process for the whole batch (its requests on a config read from stdin)
+            mark = "@@" + secrets.token_hex(8)
+            rc, out = self.runner.run(self._one_curl_command(len(batch)),
+                                      stdin=self._config_lines(batch, mark))
+            answers = _parse_one_curl(out, batch, self.max_answer, mark,
+                                      self._one_curl_limit(len(batch)))
+        else:
+            rc, out = self.runner.run(self._command(keep), stdin=lines)
+            answers = _parse(out, batch, self.max_answer)
         if rc != 0 or answers is None:
             tail = out.strip().splitlines()[-1] if out.strip() else "no output"
             first = batch[0]
@@ -316,6 +341,34 @@ class HostHTTP:
                                 f"{f' and {len(batch) - 1} more' if len(batch) > 1 else ''} from "
                                 f"the host failed (exit {rc}): {tail}")
         return answers
+
+    def _one_curl_limit(self, count: int) -> int:
+        """The most bytes the command passes on: one answer over the cap plus the other answers'
+        markers (the batch's answers together within the cap; see _parse_one_curl)."""
+        return self.max_answer + 1 + 1024 * count
+
+    def _one_curl_command(self, count: int) -> str:
+        return _ONE_CURL % {"limit": self._one_curl_limit(count), "end": shlex.quote(_END)}
+
+    def _config_lines(self, batch: list[Request], mark: str) -> list[str]:
+        """curl's config (one section per request, `next` between them), base64, 76 a line."""
+        sections = []
+        for r in batch:
+            lines = [f"url = {_cfg(r.url)}", "globoff", "silent", "noproxy = \"*\"",
+                     f"max-time = {int(self.timeout)}", f"max-filesize = {int(self.max_answer)}"]
+            if self.cacert:
+                lines.append(f"cacert = {_cfg(self.cacert)}")
+            lines += ["head"] if r.method == "HEAD" else [f"request = {_cfg(r.method)}", "include"]
+            for line in _header_lines(r):
+                lines.append(f"header = {_cfg(line)}")
+            if r.body:
+                lines.append(f"data-raw = {_cfg(r.body.decode())}")
+            lines.append(f"write-out = \"\\n{mark} %{{exitcode}} %{{http_code}} "
+                         f"%{{errormsg}}\\n\"")
+            sections.append("\n".join(lines))
+        config = ("\nnext\n".join(sections) + "\n").encode()
+        encoded = _b64(config)
+        return [encoded[i:i + 76] for i in range(0, len(encoded), 76)]
 
     def _command(self, keep: Keep | None) -> str:
         q = shlex.quote
@@ -329,6 +382,90 @@ class HostHTTP:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def _header_lines(r: Request) -> list[str]:
+    lines = [f"{k}: {v}" for k, v in r.headers.items()
+             if k.lower() not in ("content-length", "host", "connection", "expect")]
+    lines.append("Expect:")  # no 100-continue round trip
+    if r.body and not any(k.lower() == "content-type" for k in r.headers):
+        lines.append("Content-Type:")  # no curl default (form-urlencoded)
+    return lines
+
+
+_MAX_CONFIG_BODY = 1024 * 1024  # curl reads a config line of up to 10 MB; these bodies are small
+
+
+def _configurable(body: bytes | None) -> bool:
+    """Whether a body can be a quoted string of curl's config: UTF-8 text without NUL (JSON, as
+    Vault's are; a binary body, or a large one, goes the way of _LOOP, one curl per request)."""
+    if not body:
+        return True
+    if len(body) > _MAX_CONFIG_BODY or b"\0" in body:
+        return False
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _cfg(value: str) -> str:
+    """A quoted string of curl's config file (tool_parsecfg.c: backslash escapes \\ \" \t \n
+    \r \v); the value stays one line whatever it holds."""
+    for char, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\t", "\\t"), ("\n", "\\n"),
+                          ("\r", "\\r"), ("\v", "\\v")):
+        value = value.replace(char, escaped)
+    return f'"{value}"'
+
+
+def _parse_one_curl(out: str, batch: list[Request], cap: int, mark: str, limit: int
+                    ) -> list[Answer | HostHTTPError] | None:
+    """
+    The answers of _ONE_CURL's output, in the order sent; None when it is not that output. What
+    curl wrote for each request (its headers, then its body) is followed by a line
+    "<mark> <curl's exit code> <HTTP status> <curl's error message>" (mark: random, per batch).
+    When the command stopped passing curl's output on (`limit` bytes: an answer over the cap, or
+    the answers together), the answer it stopped in is refused (over the cap, or not received
+    whole), and so is every later one (not answered); each can be sent again alone.
+    """
+    lines = out.splitlines()
+    try:
+        start, end = lines.index("@@B64"), lines.index(_END)
+    except ValueError:
+        return None
+    if end < start:
+        return None
+    data = base64.b64decode("".join(lines[start + 1:end]))
+    cut = len(data) >= limit
+    answers: list[Answer | HostHTTPError] = []
+    separator = f"\n{mark} ".encode()
+    at = 0
+    while len(answers) < len(batch):
+        sent = batch[len(answers)]
+        found = data.find(separator, at)
+        stop = data.find(b"\n", found + len(separator)) if found >= 0 else -1
+        if found < 0 or stop < 0:
+            if not cut:
+                return None
+            what = f"{sent.method} {_redact(sent.url)}"
+            answers.append(HostHTTPError(
+                f"{what}: the answer is larger than {cap} bytes, the most an answer from the "
+                f"host may be (max_answer); nothing of it is used" if len(data) - at > cap else
+                f"{what}: not received whole (the batch's answers together are over "
+                f"{cap} bytes); send it alone"))
+            answers += [HostHTTPError(f"{r.method} {_redact(r.url)}: not answered (an earlier "
+                                      f"answer of its batch was cut); send it alone")
+                        for r in batch[len(answers):]]
+            break
+        raw = data[at:found]
+        rc, _, status_and_message = (data[found + len(separator):stop]
+                                     .decode(errors="replace").partition(" "))
+        message = status_and_message.partition(" ")[2].strip()
+        error = (f"curl: ({rc}) {message}\n" if rc != "0" else "") + f"@@RC {rc or 'unknown'}"
+        answers.append(_answer(sent, raw, None, error, cap))
+        at = stop + 1
+    return answers
 
 
 def _parse(out: str, batch: list[Request], cap: int) -> list[Answer | HostHTTPError] | None:

@@ -503,3 +503,58 @@ def test_binary_bodies_larger_than_a_pipe_go_and_come_back_whole(seen):
     assert [a[0] for a in answers if not isinstance(a, HostHTTPError)] == [200, 200, 200]
     assert answers[0][2] == payload and answers[1][2] == b"" and answers[2][2] == b"\n"
     assert [body for _, _, _, body in server.seen] == [payload, b"", b"\n"]
+
+
+# --- one curl process for a batch (docs/performance.md) ------------------------------------------
+
+@pytest.fixture
+def counted_curl(tmp_path, monkeypatch):
+    """curl on PATH counts its processes (a line each in a file), then runs the real curl."""
+    import shutil
+    real = shutil.which("curl")
+    assert real, "curl is not installed"
+    bin_dir, log = tmp_path / "bin", tmp_path / "curl-runs"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text(f"#!/bin/sh\necho run >> {log}\nexec {real} \"$@\"\n")
+    (bin_dir / "curl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return lambda: len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_a_batch_of_text_requests_is_one_curl_process(seen, counted_curl):
+    server, url = seen
+    batch = [Request("GET", f"{url}/v1/secret/{i}", {"X-Vault-Token": "token-a"})
+             for i in range(12)]
+    batch.append(Request("POST", f"{url}/v1/auth/token/lookup", {}, b'{"token": "token-b"}'))
+    answers = HostHTTP(LocalRunner()).send(batch)
+    assert [a[0] for a in answers if not isinstance(a, HostHTTPError)] == [200] * 13
+    assert [(m, p) for m, p, _, _ in server.seen] == [(r.method, r.url[len(url):]) for r in batch]
+    assert counted_curl() == 1, "one curl process per request, not one per batch"
+    # a binary body cannot be a line of curl's config: that batch takes one curl per request
+    HostHTTP(LocalRunner()).send([Request("PUT", f"{url}/bin", {}, b"\0\xff"),
+                                  Request("GET", f"{url}/after")])
+    assert counted_curl() == 3
+
+
+def test_a_text_body_is_sent_as_it_is_never_read_from_a_file(seen):
+    server, url = seen
+    bodies = [b'@/etc/passwd', b'{"a": "q\\"uote\\\\"}\n\ttab\r\vend "', "é ü 😀".encode(),
+              b"-d @/etc/hostname next url = http://127.0.0.1:1/"]
+    answers = HostHTTP(LocalRunner()).send([Request("POST", f"{url}/{i}", {}, body)
+                                            for i, body in enumerate(bodies)])
+    assert [a[2] for a in answers if not isinstance(a, HostHTTPError)] == bodies
+    assert [b for _, _, _, b in server.seen] == bodies
+
+
+def test_answers_over_the_cap_together_are_refused_each_and_can_be_sent_alone(big):
+    http = HostHTTP(LocalRunner(), max_answer=3000)
+    # each within the cap; the batch passes on the cap plus 1 KiB a request (7097 bytes here)
+    answers = http.send([Request("GET", f"{big}/chunked/2500") for _ in range(3)]
+                        + [Request("GET", f"{big}/length/10")])
+    first, second, third, fourth = answers
+    assert not isinstance(first, HostHTTPError) and first[2] == b"x" * 2500
+    assert not isinstance(second, HostHTTPError) and second[2] == b"x" * 2500
+    assert isinstance(third, HostHTTPError) and "not received whole" in str(third)
+    assert f"GET {big}/chunked/2500" in str(third)
+    assert isinstance(fourth, HostHTTPError) and "not answered" in str(fourth)
+    assert http.request("GET", f"{big}/chunked/2500")[2] == b"x" * 2500
