@@ -558,3 +558,28 @@ def test_answers_over_the_cap_together_are_refused_each_and_can_be_sent_alone(bi
     assert f"GET {big}/chunked/2500" in str(third)
     assert isinstance(fourth, HostHTTPError) and "not answered" in str(fourth)
     assert http.request("GET", f"{big}/chunked/2500")[2] == b"x" * 2500
+
+
+def test_each_request_of_one_curl_carries_only_its_own_token_headers_and_body(seen, counted_curl):
+    """One curl process sends the batch (one config section a request, `next` between them): a
+    token, a header, a method or a body of one request is never sent with another."""
+    server, url = seen
+    batch = [Request("POST", f"{url}/first", {"X-Vault-Token": "token-a", "X-Extra": "one"},
+                     b'{"secret": "s"}'),
+             Request("GET", f"{url}/second"),
+             Request("GET", f"{url}/third", {"Authorization": "AWS4-HMAC-SHA256 Credential=k/x"}),
+             Request("HEAD", f"{url}/fourth", {"X-Vault-Token": "token-b"})]
+    answers = HostHTTP(LocalRunner()).send(batch)
+    assert counted_curl() == 1
+    assert [a[0] for a in answers if not isinstance(a, HostHTTPError)] == [200] * 4
+    sent = [(method, path, {k.lower(): v for k, v in headers.items()}, body)
+            for method, path, headers, body in server.seen]
+    assert [(m, p, b) for m, p, _, b in sent] == [("POST", "/first", b'{"secret": "s"}'),
+                                                  ("GET", "/second", b""),
+                                                  ("GET", "/third", b""), ("HEAD", "/fourth", b"")]
+    first, second, third, fourth = (headers for _, _, headers, _ in sent)
+    assert first["x-vault-token"] == "token-a" and first["x-extra"] == "one"
+    assert not {"x-vault-token", "x-extra", "authorization", "content-length"} & set(second)
+    assert third["authorization"] == "AWS4-HMAC-SHA256 Credential=k/x"
+    assert not {"x-vault-token", "x-extra"} & set(third)
+    assert fourth["x-vault-token"] == "token-b" and "authorization" not in fourth
