@@ -506,7 +506,8 @@ def test_claude_code_version_is_read_where_npm_install_g_prefix_puts_it(tmp_path
 
     def installed(prefix):
         command = installed_npm_version_command(str(prefix), name, "claude")
-        assert "npm" not in command.replace("node_modules", ""), command  # no npm process
+        # no npm process: nothing but the paths names npm
+        assert "npm" not in command.replace(str(prefix), "").replace("node_modules", ""), command
         result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
         assert result.returncode == 0 and not result.stderr, result
         return result.stdout.strip()
