@@ -117,6 +117,11 @@ trivy_apt_repo_url = "https://aquasecurity.github.io/trivy-repo/deb"
 trivy_version = "0.58.1"  # pinned trivy package version
 # Claude Code CLI, through npm (login stays the user's step)
 claude_code_npm_package = "@anthropic-ai/claude-code@2.0.14"
+# where npm installs the Claude Code CLI (npm install -g --prefix): the package in
+# <prefix>/lib/node_modules, the `claude` command in <prefix>/bin, which must be on mnemos_user's
+# PATH (/usr/local/bin is on Debian's and Ubuntu's default PATH; /usr/local is also npm's own global
+# prefix there)
+claude_code_npm_prefix = "/usr/local"
 
 # ---------------------------------------------------------------- the stack
 compose_project = "mnemos"  # COMPOSE_PROJECT_NAME: prefix of containers, networks and volumes

@@ -260,6 +260,14 @@ def _check_duration(c: _Checker, key: str) -> None:
         c.fail(key, c.data[key], "expected a duration like 768h")
 
 
+def _check_npm_prefix(c: _Checker, key: str) -> None:
+    # one directory for every account (root installs, mnemos_user runs `claude`): "~/" would be
+    # root's home under sudo, not the user's
+    if c.out[key].startswith("~"):
+        c.fail(key, c.data[key], "expected an absolute path such as /usr/local (the prefix is "
+               "the whole system's, not a home directory's)")
+
+
 def _check_compose_project(c: _Checker, key: str) -> None:
     if not all(ch.isalnum() and ch.islower() or ch.isdigit() or ch in "-_" for ch in c.out[key]):
         c.fail(key, c.data[key],
@@ -842,6 +850,11 @@ class Settings:
     claude_code_npm_package: str = setting(
         "@anthropic-ai/claude-code@2.0.14",
         "Claude Code CLI, through npm (login stays the user's step)")
+    claude_code_npm_prefix: str = setting(
+        "/usr/local", "where npm installs the Claude Code CLI (npm install -g --prefix): the "
+        "package in <prefix>/lib/node_modules, the `claude` command in <prefix>/bin, which must "
+        "be on mnemos_user's PATH (/usr/local/bin is on Debian's and Ubuntu's default PATH; "
+        "/usr/local is also npm's own global prefix there)", path=True, check=_check_npm_prefix)
 
     # ------------------------------------------------------------ the stack
     compose_project: str = setting(

@@ -481,6 +481,47 @@ def test_tool_download_is_verified_and_failures_are_one_clear_line(tmp_path):
         f"tool yq: cannot download file://{tmp_path}/nothing-here; leave it out with tools")
 
 
+def test_claude_code_version_is_read_where_npm_install_g_prefix_puts_it(tmp_path):
+    """The no-op's fact reads the package npm installed under claude_code_npm_prefix (npm's
+    documented global layout: <prefix>/lib/node_modules/<name>, the command linked in
+    <prefix>/bin) without running npm; a half-installed package, or one under another prefix
+    (npm's own configured one, say), is not installed there."""
+    import subprocess
+
+    from roles.tools import installed_npm_version_command
+    name = "@anthropic-ai/claude-code"
+
+    def npm_layout(prefix, version="2.0.14", link=True, cli=True):
+        package = prefix / "lib/node_modules" / name
+        package.mkdir(parents=True)
+        (package / "package.json").write_text(
+            '{\n  "name": "%s",\n  "version": "%s",\n  "bin": {\n    "claude": "cli.js"\n  }\n}\n'
+            % (name, version))
+        if cli:
+            (package / "cli.js").write_text("#!/usr/bin/env node\n")
+            (package / "cli.js").chmod(0o755)
+        if link:
+            (prefix / "bin").mkdir()
+            (prefix / "bin/claude").symlink_to(f"../lib/node_modules/{name}/cli.js")
+
+    def installed(prefix):
+        command = installed_npm_version_command(str(prefix), name, "claude")
+        # no npm process: nothing but the paths names npm
+        assert "npm" not in command.replace(str(prefix), "").replace("node_modules", ""), command
+        result = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+        assert result.returncode == 0 and not result.stderr, result
+        return result.stdout.strip()
+
+    npm_layout(tmp_path / "usr local")  # a prefix with a space: quoted
+    assert installed(tmp_path / "usr local") == "2.0.14"
+    npm_layout(tmp_path / "npm-global", version="2.0.13")  # npm's own prefix, not ours
+    assert installed(tmp_path / "elsewhere") == ""
+    npm_layout(tmp_path / "no-link", link=False)  # unpacked, never linked: half installed
+    assert installed(tmp_path / "no-link") == ""
+    npm_layout(tmp_path / "dangling", cli=False)  # the link leads nowhere
+    assert installed(tmp_path / "dangling") == ""
+
+
 def test_every_role_gets_the_same_new_secrets_on_a_first_run(monkeypatch):
     """On a fresh host (no state file yet) the tree, Vault and MinIO roles must not each generate
     their own secrets: .env's VAULT_TOKEN must be the token Vault gets."""

@@ -78,6 +78,9 @@ BAD_INPUTS = [
      ["secrets_state_path = '/tmp/mnemos-secrets.json'", "every account can write"]),
     (["secrets_state_path=/srv/m/.config/s.json", "mnemos_root=/srv/m"],
      ["lies inside mnemos_root (/srv/m)"]),
+    # the npm prefix is the system's: a home directory under sudo is root's, not the user's
+    (["claude_code_npm_prefix=~/.npm-global"],
+     ["claude_code_npm_prefix = '~/.npm-global'", "expected an absolute path such as /usr/local"]),
     # a supplied secret that would change every URL of .env
     (['secrets={"POSTGRES_PASSWORD": "Zq9xW2vB7nM4kL8p@R3tY/x"}'],
      ["secrets['POSTGRES_PASSWORD'] = '<hidden>'", "only letters, digits and . _ ~ -"]),
