@@ -364,7 +364,7 @@ def own_apt_cache(name: str) -> Path:
     Only the finished .deb files are linked (apt renames a download into place when it is
     complete): neither apt's lock nor a partial download is shared."""
     cache = CACHE / f"apt-archives-{name}"
-    shutil.rmtree(cache, ignore_errors=True)
+    remove_apt_cache(name)
     (cache / "partial").mkdir(parents=True)
     shared = CACHE / "apt-archives"
     for deb in shared.glob("*.deb") if shared.exists() else ():
@@ -373,6 +373,11 @@ def own_apt_cache(name: str) -> Path:
         except FileNotFoundError:  # replaced meanwhile by another machine's apt
             pass
     return cache
+
+
+def remove_apt_cache(name: str) -> None:
+    """Remove machine `name`'s own apt cache (own_apt_cache), if any."""
+    shutil.rmtree(CACHE / f"apt-archives-{name}", ignore_errors=True)
 
 
 _REMOVALS: list[subprocess.Popen] = []  # machines being removed in the background

@@ -158,7 +158,7 @@ class Fleet:
     def remove(self) -> None:
         for name, machine in self.machines.items():
             machine.remove()
-            shutil.rmtree(harness.CACHE / f"apt-archives-{name}", ignore_errors=True)
+            harness.remove_apt_cache(name)
 
 
 @pytest.fixture(scope="module")

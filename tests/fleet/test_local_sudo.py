@@ -16,7 +16,6 @@ import json
 import os
 import runpy
 import shlex
-import shutil
 import subprocess
 
 import pytest
@@ -80,7 +79,7 @@ def machine():
     finally:
         if not os.environ.get("MNEMOS_KEEP_TEST_HOST"):
             host.remove()
-            shutil.rmtree(harness.CACHE / f"apt-archives-{NAME}", ignore_errors=True)
+            harness.remove_apt_cache(NAME)
 
 
 def bootstrap(machine) -> harness.RunResult:
