@@ -23,11 +23,14 @@ import inspect
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FactBase, StringCommand, operation
 from pyinfra.api.state import StateStage
 from pyinfra.context import ContextObject, ctx_host
+
+from mnemos_provision.connection import connector_arguments
 
 FactSpec = tuple[type, dict]
 
@@ -53,7 +56,9 @@ class FactBatch(FactBase[dict[int, tuple[str, list[str]]]]):
     def default():
         return {}
 
-    def command(self, parts: list[tuple[str, str]], marker: str):
+    def command(self, parts: list[tuple[str, str]], marker: str, foreground: str = ""):
+        """`foreground`: a step run while the parts run (fact_batch's HTTP requests), its output
+        before the parts'; only through `_read_batch`'s unprinted command, never as a fact."""
         self._marker = marker  # pyinfra calls process() on the same instance
         script = ['d=$(mktemp -d 2>/dev/null) || exit 0']
         for i, (requires, command) in enumerate(parts):
@@ -62,6 +67,8 @@ class FactBatch(FactBase[dict[int, tuple[str, list[str]]]]):
                 run = (f"{{ if command -v {requires} >/dev/null 2>&1; then {run}; "
                        f'else echo missing >"$d/{i}.rc"; fi; }}')
             script.append(run + " &")
+        if foreground:
+            script.append(foreground)
         script.append("wait")
         for i in range(len(parts)):
             script.append(f'cat "$d/{i}" 2>/dev/null; '
@@ -122,6 +129,10 @@ class _HostBatch:
     specs: dict[tuple, FactSpec] = field(default_factory=dict)
     answers: dict[tuple, Any] | None = None
     changes_when_read: int = -1
+    # HTTP requests registered at plan time (expect_http): (the client whose settings send it,
+    # the request); their answers by Request.key(), each used once
+    http: list[tuple[Any, Any]] = field(default_factory=list)
+    http_answers: dict[tuple, list] = field(default_factory=dict)
 
 
 _BATCHES: dict[tuple[int, str], _HostBatch] = {}
@@ -162,6 +173,51 @@ def expect(cls: type, **kwargs) -> None:
         batch.specs.setdefault(_key(cls, kwargs), (cls, kwargs))
 
 
+def expect_http(client, requests: list) -> None:
+    """
+    Register (at plan time) HTTP requests an operation of the current host will send first
+    (host_http.Request, recorded by `client.record`, a host_http.HostHTTP whose timeout and CA
+    file send them): the fact batch's command sends them too, in one curl beside its parts, and
+    the operation's `client.prefetch` takes their answers from there (`planned_answers`) while no
+    operation of the host has run commands since. Their answers (and the requests' tokens) are
+    secret: that command is never printed, its answers never staged in a file.
+    """
+    if not ctx_host.isset() or not requests:
+        return
+    batch = _host_batch(ctx_host.get())
+    if batch is not None and batch.answers is None:
+        batch.http += [(client, r) for r in requests]
+
+
+def planned_answers(requests: list) -> list:
+    """
+    The fact batch's answers of `requests` (host_http.Request) for the current host, in order:
+    an answer while it is true (no operation of the host has run commands since the batch was
+    read, the rule of `read`), each used once; None for a request not registered, not answered
+    (or failed) in the batch, or stale (its operation sends it itself). Reads the batch when no
+    operation read it yet.
+    """
+    none: list = [None] * len(requests)
+    if not ctx_host.isset():
+        return none
+    host = _real_host(ctx_host.get())
+    batch = _host_batch(host)
+    if batch is None or not batch.http or host.state.current_stage != StateStage.Execute:
+        return none
+    changes = _changed_operations(host)
+    if batch.answers is None:
+        batch.answers = _read_batch(host, list(batch.specs.values()), batch)
+        batch.changes_when_read = changes
+    if changes != batch.changes_when_read:
+        batch.http_answers.clear()  # never true again in this run
+        return none
+    found = []
+    for request in requests:
+        answers = batch.http_answers.get(request.key())
+        found.append(answers.pop(0) if answers else None)
+    return found
+
+
 def read(host, cls: type, **kwargs) -> Any:
     """
     Fact `cls` with `kwargs` for `host`: from the batch while it is true (nothing changed on the
@@ -174,17 +230,21 @@ def read(host, cls: type, **kwargs) -> Any:
         return host.get_fact(cls, **kwargs)
     changes = _changed_operations(host)
     if batch.answers is None:
-        batch.answers = _read_batch(host, list(batch.specs.values()))
+        batch.answers = _read_batch(host, list(batch.specs.values()), batch)
         batch.changes_when_read = changes
     if changes == batch.changes_when_read and key in batch.answers:
         return batch.answers[key]
     return host.get_fact(cls, **kwargs)
 
 
-def _read_batch(host, specs: list[FactSpec]) -> dict[tuple, Any]:
+def _read_batch(host, specs: list[FactSpec], batch: _HostBatch | None = None
+                ) -> dict[tuple, Any]:
     marker = "@@mnemos-fact-" + secrets.token_hex(4)
     facts, parts = prepare_parts(specs)
-    output = host.get_fact(FactBatch, parts=parts, marker=marker)
+    if batch is not None and batch.http:
+        output = _read_with_http(host, parts, marker, batch)
+    else:  # no secret in it: pyinfra's own fact (printed at --debug like any fact)
+        output = host.get_fact(FactBatch, parts=parts, marker=marker)
     answers = {}
     for index, ((cls, kwargs), fact) in enumerate(zip(specs, facts)):
         status, lines = output.get(index, ("absent", []))
@@ -192,6 +252,42 @@ def _read_batch(host, specs: list[FactSpec]) -> dict[tuple, Any]:
         if usable:
             answers[_key(cls, kwargs)] = value
     return answers
+
+
+def _read_with_http(host, parts: list[tuple[str, str]], marker: str, batch: _HostBatch
+                    ) -> dict[int, tuple[str, list[str]]]:
+    """
+    The fact batch's command with the registered HTTP requests sent by one curl in the
+    foreground (host_http.one_curl_step: its config on the command's standard input, base64;
+    its answers straight to the command's output, base64, never into the parts' staging
+    directory) while the parts run in the background. Run as host_http runs its requests: with
+    the operations' privileges, never printed (print_output=False, print_input=False), unlike a
+    fact's output at --debug. Fills batch.http_answers; returns the parts' outputs.
+    """
+    # the one curl step, its config and its parsing are host_http's, reached through the
+    # registering client (a host_http.HostHTTP): this module does not load requests (start-up)
+    sender = batch.http[0][0]
+    requests = [r for _, r in batch.http]
+    mark = sender.new_mark()
+    sections: list[str] = []
+    for client, request in batch.http:
+        sections += client.config_sections([request], mark)
+    command = FactBatch().command(parts, marker, foreground=sender.one_curl_step(len(requests)))
+    logger.debug("fact_batch: %d fact(s) and %d HTTP request(s) in one host command: %s",
+                 len(parts), len(requests),
+                 ", ".join(f"{r.method} {urlsplit(r.url).path}" for r in requests))
+    ok, output = host.run_shell_command(command, print_output=False, print_input=False,
+                                        _stdin=sender.encode_config(sections),
+                                        **connector_arguments(host))
+    lines = list(output.stdout_lines) if ok else []
+    if sender.END not in lines:
+        return {}  # not the batch's output: every fact and request is read on its own
+    end = lines.index(sender.END)
+    answers = sender.parse_one_curl("\n".join(lines[:end + 1]), requests, mark)
+    for request, answer in zip(requests, answers or []):
+        if isinstance(answer, tuple):  # else a host_http.HostHTTPError: sent again when made
+            batch.http_answers.setdefault(request.key(), []).append(answer)
+    return split_batch_output(lines[end + 1:], marker)
 
 
 class DeclaredFacts:

@@ -259,11 +259,15 @@ class HostHTTP:
     """
 
     def __init__(self, runner: Runner, timeout: int = 30, cacert: str | None = None,
-                 max_answer: int = MAX_ANSWER):
+                 max_answer: int = MAX_ANSWER,
+                 ahead: Callable[[list[Request]], list[Answer | None]] | None = None):
         self.runner = runner
         self.timeout = timeout
         self.cacert = cacert
         self.max_answer = max_answer  # bytes of an answer, headers and body: more is an error
+        # answers sent ahead (fact_batch.planned_answers: the requests registered at plan time,
+        # sent by the fact batch's command), asked by `prefetch` first; None where not answered
+        self.ahead = ahead
         self.commands = 0  # host commands sent: the cost the tests and the bench count
         self._prefetched: dict[tuple, list[Answer]] = {}
         self._recording: list[Request] | None = None
@@ -293,6 +297,24 @@ class HostHTTP:
         call did not reach, or whose sending failed, is sent when it is made).
         """
         self._prefetched.clear()  # answers of an earlier prefetch are not answers any more
+        recorded = self.record(calls)
+        early = self.ahead(recorded) if self.ahead is not None and recorded else []
+        unanswered = []
+        for i, wanted in enumerate(recorded):
+            answer = early[i] if i < len(early) else None
+            if answer is None:
+                unanswered.append(wanted)
+            else:
+                self._prefetched.setdefault(wanted.key(), []).append(answer)
+        if not unanswered:
+            return
+        for sent, got in zip(unanswered, self.send(unanswered)):
+            if not isinstance(got, HostHTTPError):
+                self._prefetched.setdefault(sent.key(), []).append(got)
+
+    def record(self, calls: list[Callable[[], object]]) -> list[Request]:
+        """The first request each call makes, recorded, nothing sent (for `prefetch`, and at plan
+        time for the fact batch: fact_batch.expect_http)."""
         recorded: list[Request] = []
         self._recording = recorded
         try:
@@ -303,11 +325,7 @@ class HostHTTP:
                     pass
         finally:
             self._recording = None
-        if not recorded:
-            return
-        for sent, answer in zip(recorded, self.send(recorded)):
-            if not isinstance(answer, HostHTTPError):
-                self._prefetched.setdefault(sent.key(), []).append(answer)
+        return recorded
 
     def send(self, batch: list[Request], keep: Keep | None = None
              ) -> list[Answer | HostHTTPError]:
@@ -326,7 +344,7 @@ class HostHTTP:
                      ", ".join(f"{r.method} {urlsplit(r.url).path}" for r in batch))
         if keep is None and all(_configurable(r.body) for r in batch):
             # one curl process for the whole batch (its requests on a config read from stdin)
-            mark = "@@" + secrets.token_hex(8)
+            mark = new_mark()
             rc, out = self.runner.run(self._one_curl_command(len(batch)),
                                       stdin=self._config_lines(batch, mark))
             answers = _parse_one_curl(out, batch, self.max_answer, mark,
@@ -345,13 +363,37 @@ class HostHTTP:
     def _one_curl_limit(self, count: int) -> int:
         """The most bytes the command passes on: one answer over the cap plus the other answers'
         markers (the batch's answers together within the cap; see _parse_one_curl)."""
-        return self.max_answer + 1 + 1024 * count
+        return one_curl_limit(count, self.max_answer)
 
     def _one_curl_command(self, count: int) -> str:
         return _ONE_CURL % {"limit": self._one_curl_limit(count), "end": shlex.quote(_END)}
 
+    # for the fact batch's command (fact_batch._read_with_http), which sends the requests
+    # registered at plan time in one curl beside its parts
+    END = _END
+
+    @staticmethod
+    def new_mark() -> str:
+        return new_mark()
+
+    def one_curl_step(self, count: int) -> str:
+        return one_curl_step(count, self.max_answer)
+
+    @staticmethod
+    def encode_config(sections: list[str]) -> list[str]:
+        return encode_config(sections)
+
+    def parse_one_curl(self, output: str, batch: list[Request], mark: str
+                       ) -> list[Answer | HostHTTPError] | None:
+        return parse_one_curl(output, batch, mark, self.max_answer)
+
     def _config_lines(self, batch: list[Request], mark: str) -> list[str]:
         """curl's config (one section per request, `next` between them), base64, 76 a line."""
+        return encode_config(self.config_sections(batch, mark))
+
+    def config_sections(self, batch: list[Request], mark: str) -> list[str]:
+        """curl's config section of each request (with this client's timeout, CA file and cap),
+        each ending with a write-out line of `mark`."""
         sections = []
         for r in batch:
             lines = [f"url = {_cfg(r.url)}", "globoff", "silent", "noproxy = \"*\"",
@@ -366,9 +408,7 @@ class HostHTTP:
             lines.append(f"write-out = \"\\n{mark} %{{exitcode}} %{{http_code}} "
                          f"%{{errormsg}}\\n\"")
             sections.append("\n".join(lines))
-        config = ("\nnext\n".join(sections) + "\n").encode()
-        encoded = _b64(config)
-        return [encoded[i:i + 76] for i in range(0, len(encoded), 76)]
+        return sections
 
     def _command(self, keep: Keep | None) -> str:
         q = shlex.quote
@@ -378,6 +418,42 @@ class HostHTTP:
                         "timeout": self.timeout, "cap": self.max_answer,
                         "limit": self.max_answer + 1,
                         "cacert": f"--cacert {q(self.cacert)} " if self.cacert else ""}
+
+
+def encode_config(sections: list[str]) -> list[str]:
+    """curl's config of `sections` (`next` between them), base64, 76 characters a line: the
+    standard input of a _ONE_CURL command."""
+    encoded = _b64(("\nnext\n".join(sections) + "\n").encode())
+    return [encoded[i:i + 76] for i in range(0, len(encoded), 76)]
+
+
+def one_curl_limit(count: int, max_answer: int = MAX_ANSWER) -> int:
+    """The most bytes a _ONE_CURL command of `count` requests passes on (see _parse_one_curl)."""
+    return max_answer + 1 + 1024 * count
+
+
+def one_curl_step(count: int, max_answer: int = MAX_ANSWER) -> str:
+    """
+    The shell of a _ONE_CURL batch of `count` requests as one step of a larger script (the fact
+    batch's: fact_batch.read), in a subshell of its own: its umask and unset variables stay there.
+    It reads curl's config (encode_config) from the script's standard input, and writes its
+    answers (base64) to the script's standard output, between a "@@B64" line and an END line
+    (`ONE_CURL_END`), never into a file.
+    """
+    return "(" + _ONE_CURL % {"limit": one_curl_limit(count, max_answer),
+                              "end": shlex.quote(_END)} + ")"
+
+
+def parse_one_curl(output: str, batch: list[Request], mark: str, max_answer: int = MAX_ANSWER
+                   ) -> list[Answer | HostHTTPError] | None:
+    """The answers of a one_curl_step's output (in the order of `batch`); None when it is not
+    that output."""
+    return _parse_one_curl(output, batch, max_answer, mark, one_curl_limit(len(batch), max_answer))
+
+
+def new_mark() -> str:
+    """A write-out mark for one batch: random, so an answer's body cannot hold it."""
+    return "@@" + secrets.token_hex(8)
 
 
 def _b64(data: bytes) -> str:

@@ -28,6 +28,8 @@ def minio_init(ctx: HostContext):
         app_user=s.minio_app_user, app_secret=secrets["MINIO_APP_SECRET_KEY"],
         # this run rotates the application user's key: set it (docs/rotation.md)
         set_app_secret=decision.applied and "MINIO_APP_SECRET_KEY" in decision.rotating)
+    endpoint, root = f"127.0.0.1:{s.ports['minio_api']}", ("mnemos", secrets["MINIO_ROOT_PASSWORD"])
+    # the plan's first reads go out with the fact batch (one host command fewer)
+    minio.plan_ahead(endpoint, root, desired)
     minio.setup(name="Buckets, versioning, lifecycle and the application user of MinIO",
-                endpoint=f"127.0.0.1:{s.ports['minio_api']}",
-                root=("mnemos", secrets["MINIO_ROOT_PASSWORD"]), desired=desired)
+                endpoint=endpoint, root=root, desired=desired)

@@ -17,12 +17,14 @@ from minio.error import MinioAdminException, S3Error
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, operation
 
-from mnemos_provision import host_http, minio_setup
+from mnemos_provision import fact_batch, host_http, minio_setup
 
 
 def clients(endpoint: str, root: tuple[str, str], app: tuple[str, str], region: str,
-            runner=None):
-    http = host_http.HostHTTP(runner or host_http.PyinfraRunner(host))
+            runner=None, ahead: bool = False):
+    # ahead: the plan's clients, whose prefetch takes the fact batch's answers while they hold
+    http = host_http.HostHTTP(runner or host_http.PyinfraRunner(host),
+                              ahead=fact_batch.planned_answers if ahead else None)
     pool = host_http.HostPoolManager(http)
     s3 = Minio(endpoint, access_key=root[0], secret_key=root[1], secure=False, region=region,
                http_client=pool)
@@ -31,6 +33,20 @@ def clients(endpoint: str, root: tuple[str, str], app: tuple[str, str], region: 
     admin = MinioAdmin(endpoint=endpoint, credentials=StaticProvider(*root), secure=False,
                        http_client=pool)
     return s3, app_s3, admin, http
+
+
+def plan_ahead(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired") -> None:
+    """
+    At plan time (the role, before `setup` is called): register with the fact batch the reads
+    `setup`'s plan sends first (minio_setup.planned_reads), so that the fact batch's command
+    sends them and a converged MinIO costs no host command of its own
+    (fact_batch.expect_http). They are signed now; an answer is matched to the plan's request by
+    its method, URL, body and access key (host_http.Request.key), not its date or signature.
+    """
+    s3, app_s3, admin, http = clients(endpoint, root, (desired.app_user, desired.app_secret),
+                                      desired.region)
+    fact_batch.expect_http(http, http.record(minio_setup.planned_reads(s3, admin, app_s3,
+                                                                       desired)))
 
 
 @operation()
@@ -55,7 +71,7 @@ def setup(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desired"):
         )
     """
     s3, app_s3, admin, http = clients(endpoint, root, (desired.app_user, desired.app_secret),
-                                      desired.region)
+                                      desired.region, ahead=True)
     try:
         changes = minio_setup.plan(s3, admin, app_s3, desired, prefetch=http.prefetch)
     except (host_http.HostHTTPError, S3Error, MinioAdminException, ParseError, ValueError) as exc:

@@ -24,7 +24,7 @@ import hvac
 from pyinfra import host
 from pyinfra.api import FunctionCommand, OperationError, operation
 
-from mnemos_provision import host_http, vault_setup
+from mnemos_provision import fact_batch, host_http, vault_setup
 from mnemos_provision.operations.util import AS_USER, install_as_user, make_dirs_script, stage_dir
 
 
@@ -129,13 +129,32 @@ class _PlanningKeys(HostKeyStore):
         raise RuntimeError("the plan never initializes Vault")
 
 
-def _client(url: str, cacert: str | None):
-    http = host_http.HostHTTP(host_http.PyinfraRunner(host), cacert=cacert)
+def _client(url: str, cacert: str | None, ahead: bool = False):
+    # ahead: the plan's client, whose prefetch takes the fact batch's answers while they hold
+    http = host_http.HostHTTP(host_http.PyinfraRunner(host), cacert=cacert,
+                              ahead=fact_batch.planned_answers if ahead else None)
     client = hvac.Client(url=url, session=host_http.host_session(http))
     # hvac takes VAULT_TOKEN or ~/.vault-token of the controller's user when given no token: never
     # send that to the host's Vault (the root token is set once read from the keys file)
     client.token = None
     return client, http
+
+
+def plan_ahead(url: str, desired: "vault_setup.Desired", store: HostKeyStore,
+               cacert: str | None = None) -> None:
+    """
+    At plan time (the role, before `setup` is called): register with the fact batch the reads
+    `setup`'s plan sends first (vault_setup.planned_reads, as root with the keys file's root
+    token), so that the fact batch's command sends them and a converged Vault costs no host
+    command of its own (fact_batch.expect_http). Only when this run's secret read had the keys
+    file (or knew it missing): no host command here.
+    """
+    if (store.found or ("not read", None))[0] not in ("file", "missing"):
+        return
+    client, http = _client(url, cacert)
+    root_token = vault_setup.ReadOnce(cast("vault_setup.KeyStore", store.planning())).root_token()
+    fact_batch.expect_http(http, http.record(vault_setup.planned_reads(client, root_token,
+                                                                       desired)))
 
 
 @operation()
@@ -164,7 +183,7 @@ def setup(url: str, desired: "vault_setup.Desired", store: "vault_setup.KeyStore
     """
     # HostKeyStore has KeyStore's methods (load, save, initialize) without inheriting it
     keys = cast("vault_setup.KeyStore", store)
-    client, http = _client(url, cacert)
+    client, http = _client(url, cacert, ahead=True)
     planning = cast("vault_setup.KeyStore", store.planning())
     try:
         try:  # the plan's reads in one batch; a Vault that does not answer yet is waited for
