@@ -276,9 +276,10 @@ def _read_with_http(host, parts: list[tuple[str, str]], marker: str, batch: _Hos
     logger.debug("fact_batch: %d fact(s) and %d HTTP request(s) in one host command: %s",
                  len(parts), len(requests),
                  ", ".join(f"{r.method} {urlsplit(r.url).path}" for r in requests))
+    arguments = dict(connector_arguments(host))  # the operations' privileges (--sudo ...)
+    arguments["_stdin"] = sender.encode_config(sections)
     ok, output = host.run_shell_command(command, print_output=False, print_input=False,
-                                        _stdin=sender.encode_config(sections),
-                                        **connector_arguments(host))
+                                        **arguments)
     lines = list(output.stdout_lines) if ok else []
     if sender.END not in lines:
         return {}  # not the batch's output: every fact and request is read on its own

@@ -8,10 +8,12 @@ The batched facts (mnemos_provision/fact_batch.py), run for real:
 
 from __future__ import annotations
 
+import base64
 import getpass
 import grp
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -27,7 +29,7 @@ from mnemos_provision.facts.apt import AptListsAge, AptPackages
 from mnemos_provision.facts.files import TreeState
 from mnemos_provision.facts.server import ProcessRunning, UserGroups
 from tests.conftest import REPO
-from tests.harness import facts_read
+from tests.harness import facts_read, host_commands
 
 pytestmark = pytest.mark.unit
 
@@ -172,3 +174,141 @@ def test_declared_facts_cost_one_command_and_a_change_is_never_missed(tmp_path):
     assert facts_read(output) == ["mnemos_provision.fact_batch.FactBatch",
                                      "mnemos_provision.facts.files.TreeState"]
     assert (tmp_path / "tree" / "a.conf").read_text() == "one\n", textwrap.shorten(output, 3000)
+
+
+# HTTP requests registered at plan time (fact_batch.expect_http) and sent by the fact batch's
+# command: a local HTTP server stands for Vault or MinIO on the host's loopback (@local)
+DEPLOY_HTTP = '''
+from pyinfra import host
+from pyinfra.api import operation
+from pyinfra.operations import server
+from mnemos_provision import fact_batch, host_http
+from mnemos_provision.operations import files
+from mnemos_provision.render import TreeEntry
+
+root, user, group = {root!r}, {user!r}, {group!r}
+url, token, value_file = {url!r}, {token!r}, {value_file!r}
+
+
+def client(ahead):
+    return host_http.HostHTTP(host_http.PyinfraRunner(host),
+                              ahead=fact_batch.planned_answers if ahead else None)
+
+
+def reads(http):
+    return [lambda: http.request("GET", url + "/value", {{"X-Vault-Token": token}})]
+
+
+@operation()
+def show_value():
+    http = client(ahead=True)
+    http.prefetch(reads(http))
+    status, _, body = http.request("GET", url + "/value", {{"X-Vault-Token": token}})
+    # the answer holds a secret: only its public half is shown
+    host.noop("the value is " + body.decode().split(";")[0])
+    yield from ()
+
+
+planning = client(ahead=False)
+fact_batch.expect_http(planning, planning.record(reads(planning)))
+files.tree(name="sync", root=root, entries=[TreeEntry("a.conf", "file", "644", b"one\\n")],
+           user=user, group=group, git_init=False)
+server.shell(name="change the value", commands=["printf new > " + value_file],
+             _if=lambda: {edit})
+show_value(name="read the value")
+'''
+
+
+@pytest.fixture
+def value_server(tmp_path):
+    """127.0.0.1:<port>/value answers "<value_file's text>;<secret>" to the right token."""
+    import http.server
+    import threading
+
+    value_file = tmp_path / "value"
+    value_file.write_text("old")
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("X-Vault-Token", ""))
+            ok = self.headers.get("X-Vault-Token") == TOKEN
+            body = (value_file.read_text() + ";" + SECRET).encode() if ok else b"denied"
+            self.send_response(200 if ok else 403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", value_file, seen
+    server.shutdown()
+
+
+def decoded_base64(output: str) -> bytes:
+    """What every run of consecutive base64-looking lines of `output` decodes to (each run at its
+    four alignments): an answer printed base64 (the batch's command output) shows here."""
+    found, run = [], []
+    for line in output.splitlines() + [""]:
+        words = re.findall(r"[A-Za-z0-9+/]{16,}={0,2}", line)
+        if words:
+            run.append(words[-1])
+        elif run:
+            text, run = "".join(run), []
+            for shift in range(4):
+                chunk = text[shift:][:len(text[shift:]) // 4 * 4]
+                found.append(base64.b64decode(chunk, validate=False))
+    return b"\n".join(found)
+
+
+TOKEN = "hvs.token-" + "7" * 24
+SECRET = "s3cret-" + "9" * 24
+
+
+def run_http_deploy(tmp_path, url, value_file, edit: bool):
+    (tmp_path / "tree").mkdir(exist_ok=True)
+    (tmp_path / "tree" / "a.conf").write_text("one\n")
+    os.chmod(tmp_path / "tree" / "a.conf", 0o644)
+    deploy = tmp_path / "deploy_http.py"
+    deploy.write_text(DEPLOY_HTTP.format(
+        root=str(tmp_path / "tree"), user=getpass.getuser(),
+        group=grp.getgrgid(os.getgid()).gr_name, url=url, token=TOKEN,
+        value_file=str(value_file), edit=edit))
+    pyinfra = os.path.join(os.path.dirname(sys.executable), "pyinfra")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([pyinfra, "@local", str(deploy), "-y", "-vvv", "--debug"], cwd=REPO,
+                            env=env, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    return output
+
+
+def test_http_registered_at_plan_time_is_answered_by_the_fact_batch_unprinted(tmp_path,
+                                                                              value_server):
+    url, value_file, seen = value_server
+    output = run_http_deploy(tmp_path, url, value_file, edit=False)
+    # one host command: the fact batch, which also sent the request; the operation used its answer
+    assert len(host_commands(output)) == 1, "\n".join(host_commands(output))
+    assert seen == [TOKEN]
+    assert "the value is old" in output
+    assert "fact_batch: 1 fact(s) and 1 HTTP request(s) in one host command" in output
+    # secret: the answer and the token never in the output, at --debug; the batch is not read as
+    # a pyinfra fact (whose output --debug prints)
+    assert SECRET not in output and TOKEN not in output
+    assert SECRET.encode() not in decoded_base64(output)
+    assert "fact_batch.FactBatch" not in output
+
+
+def test_http_answer_of_the_batch_is_not_used_after_an_operation_ran_commands(tmp_path,
+                                                                             value_server):
+    url, value_file, seen = value_server
+    output = run_http_deploy(tmp_path, url, value_file, edit=True)
+    # the shell changed the value after the batch was read: the operation asks again
+    assert seen == [TOKEN, TOKEN]
+    assert "the value is new" in output, output[-3000:]
+    assert len(host_commands(output)) == 3, "\n".join(host_commands(output))
+    assert SECRET not in output and TOKEN not in output
