@@ -124,6 +124,33 @@ def test_prefetched_answers_are_given_once_and_only_to_who_asked(echo):
     assert read("token-a")["token"] == "token-a" and http.commands == 6
 
 
+def test_prefetch_takes_the_answers_sent_ahead_and_sends_only_the_others(echo):
+    """`ahead` (fact_batch.planned_answers: the fact batch's answers of requests registered at
+    plan time): a request it answers is not sent again; one it does not answer (not registered,
+    failed, or stale) is sent by the prefetch's own command, as without it."""
+    asked: list[Request] = []
+
+    def ahead(requests):
+        asked.extend(requests)
+        return [(200, {"Content-Type": "application/json"}, b'{"token": "from the batch"}')
+                if r.headers.get("X-Vault-Token") == "token-a" else None for r in requests]
+
+    http = HostHTTP(LocalRunner(), ahead=ahead)
+    session = host_session(http)
+
+    def read(token: str):
+        return session.get(f"{echo}/p", headers={"X-Vault-Token": token}).json()
+
+    http.prefetch([lambda: read("token-a"), lambda: read("token-b")])
+    assert [r.headers["X-Vault-Token"] for r in asked] == ["token-a", "token-b"]
+    assert http.commands == 1  # token-b's request only
+    assert read("token-a")["token"] == "from the batch"
+    assert read("token-b")["token"] == "token-b" and http.commands == 1
+    http.prefetch([lambda: read("token-a")])
+    assert http.commands == 1  # every request answered ahead: no command
+    assert read("token-a")["token"] == "from the batch"
+
+
 def test_prefetched_s3_answers_go_only_to_the_access_key_that_asked(echo):
     """MinIO's root and application clients sign the same request with their own access keys
     (AWS SigV4): a prefetched answer goes to the access key that asked, whatever the signature

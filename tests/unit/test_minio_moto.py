@@ -142,3 +142,36 @@ def test_the_application_policy_as_minio_returns_it_in_any_order_is_not_applied_
     assert minio_setup.user_differences(FakeAdmin(wider), FakeAppS3(), DESIRED) \
         == ["policy mnemos-app"]
 
+
+
+def test_reads_signed_at_plan_time_match_the_plans_requests_by_their_access_key(monkeypatch):
+    """roles/minio.py registers the plan's reads with the fact batch at plan time
+    (minio.plan_ahead), signed then (AWS SigV4: a date and a signature in each request); the
+    plan makes them again moments later, signed anew. Each answer is matched by
+    host_http.Request.key: the same key for the same read whatever its date and signature, and a
+    different one for the root's and the application user's requests (they get different
+    answers)."""
+    from mnemos_provision import fact_batch
+    from mnemos_provision.host_http import Runner, identity
+    from mnemos_provision.operations import minio
+
+    registered: list = []
+    monkeypatch.setattr(fact_batch, "expect_http", lambda client, requests: registered.extend(
+        requests))
+    root, app = ("mnemos", "m" * 32), (DESIRED.app_user, DESIRED.app_secret)
+    minio.plan_ahead("127.0.0.1:9000", root, DESIRED)
+    time.sleep(1.1)  # x-amz-date is to the second
+    s3, app_s3, admin, http = minio.clients("127.0.0.1:9000", root, app, DESIRED.region,
+                                            runner=Runner())
+    later = http.record(minio_setup.planned_reads(s3, admin, app_s3, DESIRED))
+    assert len(registered) == len(later) == 4 * len(DESIRED.buckets) + 3
+    assert [r.key() for r in registered] == [r.key() for r in later]
+    dates = [(r.headers.get("x-amz-date"), s.headers.get("x-amz-date"))
+             for r, s in zip(registered, later)]
+    assert all(a and b and a != b for a, b in dates), dates  # signed anew, yet matched
+    assert {identity(r.headers) for r in registered} == {"aws:mnemos", "aws:mnemos-app"}
+    # the same bucket read by the root and by the application user: two answers, never shared
+    by_url: dict = {}
+    for r in registered:
+        by_url.setdefault((r.method, r.url), set()).add(r.key())
+    assert any(len(keys) == 2 for keys in by_url.values()), by_url

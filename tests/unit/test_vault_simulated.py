@@ -503,3 +503,42 @@ def test_a_vault_token_rotation_creates_the_new_token_revokes_the_old_and_is_res
     sim.restart()
     assert vault_setup.rotate_token(client, store, new, old.token_id) == [
         "unsealed", "checked: the new VAULT_TOKEN accepted, the old one refused (403)"]
+
+
+def test_a_converged_vault_is_read_by_the_fact_batchs_command_unprinted(vault, tmp_path):
+    """As roles/vault.py does: the plan's reads registered at plan time (vault.plan_ahead, with
+    the keys file as the secret read found it) go out with the fact batch's command, and the
+    plan takes their answers: a converged Vault costs no host command of its own; at --debug no
+    secret is printed, plain or in the command's base64 output."""
+    from tests.harness import host_commands
+    from tests.unit.test_fact_batch import decoded_base64
+
+    sim, _, url = vault
+    keys = tmp_path / "state" / "vault-keys.json"
+    deploy = tmp_path / "vault_deploy.py"
+    deploy.write_text(f"""
+import getpass, grp, os
+from mnemos_provision.operations import vault
+from tests.unit.test_vault_simulated import desired
+user = getpass.getuser(); group = grp.getgrgid(os.getgid()).gr_name
+path = {str(keys)!r}
+found = ("file", open(path, "rb").read()) if os.path.exists(path) else ("missing", None)
+store = vault.HostKeyStore(path, user, group, found=found)
+vault.plan_ahead({url!r}, desired({url!r}), store)
+vault.setup(name="Vault", url={url!r}, desired=desired({url!r}), store=store)
+""")
+    pyinfra = str(REPO / ".venv/bin/pyinfra")
+    first = run([pyinfra, "@local", str(deploy), "-y", "-v"], cwd=REPO)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Vault: initialized, unsealed" in first.stdout + first.stderr
+    second = run([pyinfra, "@local", str(deploy), "-y", "-v", "--debug"], cwd=REPO)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output
+    assert "Vault is initialized, unsealed and configured" in output
+    assert len(host_commands(output)) == 1, "\n".join(host_commands(output))
+    assert "fact_batch: 0 fact(s) and 10 HTTP request(s) in one host command" in output, output
+    assert "host_http: " not in output  # the plan sent nothing itself
+    stored = json.loads(keys.read_text())
+    for secret in stored["keys"] + stored["keys_base64"] + [stored["root_token"], "p" * 32]:
+        assert secret not in output
+        assert secret.encode() not in decoded_base64(output)
