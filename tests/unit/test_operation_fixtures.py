@@ -50,6 +50,10 @@ planning cannot read is then an error, not a change.
 
 "host_commands": how many host commands the planning runs (vault.setup, minio.setup): each HTTP
 batch the transport sends, each read of the keys file.
+
+"ahead": for those two, the answers the fact batch's command brought (fact_batch.planned_answers:
+the plan's reads registered at plan time by the role), in the form of "http": the planning takes
+them first, and sends (through "http") only what they do not answer; each must be asked for.
 """
 
 from __future__ import annotations
@@ -170,8 +174,20 @@ class FixtureHTTP(host_http.HostHTTP):
         self.used: set[tuple[str, int]] = set()
         self.unanswered: list[str] = []
 
-    def __call__(self, *args, **kwargs) -> FixtureHTTP:  # stands in for the class HostHTTP
+    def __call__(self, *args, ahead=None, **kwargs) -> FixtureHTTP:  # stands in for HostHTTP
+        self.ahead = ahead
         return self
+
+    def answered(self, requests) -> list:
+        """fact_batch.planned_answers from this fixture's answers: None where it has none."""
+        found = []
+        for r in requests:
+            try:
+                found.append(self._answer(r.method, r.url, r.headers, r.body))
+            except AssertionError:
+                self.unanswered.pop()
+                found.append(None)
+        return found
 
     def send(self, batch, keep=None):
         self.commands += 1
@@ -295,6 +311,9 @@ def test_operation(op_path, case, monkeypatch):
     # every HTTP request from the host is answered by the fixture, or fails the test
     http = FixtureHTTP(spec.get("http", {}))
     monkeypatch.setattr(host_http, "HostHTTP", http)
+    # the fact batch's answers of the reads registered at plan time: none unless the fixture has
+    ahead = FixtureHTTP(spec.get("ahead", {}))
+    monkeypatch.setattr(fact_batch, "planned_answers", ahead.answered)
     changes = spy_planners(op_path, monkeypatch)
 
     if "exception" in spec:
@@ -317,6 +336,7 @@ def test_operation(op_path, case, monkeypatch):
     if op_path in PLANNERS:  # first: it names an error the planning turned into a change
         assert changes == spec["changes"]
     assert http.never_asked() == [], f"answers never asked for: {http.never_asked()}"
+    assert ahead.never_asked() == [], f"answers ahead never asked for: {ahead.never_asked()}"
     assert commands == spec["commands"]
     if "plan_log" in spec:
         assert direct_host.logs == spec["plan_log"]
