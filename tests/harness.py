@@ -14,6 +14,7 @@ can run, the offline stand-in images, and pyinfra/testinfra runs against it.
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -330,6 +331,22 @@ def host_commands(output: str) -> list[str]:
     characters."""
     return [line.split("Running command on ", 1)[1][:120]
             for line in output.splitlines() if "--> Running command on " in line]
+
+
+def decoded_base64(output: str) -> bytes:
+    """What every run of consecutive base64-looking lines of `output` decodes to (each run at its
+    four alignments): an answer printed base64 (the batch's command output) shows here."""
+    found, run = [], []
+    for line in output.splitlines() + [""]:
+        words = re.findall(r"[A-Za-z0-9+/]{16,}={0,2}", line)
+        if words:
+            run.append(words[-1])
+        elif run:
+            text, run = "".join(run), []
+            for shift in range(4):
+                chunk = text[shift:][:len(text[shift:]) // 4 * 4]
+                found.append(base64.b64decode(chunk, validate=False))
+    return b"\n".join(found)
 
 
 def facts_read(output: str) -> list[str]:

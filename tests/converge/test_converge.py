@@ -20,7 +20,7 @@ import pytest
 
 from mnemos_provision import stack
 from tests import harness
-from tests.harness import assert_no_change
+from tests.harness import assert_no_change, decoded_base64
 
 pytestmark = pytest.mark.converge
 
@@ -252,11 +252,20 @@ def test_a_killed_first_run_is_finished_by_the_next_run(second_machine):
     again = machine.deploy(flags=("--debug",))
     assert_no_change(again)
     # with every role enabled, a bounded cost (docs/performance.md): the snapshot, the secret
-    # state (with Vault's keys file), the fact batch, and one batch of requests each for Vault
-    # and MinIO, whatever the number of secrets, policies and buckets
-    assert len(again.host_commands) <= 5, "\n".join(again.host_commands)
+    # state (with Vault's keys file), and the fact batch, whose command also sends Vault's and
+    # MinIO's reads (registered at plan time), whatever the number of secrets, policies and buckets
+    assert len(again.host_commands) == 3, "\n".join(again.host_commands)
     batches = [line for line in again.output.splitlines() if "host_http: " in line]
-    assert len(batches) == 2, batches
+    assert batches == [], batches  # neither plan sent a request of its own
+    folded = [line for line in again.output.splitlines()
+              if "fact_batch: " in line and " HTTP request(s) in one host command" in line]
+    assert len(folded) == 1, folded
+    # their answers and tokens are secrets: not printed at --debug, plain or base64
+    keys = json.loads(machine.exec(f"cat {KEYS}").stdout)
+    for value in [v for v in secret_values(machine) + keys["keys"] + [keys.get("root_token")]
+                  if isinstance(v, str) and v]:
+        assert value not in again.output, "a secret was printed by a --debug no-op"
+        assert value.encode() not in decoded_base64(again.output), "printed base64"
 
 
 def test_the_collector_forwards_logs_to_loki_and_metrics_to_prometheus(second_machine):

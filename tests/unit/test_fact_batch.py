@@ -8,12 +8,10 @@ The batched facts (mnemos_provision/fact_batch.py), run for real:
 
 from __future__ import annotations
 
-import base64
 import getpass
 import grp
 import hashlib
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -29,7 +27,7 @@ from mnemos_provision.facts.apt import AptListsAge, AptPackages
 from mnemos_provision.facts.files import TreeState
 from mnemos_provision.facts.server import ProcessRunning, UserGroups
 from tests.conftest import REPO
-from tests.harness import facts_read, host_commands
+from tests.harness import decoded_base64, facts_read, host_commands
 
 pytestmark = pytest.mark.unit
 
@@ -247,22 +245,6 @@ def value_server(tmp_path):
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", value_file, seen
     server.shutdown()
-
-
-def decoded_base64(output: str) -> bytes:
-    """What every run of consecutive base64-looking lines of `output` decodes to (each run at its
-    four alignments): an answer printed base64 (the batch's command output) shows here."""
-    found, run = [], []
-    for line in output.splitlines() + [""]:
-        words = re.findall(r"[A-Za-z0-9+/]{16,}={0,2}", line)
-        if words:
-            run.append(words[-1])
-        elif run:
-            text, run = "".join(run), []
-            for shift in range(4):
-                chunk = text[shift:][:len(text[shift:]) // 4 * 4]
-                found.append(base64.b64decode(chunk, validate=False))
-    return b"\n".join(found)
 
 
 TOKEN = "hvs.token-" + "7" * 24

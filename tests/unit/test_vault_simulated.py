@@ -510,8 +510,7 @@ def test_a_converged_vault_is_read_by_the_fact_batchs_command_unprinted(vault, t
     the keys file as the secret read found it) go out with the fact batch's command, and the
     plan takes their answers: a converged Vault costs no host command of its own; at --debug no
     secret is printed, plain or in the command's base64 output."""
-    from tests.harness import host_commands
-    from tests.unit.test_fact_batch import decoded_base64
+    from tests.harness import decoded_base64, host_commands
 
     sim, _, url = vault
     keys = tmp_path / "state" / "vault-keys.json"
