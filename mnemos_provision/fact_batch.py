@@ -14,6 +14,13 @@ something, or may have) after the batch was read, `read()` falls back to pyinfra
 command fails, or whose required command is missing, is not used either: pyinfra then reads that
 fact itself, with its own error handling. The answers are the same values the facts give on their
 own (tests/unit/test_fact_batch.py).
+
+HTTP requests can ride on the same command (`expect_http`, `planned_answers`): Vault's and
+MinIO's roles register at plan time the reads their plans make first, the batch's command sends
+them with one curl beside its parts, and the plans take the answers under the same rule (used
+only while no operation of the host has run a command since). Those answers are secret: a batch
+that carries HTTP is run without printing (`print_output=False`, as host_http runs requests),
+never as pyinfra's fact, and its answers go to its output, never into its staging directory.
 """
 
 from __future__ import annotations

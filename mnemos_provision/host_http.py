@@ -21,6 +21,9 @@ curl, through whatever connector pyinfra uses (@local, SSH, @docker):
 - `HostHTTP.prefetch` records the requests a list of client calls would send, sends them in one
   command, and `request` answers each of them once from what came back (the Vault and MinIO plans
   read a converged server in one host command, whatever the number of secrets or buckets);
+- `ahead`: the prefetch first takes the answers the fact batch's command brought for requests
+  registered at plan time (`record`, fact_batch.expect_http / planned_answers: one host command
+  fewer per service), and sends only the others;
 - `HostSession` is a requests.Session for hvac; `HostPoolManager` is the urllib3-style client the
   minio SDK accepts as `http_client`;
 - an answer that must not be lost (Vault's sys/init: the only copy of the unseal keys) can be
