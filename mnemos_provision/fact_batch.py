@@ -136,9 +136,9 @@ class _HostBatch:
     specs: dict[tuple, FactSpec] = field(default_factory=dict)
     answers: dict[tuple, Any] | None = None
     changes_when_read: int = -1
-    # HTTP requests registered at plan time (expect_http): (the client whose settings send it,
-    # the request); their answers by Request.key(), each used once
-    http: list[tuple[Any, Any]] = field(default_factory=list)
+    # HTTP requests registered at plan time (expect_http): (the client whose settings send them,
+    # the calls that make them); their answers by Request.key(), each used once
+    http: list[tuple[Any, list[Callable[[], object]]]] = field(default_factory=list)
     http_answers: dict[tuple, list] = field(default_factory=dict)
 
 
@@ -180,20 +180,22 @@ def expect(cls: type, **kwargs) -> None:
         batch.specs.setdefault(_key(cls, kwargs), (cls, kwargs))
 
 
-def expect_http(client, requests: list) -> None:
+def expect_http(client, calls: list[Callable[[], object]]) -> None:
     """
-    Register (at plan time) HTTP requests an operation of the current host will send first
-    (host_http.Request, recorded by `client.record`, a host_http.HostHTTP whose timeout and CA
-    file send them): the fact batch's command sends them too, in one curl beside its parts, and
-    the operation's `client.prefetch` takes their answers from there (`planned_answers`) while no
-    operation of the host has run commands since. Their answers (and the requests' tokens) are
-    secret: that command is never printed, its answers never staged in a file.
+    Register (at plan time) the HTTP requests an operation of the current host will send first:
+    `calls` (client calls, as for `client.prefetch`) of `client`, a host_http.HostHTTP whose
+    timeout and CA file send them. When the fact batch is read, each call's request is recorded
+    (`client.record`: built and signed then, moments before it is sent, so a signature's date is
+    never older than the batch) and the batch's command sends them too, in one curl beside its
+    parts; the operation's `client.prefetch` takes their answers from there (`planned_answers`)
+    while no operation of the host has run commands since. Their answers (and the requests'
+    tokens) are secret: that command is never printed, its answers never staged in a file.
     """
-    if not ctx_host.isset() or not requests:
+    if not ctx_host.isset() or not calls:
         return
     batch = _host_batch(ctx_host.get())
     if batch is not None and batch.answers is None:
-        batch.http += [(client, r) for r in requests]
+        batch.http.append((client, list(calls)))
 
 
 def planned_answers(requests: list) -> list:
@@ -274,11 +276,20 @@ def _read_with_http(host, parts: list[tuple[str, str]], marker: str, batch: _Hos
     # the one curl step, its config and its parsing are host_http's, reached through the
     # registering client (a host_http.HostHTTP): this module does not load requests (start-up)
     sender = batch.http[0][0]
-    requests = [r for _, r in batch.http]
     mark = sender.new_mark()
+    requests: list = []
     sections: list[str] = []
-    for client, request in batch.http:
-        sections += client.config_sections([request], mark)
+    for client, calls in batch.http:
+        try:
+            recorded = client.record(calls)  # built and signed now
+        except Exception as exc:  # its operation's own prefetch meets it again
+            logger.debug("fact_batch: HTTP requests not sent with the batch (%s)",
+                         type(exc).__name__)
+            continue
+        requests += recorded
+        sections += client.config_sections(recorded, mark)
+    if not requests:
+        return host.get_fact(FactBatch, parts=parts, marker=marker)
     command = FactBatch().command(parts, marker, foreground=sender.one_curl_step(len(requests)))
     logger.debug("fact_batch: %d fact(s) and %d HTTP request(s) in one host command: %s",
                  len(parts), len(requests),

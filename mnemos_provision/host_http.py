@@ -316,8 +316,8 @@ class HostHTTP:
                 self._prefetched.setdefault(sent.key(), []).append(got)
 
     def record(self, calls: list[Callable[[], object]]) -> list[Request]:
-        """The first request each call makes, recorded, nothing sent (for `prefetch`, and at plan
-        time for the fact batch: fact_batch.expect_http)."""
+        """The first request each call makes, recorded, nothing sent (for `prefetch`, and for the
+        fact batch's command: fact_batch.expect_http)."""
         recorded: list[Request] = []
         self._recording = recorded
         try:
@@ -441,7 +441,7 @@ def one_curl_step(count: int, max_answer: int = MAX_ANSWER) -> str:
     batch's: fact_batch.read), in a subshell of its own: its umask and unset variables stay there.
     It reads curl's config (encode_config) from the script's standard input, and writes its
     answers (base64) to the script's standard output, between a "@@B64" line and an END line
-    (`ONE_CURL_END`), never into a file.
+    (`HostHTTP.END`), never into a file.
     """
     return "(" + _ONE_CURL % {"limit": one_curl_limit(count, max_answer),
                               "end": shlex.quote(_END)} + ")"

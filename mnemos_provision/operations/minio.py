@@ -40,13 +40,13 @@ def plan_ahead(endpoint: str, root: tuple[str, str], desired: "minio_setup.Desir
     At plan time (the role, before `setup` is called): register with the fact batch the reads
     `setup`'s plan sends first (minio_setup.planned_reads), so that the fact batch's command
     sends them and a converged MinIO costs no host command of its own
-    (fact_batch.expect_http). They are signed now; an answer is matched to the plan's request by
-    its method, URL, body and access key (host_http.Request.key), not its date or signature.
+    (fact_batch.expect_http). They are signed when the batch is read; an answer is matched to the
+    plan's request, signed again moments later, by its method, URL, body and access key
+    (host_http.Request.key), not its date or signature.
     """
     s3, app_s3, admin, http = clients(endpoint, root, (desired.app_user, desired.app_secret),
                                       desired.region)
-    fact_batch.expect_http(http, http.record(minio_setup.planned_reads(s3, admin, app_s3,
-                                                                       desired)))
+    fact_batch.expect_http(http, minio_setup.planned_reads(s3, admin, app_s3, desired))
 
 
 @operation()

@@ -153,8 +153,7 @@ def plan_ahead(url: str, desired: "vault_setup.Desired", store: HostKeyStore,
         return
     client, http = _client(url, cacert)
     root_token = vault_setup.ReadOnce(cast("vault_setup.KeyStore", store.planning())).root_token()
-    fact_batch.expect_http(http, http.record(vault_setup.planned_reads(client, root_token,
-                                                                       desired)))
+    fact_batch.expect_http(http, vault_setup.planned_reads(client, root_token, desired))
 
 
 @operation()

@@ -194,21 +194,24 @@ def client(ahead):
 
 
 def reads(http):
-    return [lambda: http.request("GET", url + "/value", {{"X-Vault-Token": token}})]
+    # X-Made: when the request was made (a signature's date is then): as the batch is read
+    return [lambda: http.request("GET", url + "/value", {{
+        "X-Vault-Token": token, "X-Made": "execute" if host.state.is_executing else "plan"}})]
 
 
 @operation()
 def show_value():
     http = client(ahead=True)
     http.prefetch(reads(http))
-    status, _, body = http.request("GET", url + "/value", {{"X-Vault-Token": token}})
+    status, _, body = http.request("GET", url + "/value", {{"X-Vault-Token": token,
+                                                           "X-Made": "execute"}})
     # the answer holds a secret: only its public half is shown
     host.noop("the value is " + body.decode().split(";")[0])
     yield from ()
 
 
 planning = client(ahead=False)
-fact_batch.expect_http(planning, planning.record(reads(planning)))
+fact_batch.expect_http(planning, reads(planning))
 files.tree(name="sync", root=root, entries=[TreeEntry("a.conf", "file", "644", b"one\\n")],
            user=user, group=group, git_init=False)
 server.shell(name="change the value", commands=["printf new > " + value_file],
@@ -226,10 +229,12 @@ def value_server(tmp_path):
     value_file = tmp_path / "value"
     value_file.write_text("old")
     seen: list[str] = []
+    made: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             seen.append(self.headers.get("X-Vault-Token", ""))
+            made.append(self.headers.get("X-Made", ""))
             ok = self.headers.get("X-Vault-Token") == TOKEN
             body = (value_file.read_text() + ";" + SECRET).encode() if ok else b"denied"
             self.send_response(200 if ok else 403)
@@ -243,7 +248,7 @@ def value_server(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", value_file, seen
+    yield f"http://127.0.0.1:{server.server_address[1]}", value_file, seen, made
     server.shutdown()
 
 
@@ -271,11 +276,12 @@ def run_http_deploy(tmp_path, url, value_file, edit: bool):
 
 def test_http_registered_at_plan_time_is_answered_by_the_fact_batch_unprinted(tmp_path,
                                                                               value_server):
-    url, value_file, seen = value_server
+    url, value_file, seen, made = value_server
     output = run_http_deploy(tmp_path, url, value_file, edit=False)
     # one host command: the fact batch, which also sent the request; the operation used its answer
     assert len(host_commands(output)) == 1, "\n".join(host_commands(output))
     assert seen == [TOKEN]
+    assert made == ["execute"], "the request was built at plan time, not when the batch was read"
     assert "the value is old" in output
     assert "fact_batch: 1 fact(s) and 1 HTTP request(s) in one host command" in output
     # secret: the answer and the token never in the output, at --debug; the batch is not read as
@@ -287,7 +293,7 @@ def test_http_registered_at_plan_time_is_answered_by_the_fact_batch_unprinted(tm
 
 def test_http_answer_of_the_batch_is_not_used_after_an_operation_ran_commands(tmp_path,
                                                                              value_server):
-    url, value_file, seen = value_server
+    url, value_file, seen, _ = value_server
     output = run_http_deploy(tmp_path, url, value_file, edit=True)
     # the shell changed the value after the batch was read: the operation asks again
     assert seen == [TOKEN, TOKEN]

@@ -146,8 +146,8 @@ def test_the_application_policy_as_minio_returns_it_in_any_order_is_not_applied_
 
 def test_reads_signed_at_plan_time_match_the_plans_requests_by_their_access_key(monkeypatch):
     """roles/minio.py registers the plan's reads with the fact batch at plan time
-    (minio.plan_ahead), signed then (AWS SigV4: a date and a signature in each request); the
-    plan makes them again moments later, signed anew. Each answer is matched by
+    (minio.plan_ahead), signed when the batch is read (AWS SigV4: a date and a signature in each
+    request); the plan makes them again moments later, signed anew. Each answer is matched by
     host_http.Request.key: the same key for the same read whatever its date and signature, and a
     different one for the root's and the application user's requests (they get different
     answers)."""
@@ -156,22 +156,24 @@ def test_reads_signed_at_plan_time_match_the_plans_requests_by_their_access_key(
     from mnemos_provision.operations import minio
 
     registered: list = []
-    monkeypatch.setattr(fact_batch, "expect_http", lambda client, requests: registered.extend(
-        requests))
+    monkeypatch.setattr(fact_batch, "expect_http", lambda client, calls: registered.append(
+        (client, calls)))
     root, app = ("mnemos", "m" * 32), (DESIRED.app_user, DESIRED.app_secret)
     minio.plan_ahead("127.0.0.1:9000", root, DESIRED)
+    [(client, calls)] = registered
+    recorded = client.record(calls)  # as the fact batch's command does when it is read
     time.sleep(1.1)  # x-amz-date is to the second
     s3, app_s3, admin, http = minio.clients("127.0.0.1:9000", root, app, DESIRED.region,
                                             runner=Runner())
     later = http.record(minio_setup.planned_reads(s3, admin, app_s3, DESIRED))
-    assert len(registered) == len(later) == 4 * len(DESIRED.buckets) + 3
-    assert [r.key() for r in registered] == [r.key() for r in later]
+    assert len(recorded) == len(later) == 4 * len(DESIRED.buckets) + 3
+    assert [r.key() for r in recorded] == [r.key() for r in later]
     dates = [(r.headers.get("x-amz-date"), s.headers.get("x-amz-date"))
-             for r, s in zip(registered, later)]
+             for r, s in zip(recorded, later)]
     assert all(a and b and a != b for a, b in dates), dates  # signed anew, yet matched
-    assert {identity(r.headers) for r in registered} == {"aws:mnemos", "aws:mnemos-app"}
+    assert {identity(r.headers) for r in recorded} == {"aws:mnemos", "aws:mnemos-app"}
     # the same bucket read by the root and by the application user: two answers, never shared
     by_url: dict = {}
-    for r in registered:
+    for r in recorded:
         by_url.setdefault((r.method, r.url), set()).add(r.key())
     assert any(len(keys) == 2 for keys in by_url.values()), by_url
