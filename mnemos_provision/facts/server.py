@@ -121,12 +121,20 @@ done
 [ -d /mnt/wsl/docker-desktop ] && echo "desktop_integration=1"
 if command -v docker >/dev/null 2>&1; then
   echo "docker_cli=$(readlink -f "$(command -v docker)")"
-  docker version --format '{DOCKER_VERSION_FORMAT}' 2>/dev/null
-  {compose_sh}
-  ids=$(docker network ls -q 2>/dev/null)
-  [ -n "$ids" ] && docker network inspect --format '{NETWORK_FORMAT}' $ids 2>/dev/null
-  docker ps --filter label=com.docker.compose.project={shlex.quote(compose_project)} \
-    --format 'project_ports={{{{.Ports}}}}' 2>/dev/null
+  dv() {{ docker version --format '{DOCKER_VERSION_FORMAT}' 2>/dev/null; }}
+  dc() {{ {compose_sh}; }}
+  dn() {{ ids=$(docker network ls -q 2>/dev/null)
+    [ -n "$ids" ] && docker network inspect --format '{NETWORK_FORMAT}' $ids 2>/dev/null; }}
+  dp() {{ docker ps --filter label=com.docker.compose.project={shlex.quote(compose_project)} \
+    --format 'project_ports={{{{.Ports}}}}' 2>/dev/null; }}
+  # side by side, each staged in a private directory (mktemp -d: 0700, a new name) and printed
+  # in order; one after the other when there is no such directory
+  if t=$(mktemp -d 2>/dev/null); then
+    dv >"$t/v" & dc >"$t/c" & dn >"$t/n" & dp >"$t/p" &
+    wait; cat "$t/v" "$t/c" "$t/n" "$t/p"; rm -rf "$t"
+  else
+    dv; dc; dn; dp
+  fi
 fi
 true
 """
