@@ -67,7 +67,7 @@ class FactBatch(FactBase[dict[int, tuple[str, list[str]]]]):
         """`foreground`: a step run while the parts run (fact_batch's HTTP requests), its output
         before the parts'; only through `_read_batch`'s unprinted command, never as a fact."""
         self._marker = marker  # pyinfra calls process() on the same instance
-        script = ['d=$(mktemp -d 2>/dev/null) || exit 0']
+        script = ['d=$(mktemp -d /tmp/mnemos-batch.XXXXXXXXXX 2>/dev/null) || exit 0']
         for i, (requires, command) in enumerate(parts):
             run = f'{{ ( {command}\n) </dev/null >"$d/{i}"; echo $? >"$d/{i}.rc"; }}'
             if requires:

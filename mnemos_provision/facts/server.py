@@ -127,9 +127,10 @@ if command -v docker >/dev/null 2>&1; then
     [ -n "$ids" ] && docker network inspect --format '{NETWORK_FORMAT}' $ids 2>/dev/null; }}
   dp() {{ docker ps --filter label=com.docker.compose.project={shlex.quote(compose_project)} \
     --format 'project_ports={{{{.Ports}}}}' 2>/dev/null; }}
-  # side by side, each staged in a private directory (mktemp -d: 0700, a new name) and printed
+  # side by side, each staged in a private directory (mktemp -d: 0700, a new name, in /tmp,
+  # whose sticky bit keeps other accounts from renaming it; not TMPDIR) and printed
   # in order; one after the other when there is no such directory
-  if t=$(mktemp -d 2>/dev/null); then
+  if t=$(mktemp -d /tmp/mnemos-snapshot.XXXXXXXXXX 2>/dev/null); then
     dv >"$t/v" & dc >"$t/c" & dn >"$t/n" & dp >"$t/p" &
     wait; cat "$t/v" "$t/c" "$t/n" "$t/p"; rm -rf "$t"
   else

@@ -41,7 +41,9 @@ class ShownCommand(StringCommand):
 def alive_definition(every: int) -> str:
     """The shell function `alive`, its "still running" line every `every` seconds."""
     return (
-        "alive() { label=$1; shift; log=$(mktemp) || return 1; start=$(date +%s); "
+        # in /tmp (sticky: no other account renames root's file), never TMPDIR (not trusted)
+        "alive() { label=$1; shift; log=$(mktemp /tmp/mnemos-progress.XXXXXXXXXX) || return 1; "
+        "start=$(date +%s); "
         f"next=$((start + {int(every)})); echo \"$label ...\"; "
         "\"$@\" >\"$log\" 2>&1 & pid=$!; "
         "while kill -0 $pid 2>/dev/null; do sleep 1; now=$(date +%s); "
@@ -84,7 +86,8 @@ def pull_script(images: dict[str, str], every: int = PULL_EVERY) -> str:
     and the setting to change, and the script exits 1 once every pull has ended.
     """
     q = shlex.quote
-    lines = ['pulls=$(mktemp -d) || exit 1', "trap 'rm -rf \"$pulls\"' EXIT", "n=0"]
+    lines = ['pulls=$(mktemp -d /tmp/mnemos-pulls.XXXXXXXXXX) || exit 1',  # /tmp: as alive's log
+             "trap 'rm -rf \"$pulls\"' EXIT", "n=0"]
     for i, (service, image) in enumerate(sorted(images.items()), start=1):
         lines.append(
             f"docker image inspect {q(image)} >/dev/null 2>&1 || {{ n=$((n + 1)); "

@@ -300,3 +300,35 @@ def test_http_answer_of_the_batch_is_not_used_after_an_operation_ran_commands(tm
     assert "the value is new" in output, output[-3000:]
     assert len(host_commands(output)) == 3, "\n".join(host_commands(output))
     assert SECRET not in output and TOKEN not in output
+
+
+# --- root's staging: /tmp, never TMPDIR ------------------------------------------------------
+# The environment is not trusted (operations/util.py, stage_dir): a TMPDIR in a directory another
+# account can write would let that account rename root's staging directory and put a link in its
+# place. Each command below runs with TMPDIR set to a directory of ours and lists it while its
+# staging exists; nothing may be there.
+
+def test_the_fact_batch_the_snapshot_and_progress_stage_in_tmp_never_tmpdir(tmp_path):
+    from mnemos_provision.facts.server import HostSnapshot
+    from mnemos_provision.operations import progress
+
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    seen = tmp_path / "seen"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # a `docker` that lists TMPDIR (the snapshot's Docker reads run while its directory exists)
+    (bin_dir / "docker").write_text(f'#!/bin/sh\nls -A "$TMPDIR" >> {seen}\n')
+    (bin_dir / "docker").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmpdir),
+           "HOME": str(tmp_path)}
+    batch = fact_batch.FactBatch().command(
+        [("", f'ls -A "$TMPDIR" >> {seen}'), ("", "echo second")], "@@M")
+    snapshot = HostSnapshot().command(None, str(tmp_path), "mnemos", True)
+    alive = progress.alive_definition(60) + f'\nalive listing sh -c \'ls -A "$TMPDIR" >> {seen}\''
+    pulls = progress.pull_script({"one": "example.invalid/one:1"})
+    for script in (batch, snapshot, alive, pulls):
+        subprocess.run(["sh", "-c", script], env=env, capture_output=True, timeout=60)
+    assert seen.exists()
+    assert seen.read_text() == "", f"staged in TMPDIR: {seen.read_text()!r}"
+    assert os.listdir(tmpdir) == []
