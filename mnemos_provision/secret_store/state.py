@@ -182,9 +182,9 @@ printf '== backups %s\\n%s' "$total" "$found"
 
 
 _VOLUMES = """
-if docker version --format x >/dev/null 2>&1; then
+if v=$(docker volume ls -q --filter label=com.docker.compose.project={project} 2>/dev/null); then
   echo '== volumes docker'
-  docker volume ls -q --filter label=com.docker.compose.project={project}
+  [ -z "$v" ] || printf '%s\\n' "$v"
 elif [ -r /var/lib/docker/volumes ]; then
   echo '== volumes directory'; ls /var/lib/docker/volumes | grep '^'{prefix} || true
 else
