@@ -45,18 +45,21 @@ class ServiceImages(FactBase[ImagesState | None]):
                "{{.Image}}")
         command = (
             f"ids=$(docker ps -aq --filter label=com.docker.compose.project={q(project)} "
-            "2>/dev/null) || { echo DOCKER_DOWN; exit 0; }; "
-            f'[ -z "$ids" ] || docker inspect -f {q(fmt)} $ids 2>/dev/null; '
+            "2>/dev/null </dev/null) || { echo DOCKER_DOWN; exit 0; }; "
+            f'[ -z "$ids" ] || docker inspect -f {q(fmt)} $ids 2>/dev/null </dev/null; '
         )
         if not pg_container:
             return command + "true"
-        return command + (
-            f"v=$(docker cp {q(pg_container + ':' + PG_MOUNT + '/' + PG_VERSION_IN_VOLUME)} - "
-            "2>/dev/null | tar -xOf - 2>/dev/null | head -c 16); "
+        # PG_VERSION is copied out while the containers are listed and inspected: the copy is
+        # the left side of a pipe whose right side reads it (cat) only after its own output
+        return (
+            f"docker cp {q(pg_container + ':' + PG_MOUNT + '/' + PG_VERSION_IN_VOLUME)} - "
+            "2>/dev/null | tar -xOf - 2>/dev/null | head -c 16 | { " + command
+            + 'v=$(cat); '
             f'[ -n "$v" ] || {{ mp=$(docker volume inspect -f \'{{{{.Mountpoint}}}}\' '
             f'{q(pg_volume)} 2>/dev/null) && f="$mp/{PG_VERSION_IN_VOLUME}" && [ -f "$f" ] && '
             '[ ! -L "$f" ] && v=$(head -c 16 "$f"); }; '
-            'echo "PG|$v" | head -n 1'
+            'echo "PG|$v" | head -n 1; }'
         )
 
     def process(self, output) -> ImagesState | None:
