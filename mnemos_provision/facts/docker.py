@@ -119,7 +119,11 @@ class DockerImagesPresent(FactBase[set[str] | None]):
 
     def command(self, images: list[str]):
         quoted = " ".join(shlex.quote(i) for i in images)
-        return ("docker version --format x >/dev/null 2>&1 || { echo DOCKER_DOWN; exit 0; }; "
+        # one Docker call when every image is there (a converged host): `docker image inspect`
+        # of them all succeeds only then; otherwise each is asked on its own
+        return (f"docker image inspect --format x {quoted} >/dev/null 2>&1 && "
+                f"{{ printf '%s\\n' {quoted}; exit 0; }}; "
+                "docker version --format x >/dev/null 2>&1 || { echo DOCKER_DOWN; exit 0; }; "
                 f"for i in {quoted}; do docker image inspect \"$i\" >/dev/null 2>&1 "
                 "&& echo \"$i\"; done; true")
 
