@@ -213,11 +213,7 @@ def planned_answers(requests: list) -> list:
     batch = _host_batch(host)
     if batch is None or not batch.http or host.state.current_stage != StateStage.Execute:
         return none
-    changes = _changed_operations(host)
-    if batch.answers is None:
-        batch.answers = _read_batch(host, list(batch.specs.values()), batch)
-        batch.changes_when_read = changes
-    if changes != batch.changes_when_read:
+    if _held_answers(host, batch) is None:
         batch.http_answers.clear()  # never true again in this run
         return none
     found = []
@@ -237,13 +233,20 @@ def read(host, cls: type, **kwargs) -> Any:
     key = _key(cls, kwargs)
     if batch is None or host.state.current_stage != StateStage.Execute or key not in batch.specs:
         return host.get_fact(cls, **kwargs)
+    answers = _held_answers(host, batch)
+    if answers is not None and key in answers:
+        return answers[key]
+    return host.get_fact(cls, **kwargs)
+
+
+def _held_answers(host, batch: _HostBatch) -> dict[tuple, Any] | None:
+    """The answers of `batch` for `host` (read when no operation read it yet) while they hold (no
+    operation of the host has run commands since it was read); None once they do not."""
     changes = _changed_operations(host)
     if batch.answers is None:
         batch.answers = _read_batch(host, list(batch.specs.values()), batch)
         batch.changes_when_read = changes
-    if changes == batch.changes_when_read and key in batch.answers:
-        return batch.answers[key]
-    return host.get_fact(cls, **kwargs)
+    return batch.answers if changes == batch.changes_when_read else None
 
 
 def _read_batch(host, specs: list[FactSpec], batch: _HostBatch | None = None

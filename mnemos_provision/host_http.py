@@ -337,22 +337,22 @@ class HostHTTP:
             raise ValueError("an answer is kept only for a request sent alone")
         for r in batch:  # all refused before anything is sent
             _check(r)
-        lines = []
-        for r in batch:
-            encoded_headers = _b64(("\n".join(_header_lines(r)) + "\n").encode())
-            lines.append(f"{r.method} {r.url} {encoded_headers} {_b64(r.body) if r.body else '-'}")
-        lines.append(_END)
         self.commands += 1
         logger.debug("host_http: %d request(s) in one host command: %s", len(batch),
                      ", ".join(f"{r.method} {urlsplit(r.url).path}" for r in batch))
         if keep is None and all(_configurable(r.body) for r in batch):
             # one curl process for the whole batch (its requests on a config read from stdin)
             mark = new_mark()
-            rc, out = self.runner.run(self._one_curl_command(len(batch)),
+            rc, out = self.runner.run(_one_curl_script(len(batch), self.max_answer),
                                       stdin=self._config_lines(batch, mark))
-            answers = _parse_one_curl(out, batch, self.max_answer, mark,
-                                      self._one_curl_limit(len(batch)))
+            answers = self.parse_one_curl(out, batch, mark)
         else:
+            lines = []
+            for r in batch:
+                encoded_headers = _b64(("\n".join(_header_lines(r)) + "\n").encode())
+                lines.append(f"{r.method} {r.url} {encoded_headers} "
+                             f"{_b64(r.body) if r.body else '-'}")
+            lines.append(_END)
             rc, out = self.runner.run(self._command(keep), stdin=lines)
             answers = _parse(out, batch, self.max_answer)
         if rc != 0 or answers is None:
@@ -362,14 +362,6 @@ class HostHTTP:
                                 f"{f' and {len(batch) - 1} more' if len(batch) > 1 else ''} from "
                                 f"the host failed (exit {rc}): {tail}")
         return answers
-
-    def _one_curl_limit(self, count: int) -> int:
-        """The most bytes the command passes on: one answer over the cap plus the other answers'
-        markers (the batch's answers together within the cap; see _parse_one_curl)."""
-        return one_curl_limit(count, self.max_answer)
-
-    def _one_curl_command(self, count: int) -> str:
-        return _ONE_CURL % {"limit": self._one_curl_limit(count), "end": shlex.quote(_END)}
 
     # for the fact batch's command (fact_batch._read_with_http), which sends the requests
     # registered at plan time in one curl beside its parts
@@ -431,8 +423,16 @@ def encode_config(sections: list[str]) -> list[str]:
 
 
 def one_curl_limit(count: int, max_answer: int = MAX_ANSWER) -> int:
-    """The most bytes a _ONE_CURL command of `count` requests passes on (see _parse_one_curl)."""
+    """The most bytes a _ONE_CURL command of `count` requests passes on: one answer over the cap
+    plus the other answers' markers (the batch's answers together within the cap; see
+    _parse_one_curl)."""
     return max_answer + 1 + 1024 * count
+
+
+def _one_curl_script(count: int, max_answer: int = MAX_ANSWER) -> str:
+    """The _ONE_CURL command of `count` requests (HostHTTP.send runs it; one_curl_step embeds
+    it)."""
+    return _ONE_CURL % {"limit": one_curl_limit(count, max_answer), "end": shlex.quote(_END)}
 
 
 def one_curl_step(count: int, max_answer: int = MAX_ANSWER) -> str:
@@ -443,8 +443,7 @@ def one_curl_step(count: int, max_answer: int = MAX_ANSWER) -> str:
     answers (base64) to the script's standard output, between a "@@B64" line and an END line
     (`HostHTTP.END`), never into a file.
     """
-    return "(" + _ONE_CURL % {"limit": one_curl_limit(count, max_answer),
-                              "end": shlex.quote(_END)} + ")"
+    return "(" + _one_curl_script(count, max_answer) + ")"
 
 
 def parse_one_curl(output: str, batch: list[Request], mark: str, max_answer: int = MAX_ANSWER

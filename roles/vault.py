@@ -65,9 +65,10 @@ def vault_init(ctx: HostContext):
     store = vault.HostKeyStore(ctx.vault_keys_path, ctx.user, ctx.group,
                                found=found_with_secrets(ctx, "vault_keys"))
     cacert = f"{ctx.root}/config/vault/tls/vault.crt" if s.vault_tls else None
+    url = vault_url(ctx)
     # the plan's first reads go out with the fact batch (one host command fewer)
-    vault.plan_ahead(vault_url(ctx), desired, store, cacert)
-    vault.setup(name="Initialize, unseal and configure Vault", url=vault_url(ctx),
+    vault.plan_ahead(url, desired, store, cacert)
+    vault.setup(name="Initialize, unseal and configure Vault", url=url,
                 desired=desired, store=store, cacert=cacert)
 
 
