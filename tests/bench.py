@@ -28,9 +28,10 @@ ONE_OP = ("from pyinfra.operations import files\n"
 
 
 def timed(args: list[str], env: dict, check=True) -> float:
-    # Run as in a user's checkout, where Python caches the project's bytecode on the first run
-    # and every later run reads it: this machine's environment sets PYTHONDONTWRITEBYTECODE, under
-    # which each timed run compiled the project's modules again (0.07 s of the all-services no-op,
+    # Run as in a user's checkout, where the project's bytecode is cached on the first run and
+    # read by every later one (mnemos_provision/__init__.py turns the cache back on after pyinfra's
+    # CLI turned it off): this machine's environment sets PYTHONDONTWRITEBYTECODE, under which each
+    # timed run compiled the project's modules again (0.06-0.07 s of the all-services no-op,
     # docs/performance.md). pyinfra's own modules were compiled when pip installed them.
     env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
