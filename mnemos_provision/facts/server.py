@@ -8,14 +8,20 @@ Every command is POSIX sh with tools a minimal Debian/Ubuntu has (coreutils, maw
 from __future__ import annotations
 
 import ipaddress
-import json
 import shlex
 import socket
 import struct
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from pyinfra.api import FactBase
+
+from mnemos_provision.facts.docker import (
+    ENGINE_API_SH,
+    ENGINE_CURL,
+    engine_url,
+    json_list,
+    project_filter,
+)
 
 # Go templates of `docker version` and `docker network inspect` in HostSnapshot's command.
 # `docker version` (the /version endpoint) costs a tenth of `docker info` on a busy engine;
@@ -25,40 +31,22 @@ DOCKER_VERSION_FORMAT = ('docker_server_version={{.Server.Version}}{{"\\n"}}'
                          "docker_operating_system={{.Server.Platform.Name}}")
 NETWORK_FORMAT = "network={{.Id}},{{.Name}},{{range .IPAM.Config}}{{.Subnet}} {{end}}"
 
-# The same three reads from the Engine API, with one curl over the engine's default socket: the
-# docker CLI costs a Go program's start per call, and the snapshot is on every run's critical path
-# (about 45 ms of wall and 70 ms of CPU less on a converged host, docs/performance.md). Only where
-# the CLI would talk to that same socket: no DOCKER_HOST, no DOCKER_CONTEXT, no context chosen in
-# the CLI's config (DOCKER_CONFIG, ~/.docker), and curl present; otherwise, or when curl gets no
-# answer (no engine, no permission), the CLI reads them as before. Each answer is one line of JSON,
-# printed as docker_api_<read>=<json>; curl reads no .curlrc (-q), no proxy, no URL globbing.
-DOCKER_SOCKET = "/var/run/docker.sock"
+# The same three reads from the Engine API, with one curl (facts/docker.py, `engine_api`): the
+# snapshot is on every run's critical path (95 ms against 53 ms on the host, docs/performance.md).
+# Each answer is one line of JSON, printed as docker_api_<read>=<json>.
 DOCKER_API_READS = ("version", "networks", "containers")
 
 
 def _engine_api_sh(compose_project: str) -> str:
-    filters = json.dumps({"label": [f"com.docker.compose.project={compose_project}"]},
-                         separators=(",", ":"))
-    urls = {"version": "http://localhost/version", "networks": "http://localhost/networks",
-            "containers": "http://localhost/containers/json?filters=" + quote(filters, safe="")}
-    outputs = " ".join(f'-o "$t/{read}" {shlex.quote(urls[read])}' for read in DOCKER_API_READS)
+    urls = {"version": engine_url("/version"), "networks": engine_url("/networks"),
+            "containers": engine_url("/containers/json", filters=project_filter(compose_project))}
+    outputs = " ".join(f'-o "$t/{read}" {urls[read]}' for read in DOCKER_API_READS)
     return (
-        f'api() {{ [ -z "${{DOCKER_HOST:-}}${{DOCKER_CONTEXT:-}}" ] && [ -S {DOCKER_SOCKET} ] && '
-        "command -v curl >/dev/null 2>&1 && "
-        """! grep -qs '"currentContext"' "${DOCKER_CONFIG:-$HOME/.docker}/config.json"; }
-  da() { curl -q -sf -g --noproxy '*' """
-        f"--unix-socket {DOCKER_SOCKET} {outputs} 2>/dev/null </dev/null || return 1\n"
+        f"{ENGINE_API_SH}\n"
+        f"  da() {{ {ENGINE_CURL} {outputs} 2>/dev/null </dev/null || return 1\n"
         f"    for r in {' '.join(DOCKER_API_READS)}; do "
         """printf 'docker_api_%s=' "$r"; tr -d '\\n' <"$t/$r"; echo; rm -f "$t/$r"; done; }"""
     )
-
-
-def _json_list(value: str) -> list:
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        return []
-    return [item for item in parsed if isinstance(item, dict)] if isinstance(parsed, list) else []
 
 
 def _hex_to_ipv4(text: str) -> str:
@@ -171,7 +159,7 @@ if command -v docker >/dev/null 2>&1; then
   # when the CLI would ask the same engine and it answers, else the CLI's.
   if t=$(mktemp -d /tmp/mnemos-snapshot.XXXXXXXXXX 2>/dev/null); then
     dc >"$t/c" &
-    if ! {{ api && da >"$t/a"; }}; then
+    if ! {{ engine_api && da >"$t/a"; }}; then
       : >"$t/a"; dv >"$t/v" & dn >"$t/n" & dp >"$t/p" &
     fi
     wait; cat "$t/a" "$t/v" "$t/c" "$t/n" "$t/p" 2>/dev/null; rm -rf "$t"
@@ -211,21 +199,23 @@ true
                     if first.isdigit() and (last.isdigit() or not last):
                         snap.project_ports.update(range(int(first), int(last or first) + 1))
             elif key == "docker_api_version":
-                answer = (_json_list(f"[{value}]") or [{}])[0]
+                answer = (json_list(f"[{value}]") or [{}])[0]
                 platform = answer.get("Platform")
                 snap.docker_server_version = str(answer.get("Version") or "")
                 snap.docker_operating_system = str(
                     (platform.get("Name") if isinstance(platform, dict) else "") or "")
             elif key == "docker_api_networks":
-                for net in _json_list(value):
-                    ipam = net.get("IPAM") if isinstance(net.get("IPAM"), dict) else {}
+                for entry in json_list(value):
+                    ipam = entry.get("IPAM")
+                    ipam = ipam if isinstance(ipam, dict) else {}
                     subnets = [str(c["Subnet"]) for c in ipam.get("Config") or []
                                if isinstance(c, dict) and c.get("Subnet")]
-                    snap.docker_networks.append((str(net.get("Id", "")), str(net.get("Name", "")),
+                    snap.docker_networks.append((str(entry.get("Id", "")),
+                                                 str(entry.get("Name", "")),
                                                  subnets))
             elif key == "docker_api_containers":
                 # the host ports of published ports, as `docker ps`' Ports column shows them
-                for container in _json_list(value):
+                for container in json_list(value):
                     for port in container.get("Ports") or []:
                         public = port.get("PublicPort") if isinstance(port, dict) else None
                         if isinstance(public, int) and public > 0:

@@ -10,6 +10,8 @@ from typing import TypedDict
 
 from pyinfra.api import FactBase
 
+from mnemos_provision.facts.docker import ENGINE_API_SH, ENGINE_CURL, engine_url, project_filter
+
 # Where the compose block of postgres keeps its data (templates/services/postgres.yml.j2):
 # the volume is mounted at MOUNT, PGDATA is MOUNT/pgdata, and initdb writes PG_VERSION there.
 PG_MOUNT = "/var/lib/postgresql/data"
@@ -43,18 +45,30 @@ class ServiceImages(FactBase[ImagesState | None]):
         q = shlex.quote
         fmt = ('I|{{index .Config.Labels "com.docker.compose.service"}}|{{.Config.Image}}|'
                "{{.Image}}")
+        # the project's container IDs: from the Engine API's list (facts/docker.py, engine_api),
+        # where each container's object starts with its Id, or from the CLI; then the CLI's
+        # inspect, which alone reads Config.Image without the rest of the config (its env)
+        listing = engine_url("/containers/json", all="1", filters=project_filter(project))
         command = (
-            f"ids=$(docker ps -aq --filter label=com.docker.compose.project={q(project)} "
-            "2>/dev/null </dev/null) || { echo DOCKER_DOWN; exit 0; }; "
+            f"if engine_api && j=$({ENGINE_CURL} {listing} 2>/dev/null </dev/null); then "
+            """ids=$(printf '%s\\n' "$j" | grep -oE '(\\[|\\},)\\{"Id":"[0-9a-f]{64}"' """
+            "| cut -d'\"' -f4); "
+            f"else ids=$(docker ps -aq --filter label=com.docker.compose.project={q(project)} "
+            "2>/dev/null </dev/null) || { echo DOCKER_DOWN; exit 0; }; fi; "
             f'[ -z "$ids" ] || docker inspect -f {q(fmt)} $ids 2>/dev/null </dev/null; '
         )
         if not pg_container:
-            return command + "true"
-        # PG_VERSION is copied out while the containers are listed and inspected: the copy is
-        # the left side of a pipe whose right side reads it (cat) only after its own output
+            return f"{ENGINE_API_SH}; " + command + "true"
+        # PG_VERSION is copied out (the Engine API's archive, as `docker cp` reads it) while the
+        # containers are listed and inspected: the copy is the left side of a pipe whose right
+        # side reads it (cat) only after its own output
+        archive = engine_url(f"/containers/{pg_container}/archive",
+                             path=f"{PG_MOUNT}/{PG_VERSION_IN_VOLUME}")
         return (
-            f"docker cp {q(pg_container + ':' + PG_MOUNT + '/' + PG_VERSION_IN_VOLUME)} - "
-            "2>/dev/null | tar -xOf - 2>/dev/null | head -c 16 | { " + command
+            f"{ENGINE_API_SH}; "
+            f"{{ {{ engine_api && {ENGINE_CURL} {archive}; }} || "
+            f"docker cp {q(pg_container + ':' + PG_MOUNT + '/' + PG_VERSION_IN_VOLUME)} -; }} "
+            "2>/dev/null </dev/null | tar -xOf - 2>/dev/null | head -c 16 | { " + command
             + 'v=$(cat); '
             f'[ -n "$v" ] || {{ mp=$(docker volume inspect -f \'{{{{.Mountpoint}}}}\' '
             f'{q(pg_volume)} 2>/dev/null) && f="$mp/{PG_VERSION_IN_VOLUME}" && [ -f "$f" ] && '
