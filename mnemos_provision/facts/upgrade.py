@@ -49,10 +49,11 @@ class ServiceImages(FactBase[ImagesState | None]):
         # where each container's object starts with its Id, or from the CLI; then the CLI's
         # inspect, which alone reads Config.Image without the rest of the config (its env)
         listing = engine_url("/containers/json", all="1", filters=project_filter(project))
+        # (an answer that lists containers but gives no ID this way goes to the CLI too)
         command = (
-            f"if engine_api && j=$({ENGINE_CURL} {listing} 2>/dev/null </dev/null); then "
+            f"if engine_api && j=$({ENGINE_CURL} {listing} 2>/dev/null </dev/null) && "
             """ids=$(printf '%s\\n' "$j" | grep -oE '(\\[|\\},)\\{"Id":"[0-9a-f]{64}"' """
-            "| cut -d'\"' -f4); "
+            "| cut -d'\"' -f4) && { [ -n \"$ids\" ] || [ \"$j\" = '[]' ]; }; then :; "
             f"else ids=$(docker ps -aq --filter label=com.docker.compose.project={q(project)} "
             "2>/dev/null </dev/null) || { echo DOCKER_DOWN; exit 0; }; fi; "
             f'[ -z "$ids" ] || docker inspect -f {q(fmt)} $ids 2>/dev/null </dev/null; '
