@@ -157,8 +157,8 @@ class ComposeStatus(FactBase[ComposeState]):
 
 
 class DockerAnswers(FactBase[bool]):
-    """Whether the engine is up and reachable: `docker version` answers (cheaper than
-    `docker info`)."""
+    """Whether the engine is up and reachable: the Engine API's /_ping answers, or, where the API
+    is not read (engine_api), `docker version` (cheaper than `docker info`)."""
 
     def command(self):
         return (f"{ENGINE_API_SH}; {{ {{ engine_api && {ENGINE_CURL} {engine_url('/_ping')}; }} || "
@@ -176,9 +176,9 @@ class DockerImagesPresent(FactBase[set[str] | None]):
 
     def command(self, images: list[str]):
         quoted = " ".join(shlex.quote(i) for i in images)
-        # one Docker call when every image is there (a converged host): `docker image inspect`
-        # of them all succeeds only then; otherwise each is asked on its own
-        # through the Engine API, one curl: every answer 200 (curl prints one code a line)
+        # a converged host has every image: through the Engine API one curl, every answer 200
+        # (curl prints one code a line); else one `docker image inspect` of them all, which
+        # succeeds only then; otherwise each is asked on its own
         urls = " ".join(f"-o /dev/null {engine_url(f'/images/{i}/json')}" for i in images)
         return (f"{ENGINE_API_SH}; if engine_api && codes=$({ENGINE_CURL} -w '%{{http_code}}\\n' "
                 f"{urls} 2>/dev/null </dev/null; true) && [ -n \"$codes\" ] && "
