@@ -70,9 +70,13 @@ def engine_url(endpoint: str, **query: str) -> str:
     return shlex.quote(url)
 
 
-def project_filter(project: str) -> str:
-    """The Engine API's `filters` for the containers of compose project `project`."""
-    return json.dumps({"label": [f"com.docker.compose.project={project}"]}, separators=(",", ":"))
+def project_containers(project: str, stopped: bool = True) -> str:
+    """The Engine API's URL listing the containers of compose project `project`, the stopped ones
+    too (as `docker ps -a`) unless `stopped` is False; quoted for sh."""
+    filters = json.dumps({"label": [f"com.docker.compose.project={project}"]},
+                         separators=(",", ":"))
+    return (engine_url("/containers/json", all="1", filters=filters) if stopped
+            else engine_url("/containers/json", filters=filters))
 
 
 def json_list(value: str) -> list[dict]:
@@ -114,7 +118,7 @@ class ComposeStatus(FactBase[ComposeState]):
             "{{.State}}|{{.Status}}"
         )
         # the Engine API's list (a line J|<json>) or the CLI's (lines R|...)
-        listing = engine_url("/containers/json", all="1", filters=project_filter(project))
+        listing = project_containers(project)
         return (
             f"{ENGINE_API_SH}; "
             f"if engine_api && j=$({ENGINE_CURL} {listing} 2>/dev/null </dev/null); "

@@ -20,7 +20,7 @@ from mnemos_provision.facts.docker import (
     ENGINE_CURL,
     engine_url,
     json_list,
-    project_filter,
+    project_containers,
 )
 
 # Go templates of `docker version` and `docker network inspect` in HostSnapshot's command.
@@ -39,7 +39,8 @@ DOCKER_API_READS = ("version", "networks", "containers")
 
 def _engine_api_sh(compose_project: str) -> str:
     urls = {"version": engine_url("/version"), "networks": engine_url("/networks"),
-            "containers": engine_url("/containers/json", filters=project_filter(compose_project))}
+            # running ones only, as `docker ps` without -a
+            "containers": project_containers(compose_project, stopped=False)}
     outputs = " ".join(f'-o "$t/{read}" {urls[read]}' for read in DOCKER_API_READS)
     return (
         f"{ENGINE_API_SH}\n"

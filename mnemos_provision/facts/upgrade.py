@@ -10,7 +10,12 @@ from typing import TypedDict
 
 from pyinfra.api import FactBase
 
-from mnemos_provision.facts.docker import ENGINE_API_SH, ENGINE_CURL, engine_url, project_filter
+from mnemos_provision.facts.docker import (
+    ENGINE_API_SH,
+    ENGINE_CURL,
+    engine_url,
+    project_containers,
+)
 
 # Where the compose block of postgres keeps its data (templates/services/postgres.yml.j2):
 # the volume is mounted at MOUNT, PGDATA is MOUNT/pgdata, and initdb writes PG_VERSION there.
@@ -48,7 +53,7 @@ class ServiceImages(FactBase[ImagesState | None]):
         # the project's container IDs: from the Engine API's list (facts/docker.py, engine_api),
         # where each container's object starts with its Id, or from the CLI; then the CLI's
         # inspect, which alone reads Config.Image without the rest of the config (its env)
-        listing = engine_url("/containers/json", all="1", filters=project_filter(project))
+        listing = project_containers(project)
         # (an answer that lists containers but gives no ID this way goes to the CLI too)
         command = (
             f"if engine_api && j=$({ENGINE_CURL} {listing} 2>/dev/null </dev/null) && "
